@@ -1,0 +1,92 @@
+"""Helpers shared by the policies that pin a fixed variant per application
+(``static``, ``clipper_plus``, ``sagemaker_plus``): which variant an app is pinned to,
+and where to place replicas of it at start."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from infaas_core.actions import LoadVariant
+from infaas_core.errors import ConfigError
+from infaas_core.model import Requirements, Variant
+from infaas_core.policies.base import PolicyContext
+from infaas_core.view import ClusterView, WorkerState
+
+
+def pinned_variants(ctx: PolicyContext, params: Mapping[str, Any]) -> dict[str, Variant]:
+    """App name -> its pinned variant.
+
+    Taken, in order, from ``policy.fixed_variants[<app>]``, the app's own ``variant``
+    requirement, or — for a task/model app — the most accurate variant meeting the app's
+    accuracy whose batch-1 latency fits its SLO (the choice a careful user would make).
+    """
+    fixed: Mapping[str, str] = params.get("fixed_variants") or {}
+    out: dict[str, Variant] = {}
+    for app in ctx.apps:
+        name = fixed.get(app.name) or app.fixed_variant or app.requirements.variant
+        if name:
+            if name not in ctx.catalog:
+                raise ConfigError(f"policy.fixed_variants.{app.name}", f"unknown variant '{name}'")
+            out[app.name] = ctx.catalog.get(name)
+            continue
+        out[app.name] = _default_pin(ctx, app.requirements, app.name)
+    return out
+
+
+def _default_pin(ctx: PolicyContext, req: Requirements, app: str) -> Variant:
+    cands = ctx.catalog.by_task(req.task) if req.task else ctx.catalog.by_model(req.model or "")
+    hw_ok = {h for t in ctx.cluster.instance_types for h in t.device_classes}
+    fits = [
+        v
+        for v in cands
+        if v.accuracy >= req.min_accuracy and v.batch1_latency_ms <= req.latency_slo_ms and v.hardware in hw_ok
+    ]
+    if not fits:
+        raise ConfigError(f"policy.fixed_variants.{app}", f"no variant meets {req} on this cluster; pin one")
+    # cheapest-looking sensible pin: the fewest cores/cheapest hardware among the most accurate
+    best_acc = max(v.accuracy for v in fits)
+    top = [v for v in fits if v.accuracy == best_acc]
+    return min(top, key=lambda v: (v.batch1_latency_ms, v.name))
+
+
+def place_replicas(
+    view: ClusterView, variant: Variant, replicas: int, reserved: dict[int, tuple[int, float]]
+) -> list[LoadVariant]:
+    """Spread ``replicas`` replicas of ``variant`` over running workers that offer its
+    hardware and have room, filling workers in id order. ``reserved`` tracks cores and
+    memory already promised by earlier placements in the same batch of actions."""
+    actions: list[LoadVariant] = []
+    left = replicas
+    for w in sorted(view.workers, key=lambda w: w.id):
+        if left == 0:
+            break
+        if w.state is not WorkerState.RUNNING or not w.instance_type.offers(variant.hardware):
+            continue
+        used_cores, used_mem = reserved.get(w.id, (0, 0.0))
+        n = 0
+        while left > 0:
+            cores_needed = used_cores + variant.cores * (n + 1) if variant.is_cpu else used_cores
+            mem_needed = used_mem + variant.memory_mb * (n + 1)
+            mem_free = (
+                w.free_memory_mb
+                if variant.is_cpu
+                else w.free_accelerator_memory_mb.get(variant.hardware, 0.0)
+            )
+            if cores_needed > w.free_cores or mem_needed > mem_free:
+                break
+            n += 1
+            left -= 1
+        if n:
+            actions.append(LoadVariant(variant.name, w.id, n))
+            reserved[w.id] = (
+                used_cores + (variant.cores * n if variant.is_cpu else 0),
+                used_mem + variant.memory_mb * n,
+            )
+    if left:
+        raise ConfigError(
+            "policy.replicas",
+            f"cannot place {replicas} replicas of {variant.name} ({variant.hardware}, {variant.cores} cores, "
+            f"{variant.memory_mb:.0f} MB) on the initial workers; {left} do not fit",
+        )
+    return actions
