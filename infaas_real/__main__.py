@@ -1,0 +1,3 @@
+from infaas_real.cli import main
+
+raise SystemExit(main())
