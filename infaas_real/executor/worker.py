@@ -1,0 +1,85 @@
+"""The worker process: one replica of one variant.
+
+It builds the variant's runner (``runner_factory``, by default
+:func:`infaas_real.runtime.load_runner`, which uses ``variant.cores`` threads), runs one
+warm-up batch, says ``READY``, then answers ``BATCH`` messages one at a time until
+``STOP`` or until the pipe closes (the server went away — a worker never outlives it).
+A runner exception fails that batch only (``FAILED``); the process keeps serving.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from infaas_core.model import Variant
+from infaas_real.executor import ipc
+
+DEFAULT_RUNNER_FACTORY = "infaas_real.runtime:load_runner"
+
+_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def import_factory(spec: str) -> Callable[..., Any]:
+    """``"package.module:function"`` -> the function."""
+    module, _, attr = spec.partition(":")
+    fn: Callable[..., Any] = getattr(importlib.import_module(module), attr or "load_runner")
+    return fn
+
+
+def _input_cols(runner: Any, variant: Variant) -> int:
+    """Feature count per row: ``input_shape`` is ``[batch, features]`` or ``[features]``."""
+    shape = [int(d) if isinstance(d, int | np.integer) else -1 for d in getattr(runner, "input_shape", ())]
+    if not shape or shape[-1] <= 0:
+        raise RuntimeError(f"runner of {variant.name} does not say its input shape: {shape}")
+    return shape[-1]
+
+
+def worker_main(
+    conn: Connection, variant: Variant, runner_factory: str, cache_dir: str | None, device: str
+) -> None:
+    """Entry point of a replica process (started with the ``spawn`` method)."""
+    for key in _THREAD_ENV:
+        os.environ[key] = str(max(1, variant.cores))
+    try:
+        runner = import_factory(runner_factory)(variant, cache_dir=cache_dir, device=device)
+        cols = _input_cols(runner, variant)
+        runner.run(np.zeros((1, cols), dtype=np.float32))
+    except Exception:
+        conn.send_bytes(ipc.encode_failed(0, traceback.format_exc(limit=3)))
+        return
+    conn.send_bytes(
+        ipc.encode_ready(
+            {"pid": os.getpid(), "input_cols": cols, "max_batch": int(getattr(runner, "max_batch", variant.max_batch))}
+        )
+    )
+    perf = time.perf_counter
+    while True:
+        try:
+            msg = conn.recv_bytes()
+        except (EOFError, OSError):
+            break
+        if ipc.kind_of(msg) == ipc.STOP:
+            break
+        batch_id, x = ipc.decode_batch(msg)
+        t0 = perf()
+        try:
+            y = np.asarray(runner.run(x))
+        except Exception as exc:  # the runner's failure is this batch's answer
+            conn.send_bytes(ipc.encode_failed(batch_id, f"{type(exc).__name__}: {exc}"))
+            continue
+        infer_ms = (perf() - t0) * 1000.0
+        try:
+            conn.send_bytes(ipc.encode_result(batch_id, y, infer_ms))
+        except (BrokenPipeError, OSError):
+            break
+    close = getattr(runner, "close", None)
+    if close is not None:
+        close()

@@ -1,0 +1,256 @@
+"""The ASGI application: KServe v2 endpoints over the live state (DESIGN.md "Real server protocol").
+
+``{name}`` in ``/v2/models/{name}/...`` may be a task (model-less: the policy selects), a
+model architecture (the policy picks its variant) or an exact variant. Requirements travel
+in the request's ``parameters`` (``min_accuracy``, ``latency_slo_ms``, optionally ``app``).
+
+Status codes: 200 answered; 400 malformed request (JSON, shape, datatype, parameters);
+404 unknown name; 413 body over ``max_request_bytes``; 422 no variant can satisfy the
+requirements (with the policy's reason and suggestion); 429 the chosen instance's queue is
+full; 500 the runner failed; 503 the query could not be served (replica died twice, load
+refused, server-side timeout, or the concurrency limit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from infaas_core.actions import Reject
+from infaas_core.catalog import Catalog
+from infaas_core.errors import BackendError, ConfigError, NoFeasibleVariant
+from infaas_core.model import ClusterSpec, Requirements
+from infaas_core.policies.base import Policy
+from infaas_real.executor import ExecutorSettings, InferenceFailed, Overloaded, WorkerDied
+from infaas_real.server import protocol
+from infaas_real.server.metrics import ServerMetrics
+from infaas_real.server.state import LiveState, StateSettings
+
+_JSON = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskShape:
+    features: int
+    classes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_request_bytes: int = 1 << 20
+    request_timeout_s: float = 30.0
+    limit_concurrency: int = 1024
+    tasks: dict[str, TaskShape] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    form: str  # task | model | variant
+    shape: TaskShape
+
+
+class InferenceServer:
+    """Holds the live state and answers the endpoints."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        cluster: ClusterSpec,
+        policy: Policy,
+        settings: ServerSettings,
+        state_settings: StateSettings,
+        executor: ExecutorSettings,
+    ) -> None:
+        self.settings = settings
+        t0 = time.perf_counter()
+        self._clock = lambda: time.perf_counter() - t0
+        self._args = (catalog, cluster, policy, state_settings, executor)
+        self.state: LiveState | None = None
+        self.metrics: ServerMetrics | None = None
+        self.targets: dict[str, _Target] = {}
+        for task in catalog.tasks:
+            if task not in settings.tasks:
+                raise ConfigError(f"server.tasks.{task}", "input/output shape of this task is not configured")
+        for v in catalog:
+            shape = settings.tasks[v.task]
+            self.targets.setdefault(v.task, _Target("task", shape))
+            self.targets.setdefault(v.model, _Target("model", shape))
+            self.targets[v.name] = _Target("variant", shape)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        catalog, cluster, policy, state_settings, executor = self._args
+        self.state = LiveState(catalog, cluster, policy, state_settings, executor, self._clock)
+        self.metrics = ServerMetrics(self.state)
+        await self.state.start()
+        try:
+            yield
+        finally:
+            await self.state.close()
+
+    # -- endpoints -----------------------------------------------------------------------
+    async def live(self, request: Request) -> Response:
+        return Response(b'{"live":true}', media_type=_JSON)
+
+    async def ready(self, request: Request) -> Response:
+        ok = self.state is not None and self.state.ready
+        return Response(orjson_dumps({"ready": ok}), status_code=200 if ok else 503, media_type=_JSON)
+
+    async def server_metadata(self, request: Request) -> Response:
+        return Response(
+            orjson_dumps({"name": "infaas-py", "version": "0.1.0", "extensions": ["binary_tensor_data", "model_less"]}),
+            media_type=_JSON,
+        )
+
+    async def model_metadata(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        t = self.targets.get(name)
+        if t is None:
+            return _error(404, f"unknown task, model or variant '{name}'")
+        return Response(
+            protocol.model_metadata(name, t.shape.features, t.shape.classes, f"infaas-{t.form}", ["1"]),
+            media_type=_JSON,
+        )
+
+    async def model_ready(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        t = self.targets.get(name)
+        if t is None:
+            return _error(404, f"unknown task, model or variant '{name}'")
+        assert self.state is not None
+        ok = t.form != "variant" or any(i.state == "ready" for i in self.state.instances_of(name))
+        return Response(orjson_dumps({"name": name, "ready": ok}), status_code=200 if ok else 400, media_type=_JSON)
+
+    async def state_snapshot(self, request: Request) -> Response:
+        assert self.state is not None
+        return Response(orjson_dumps(self.state.describe()), media_type=_JSON)
+
+    async def prometheus(self, request: Request) -> Response:
+        assert self.metrics is not None
+        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    async def infer(self, request: Request) -> Response:
+        state, metrics = self.state, self.metrics
+        assert state is not None and metrics is not None
+        name = request.path_params["name"]
+        t = self.targets.get(name)
+        if t is None:
+            return self._count(_error(404, f"unknown task, model or variant '{name}'"), "")
+        try:
+            body = await _read_body(request, self.settings.max_request_bytes)
+            r = protocol.parse_infer(body, request.headers.get(protocol.HEADER_LEN), t.shape.features)
+            req = Requirements(
+                **{t.form: name}, min_accuracy=r.min_accuracy, latency_slo_ms=r.latency_slo_ms
+            )
+        except protocol.ProtocolError as exc:
+            return self._count(_error(exc.status, exc.message), "")
+        except ConfigError as exc:
+            return self._count(_error(400, str(exc)), "")
+        try:
+            decision = state.decide(req, r.app, r.x.shape[0])
+        except NoFeasibleVariant as exc:
+            decision = Reject(exc.reason, exc.suggestion)
+        if isinstance(decision, Reject):
+            return self._count(_error(422, decision.reason, suggestion=decision.suggestion), "")
+        try:
+            inst, futures = state.submit(decision, r.x, r.latency_slo_ms)
+        except Overloaded as exc:
+            return self._count(_error(429, str(exc)), "")
+        except BackendError as exc:
+            return self._count(_error(503, str(exc)), "")
+        variant = inst.variant.name
+        try:
+            if len(futures) == 1:
+                served = [await asyncio.wait_for(futures[0], self.settings.request_timeout_s)]
+            else:
+                served = list(
+                    await asyncio.wait_for(asyncio.gather(*futures), self.settings.request_timeout_s)
+                )
+        except TimeoutError:
+            return self._count(_error(503, f"{variant}: not served within {self.settings.request_timeout_s} s"), variant)
+        except (WorkerDied, Overloaded) as exc:
+            return self._count(_error(503, str(exc)), variant)
+        except InferenceFailed as exc:
+            return self._count(_error(500, str(exc)), variant)
+        except BackendError as exc:
+            return self._count(_error(503, str(exc)), variant)
+        y = served[0].y if len(served) == 1 else np.concatenate([s.y for s in served])
+        first = served[0]
+        params: dict[str, Any] = {
+            "variant": variant,
+            "worker": inst.worker_id,
+            "hardware": inst.variant.hardware,
+            "queue_ms": max(s.queue_ms for s in served),
+            "infer_ms": sum(s.infer_ms for s in served),
+            "batch": first.batch,
+        }
+        body_out, headers = protocol.encode_infer(variant, r.request_id, y, params, r.binary_output)
+        metrics.queue.labels(variant).observe(first.queue_ms / 1000.0)
+        return self._count(Response(body_out, headers=headers), variant)
+
+    def _count(self, resp: Response, variant: str) -> Response:
+        assert self.metrics is not None
+        self.metrics.requests.labels(str(resp.status_code), variant).inc()
+        return resp
+
+    def build(self) -> Starlette:
+        infer_routes = [
+            Route("/v2/models/{name}/infer", self.infer, methods=["POST"]),
+            Route("/v2/models/{name}/versions/{version}/infer", self.infer, methods=["POST"]),
+        ]
+        return Starlette(
+            routes=[
+                *infer_routes,
+                Route("/v2/health/live", self.live),
+                Route("/v2/health/ready", self.ready),
+                Route("/v2", self.server_metadata),
+                Route("/v2/models/{name}", self.model_metadata),
+                Route("/v2/models/{name}/versions/{version}", self.model_metadata),
+                Route("/v2/models/{name}/ready", self.model_ready),
+                Route("/v2/models/{name}/versions/{version}/ready", self.model_ready),
+                Route("/v2/infaas/state", self.state_snapshot),
+                Route("/metrics", self.prometheus),
+            ],
+            lifespan=self.lifespan,
+        )
+
+
+def orjson_dumps(obj: Any) -> bytes:
+    import orjson
+
+    return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _error(status: int, message: str, **extra: Any) -> Response:
+    extra = {k: v for k, v in extra.items() if v is not None}
+    return Response(protocol.error_body(message, **extra), status_code=status, media_type=_JSON)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise protocol.ProtocolError(400, "content-length: not a number")
+        if int(declared) > limit:
+            raise protocol.ProtocolError(413, f"request body of {declared} bytes exceeds the limit of {limit}")
+        return await request.body()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise protocol.ProtocolError(413, f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,145 @@
+"""Hydra composition for ``infaas-real serve | replay | validate`` and the builders that turn
+the composed mapping into validated objects (the core never sees a ``DictConfig``).
+
+The command lines take Hydra-style overrides; they are composed with the Hydra compose API
+against the repository's ``configs/`` (``serve.yaml``, ``replay.yaml``, ``validate.yaml``
+compose the shared groups ``catalog``, ``policy``, ``cluster``, ``trace``, ``apps``).
+``hydra.run.dir=<dir>`` is taken out of the overrides and returned as the run directory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from infaas_core.catalog import Catalog, load_catalog
+from infaas_core.configs import REPO_ROOT, apps_from_mapping, cluster_from_mapping, resolve_path
+from infaas_core.errors import ConfigError
+from infaas_core.model import App, ClusterSpec
+from infaas_core.policies.base import Policy, PolicyContext, make_policy
+from infaas_real.executor import ExecutorSettings, RunnerSpec
+from infaas_real.server.app import ServerSettings, TaskShape
+from infaas_real.server.state import StateSettings
+
+CONFIG_DIR = REPO_ROOT / "configs"
+
+
+@dataclass(frozen=True, slots=True)
+class Composed:
+    cfg: dict[str, Any]
+    run_dir: Path | None
+
+
+def compose(config_name: str, overrides: Sequence[str]) -> Composed:
+    """Compose ``configs/<config_name>.yaml`` with ``overrides``; pull out ``hydra.run.dir``."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    run_dir: Path | None = None
+    rest: list[str] = []
+    for o in overrides:
+        if o.startswith("hydra.run.dir="):
+            run_dir = Path(o.split("=", 1)[1])
+        elif o.startswith("hydra."):
+            continue  # other hydra.* settings have no meaning outside a Hydra app
+        else:
+            rest.append(o)
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+            dc = hydra_compose(config_name=config_name, overrides=rest)
+        cfg = OmegaConf.to_container(dc, resolve=True)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError("overrides", str(exc).splitlines()[0]) from None
+    assert isinstance(cfg, dict)
+    return Composed({str(k): v for k, v in cfg.items()}, run_dir)
+
+
+def default_run_dir(kind: str) -> Path:
+    return Path("outputs") / "real" / f"{kind}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def section(cfg: Mapping[str, Any], key: str) -> dict[str, Any]:
+    v = cfg.get(key)
+    if not isinstance(v, Mapping):
+        raise ConfigError(key, f"missing or not a mapping (got {v!r})")
+    return dict(v)
+
+
+def build_catalog(cfg: Mapping[str, Any]) -> Catalog:
+    cat = section(cfg, "catalog")
+    if "path" not in cat:
+        raise ConfigError("catalog.path", "missing")
+    return load_catalog(resolve_path(cat["path"], key="catalog.path"))
+
+
+def build_cluster(cfg: Mapping[str, Any]) -> ClusterSpec:
+    return cluster_from_mapping(section(cfg, "cluster"))
+
+
+def build_apps(cfg: Mapping[str, Any]) -> tuple[App, ...]:
+    return apps_from_mapping(section(cfg, "apps"))
+
+
+def build_policy(cfg: Mapping[str, Any], catalog: Catalog, cluster: ClusterSpec, apps: tuple[App, ...]) -> Policy:
+    params = section(cfg, "policy")
+    name = params.get("name")
+    if not isinstance(name, str):
+        raise ConfigError("policy.name", "missing")
+    return make_policy(name, PolicyContext(catalog, cluster, apps), params=params)
+
+
+def _int(d: Mapping[str, Any], key: str, prefix: str, lo: int = 0) -> int:
+    v = d.get(key)
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise ConfigError(f"{prefix}.{key}", f"must be an integer >= {lo}, got {v!r}")
+    return v
+
+
+def _float(d: Mapping[str, Any], key: str, prefix: str, lo: float = 0.0) -> float:
+    v = d.get(key)
+    if isinstance(v, bool) or not isinstance(v, int | float) or v < lo:
+        raise ConfigError(f"{prefix}.{key}", f"must be a number >= {lo}, got {v!r}")
+    return float(v)
+
+
+def build_server_settings(cfg: Mapping[str, Any]) -> tuple[ServerSettings, StateSettings, ExecutorSettings]:
+    s = section(cfg, "server")
+    tasks_raw = s.get("tasks") or {}
+    tasks = {
+        str(t): TaskShape(_int(v, "features", f"server.tasks.{t}", 1), _int(v, "classes", f"server.tasks.{t}", 1))
+        for t, v in tasks_raw.items()
+    }
+    server = ServerSettings(
+        host=str(s.get("host", "127.0.0.1")),
+        port=_int(s, "port", "server"),
+        max_request_bytes=_int(s, "max_request_bytes", "server", 1),
+        request_timeout_s=_float(s, "request_timeout_s", "server"),
+        limit_concurrency=_int(s, "limit_concurrency", "server", 1),
+        tasks=tasks,
+    )
+    budget = s.get("core_budget")
+    state = StateSettings(
+        core_budget=(os.cpu_count() or 1) if budget is None else _int(s, "core_budget", "server", 1),
+        stats_window_s=_float(s, "stats_window_s", "server"),
+        startup_scale=_float(s, "startup_scale", "server"),
+    )
+    e = section(cfg, "executor")
+    cache = e.get("cache_dir")
+    executor = ExecutorSettings(
+        runner=RunnerSpec(
+            factory=str(e.get("runner_factory")),
+            cache_dir=str(resolve_path(cache, key="executor.cache_dir", must_exist=False)) if cache else None,
+            device=str(e.get("device", "cpu")),
+        ),
+        max_queue=_int(s, "max_queue_per_instance", "server", 1),
+        max_restarts=_int(e, "max_restarts", "executor"),
+        latency_decay=_float(e, "latency_decay", "executor"),
+    )
+    return server, state, executor

@@ -1,0 +1,66 @@
+"""Prometheus metrics of one server (its own registry: nothing global).
+
+Counters and histograms are updated on the request path (a few microseconds); queue
+lengths, loaded replicas and worker utilisation are read from the live state at scrape
+time by a collector, so they cost nothing between scrapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from infaas_real.server.state import LiveState
+
+_LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+class _StateCollector(Collector):
+    def __init__(self, state: LiveState) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        queue = GaugeMetricFamily("infaas_instance_queue_length", "Queries waiting or in service", labels=["variant", "worker"])
+        replicas = GaugeMetricFamily("infaas_instance_replicas", "Loaded replicas", labels=["variant", "worker"])
+        util = GaugeMetricFamily("infaas_worker_utilization", "Busy fraction over the last window", labels=["worker", "device"])
+        workers = GaugeMetricFamily("infaas_workers", "Worker slots by state", labels=["state"])
+        cost = GaugeMetricFamily("infaas_cost_usd", "Accrued cost of worker slots")
+        by_state: dict[str, int] = {}
+        for w in self.state.workers:
+            by_state[str(w.state)] = by_state.get(str(w.state), 0) + 1
+            for d, u in w.utilization.items():
+                util.add_metric([str(w.id), d], u)
+            for i in w.instances:
+                queue.add_metric([i.variant.name, str(w.id)], i.queue_len)
+                replicas.add_metric([i.variant.name, str(w.id)], i.live_replicas)
+        for s, n in by_state.items():
+            workers.add_metric([s], n)
+        cost.add_metric([], self.state.cost_usd)
+        yield from (queue, replicas, util, workers, cost)
+
+
+class ServerMetrics:
+    def __init__(self, state: LiveState) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.requests = Counter(
+            "infaas_requests", "Inference requests by HTTP status and serving variant",
+            ["status", "variant"], registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "infaas_request_latency_seconds", "Server-side latency of answered inferences",
+            ["variant"], buckets=_LATENCY_BUCKETS_S, registry=self.registry,
+        )  # fmt: skip
+        self.queue = Histogram(
+            "infaas_queue_seconds", "Time a query waited for a replica",
+            ["variant"], buckets=_LATENCY_BUCKETS_S, registry=self.registry,
+        )  # fmt: skip
+        self.registry.register(_StateCollector(state))
+
+    def render(self) -> bytes:
+        out: bytes = generate_latest(self.registry)
+        return out
