@@ -5,8 +5,9 @@
 - ``policy_comparison.png``: the same metrics (and accuracy) as bars, one group per scenario;
 - ``latency_cdf.png``: latency CDF of completed queries per policy, one panel per scenario
   (from ``queries.parquet``; when the runs' apps have SLOs, a second row shows latency / SLO);
-- ``timeseries.png``: one run's timeline — arrivals and violations, workers per instance
-  type, instances per variant, distinct variants loaded (from ``timeline.parquet``).
+- ``timeseries.png``: one run's timeline — queries per second, workers per instance type,
+  replicas per variant, distinct variants loaded, cumulative cost (``timeline.parquet``:
+  ``time_s``, counts, ``workers_<type>``, ``replicas_<variant>``, ``cost_usd``).
 
 Each drawing function returns a :class:`~matplotlib.figure.Figure` built without pyplot (so
 importing this module never changes a notebook's backend; saving uses Agg);
@@ -220,40 +221,41 @@ def _time_axis(tl: pd.DataFrame) -> np.ndarray:
 
 
 def timeseries(run: RunRecord) -> Figure | None:
-    """Arrivals/violations, workers per type, instances per variant, distinct variants."""
+    """Queries per second, workers per type, replicas per variant, distinct variants, cost."""
     tl = load_timeline(run.run_dir)
     if tl is None or tl.empty:
         return None
     t = _time_axis(tl)
     workers = timeline_columns(tl, "workers")
-    instances = timeline_columns(tl, "instances")
-    fig = Figure(figsize=(9, 10))
-    axes = fig.subplots(4, 1, sharex=True)
+    replicas = timeline_columns(tl, "replicas") or timeline_columns(tl, "instances")
+    fig = Figure(figsize=(9, 11))
+    axes = fig.subplots(5, 1, sharex=True)
     ax = axes[0]
-    for col in ("arrivals", "completions", "violations"):
-        if col in tl.columns:
-            ax.plot(t, tl[col], label=f"{col}/s", lw=1)
+    for col in ("arrivals", "completions", "violations", "rejected"):
+        if col in tl.columns and tl[col].any():
+            ax.plot(t, tl[col], label=col, lw=1)
     ax.set_ylabel("queries per second")
     ax.legend(fontsize=8)
-    ax = axes[1]
     for col, name in workers.items():
-        ax.step(t, tl[col], where="post", label=name)
-    ax.set_ylabel("workers")
+        axes[1].step(t, tl[col], where="post", label=name)
+    axes[1].set_ylabel("workers")
     if workers:
-        ax.legend(fontsize=8)
-    ax = axes[2]
-    if instances:
-        inst = tl[list(instances)].rename(columns=instances).fillna(0)
-        top = inst.sum().sort_values(ascending=False).index[:TOP_VARIANTS]
-        shown = inst[top].copy()
-        if len(inst.columns) > len(top):
-            shown["other"] = inst.drop(columns=top).sum(axis=1)
-        ax.stackplot(t, shown.T.to_numpy(), labels=list(shown.columns), step="post")
-        ax.legend(fontsize=7, loc="upper left", ncol=2)
-        axes[3].step(t, (inst > 0).sum(axis=1), where="post", color="k")
-    ax.set_ylabel("variant instances")
-    axes[3].set_ylabel("distinct variants loaded")
-    axes[3].set_xlabel("simulated time (s)")
+        axes[1].legend(fontsize=8)
+    if replicas:
+        reps = tl[list(replicas)].rename(columns=replicas).fillna(0)
+        top = reps.sum().sort_values(ascending=False).index[:TOP_VARIANTS]
+        shown = reps[top].copy()
+        if len(reps.columns) > len(top):
+            shown["other"] = reps.drop(columns=top).sum(axis=1)
+        axes[2].stackplot(t, shown.T.to_numpy(), labels=list(shown.columns), step="post")
+        axes[2].legend(fontsize=7, loc="upper left", ncol=2)
+        axes[3].step(t, (reps > 0).sum(axis=1), where="post", color="k")
+    axes[2].set_ylabel("variant replicas")
+    axes[3].set_ylabel("distinct variants")
+    if "cost_usd" in tl.columns:
+        axes[4].plot(t, tl["cost_usd"], color="k")
+    axes[4].set_ylabel("cumulative cost (USD)")
+    axes[4].set_xlabel("simulated time (s)")
     for a in axes:
         a.grid(alpha=0.3)
     s = run.summary
