@@ -1,6 +1,16 @@
 """Policies by name. Importing this package registers every built-in policy."""
 
-from infaas_core.policies import static
+from infaas_core.policies import clipper_plus, infaas_policy, sagemaker_plus, static
 from infaas_core.policies.base import Policy, PolicyContext, known_policies, make_policy, register
 
-__all__ = ["Policy", "PolicyContext", "known_policies", "make_policy", "register", "static"]
+__all__ = [
+    "Policy",
+    "PolicyContext",
+    "clipper_plus",
+    "infaas_policy",
+    "known_policies",
+    "make_policy",
+    "register",
+    "sagemaker_plus",
+    "static",
+]

@@ -1,38 +1,64 @@
 """``static``: a pinned variant per application, a fixed replica count, nothing moves.
 
 Rule: at time 0 load ``policy.replicas`` replicas of each application's pinned variant;
-route each query to the instance of its pinned variant with the shortest queue; never
-autoscale. Source: this project's validation baseline (queueing-theory checks need a
-system whose capacity does not change), not a system from the paper.
+route each query to the instance of its pinned variant with the shortest queue per
+replica; never autoscale. Source: this project's validation baseline (queueing-theory
+checks need a system whose capacity does not change), not a system from the paper.
+
+``clipper_plus`` (:mod:`~infaas_core.policies.clipper_plus`) is the same mechanism under
+the name of the paper's static-provisioning baseline.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from infaas_core.actions import Action, Decision, Reject, Route
-from infaas_core.errors import ConfigError
 from infaas_core.model import Requirements, Variant
 from infaas_core.policies.base import Policy, PolicyContext, register
+from infaas_core.policies.config import parse_config, policy_params, require
 from infaas_core.policies.pinned import pinned_variants, place_replicas
-from infaas_core.view import ClusterView, InstanceState
+from infaas_core.view import ClusterView, InstanceState, InstanceView
+
+
+@dataclass(frozen=True, slots=True)
+class StaticConfig:
+    name: str
+    replicas: int | dict[str, int]
+    fixed_variants: dict[str, str]
+
+    def validate(self, key: str) -> None:
+        table = self.replicas if isinstance(self.replicas, dict) else {"*": self.replicas}
+        for app, n in table.items():
+            require(n >= 1, f"{key}.replicas" + ("" if app == "*" else f".{app}"), f"must be >= 1, got {n}")
+
+
+def least_queued(instances: Sequence[InstanceView]) -> InstanceView | None:
+    best: InstanceView | None = None
+    for inst in instances:
+        if inst.state is InstanceState.UNLOADING:
+            continue
+        if best is None or inst.queue_len * best.replicas < best.queue_len * inst.replicas:
+            best = inst
+    return best
 
 
 @register("static")
 class StaticPolicy(Policy):
+    config_cls: ClassVar[type[StaticConfig]] = StaticConfig
+
     def __init__(self, ctx: PolicyContext, params: Mapping[str, Any] | None = None) -> None:
         super().__init__(ctx, params)
+        self.params = policy_params(self.name, params)
+        self.cfg = parse_config(self.config_cls, self.params, "policy")
+        require(self.cfg.name == self.name, "policy.name", f"this yaml is for '{self.cfg.name}', not '{self.name}'")
         self.pins: dict[str, Variant] = pinned_variants(ctx, self.params)
-        replicas = self.params.get("replicas", 1)
+        r = self.cfg.replicas
         self.replicas: dict[str, int] = (
-            {a: int(replicas.get(a, 1)) for a in self.pins}
-            if isinstance(replicas, Mapping)
-            else dict.fromkeys(self.pins, int(replicas))
+            {a: int(r.get(a, 1)) for a in self.pins} if isinstance(r, dict) else dict.fromkeys(self.pins, r)
         )
-        for app, n in self.replicas.items():
-            if n < 1:
-                raise ConfigError(f"policy.replicas.{app}", f"must be >= 1, got {n}")
 
     def initial_actions(self, view: ClusterView) -> list[Action]:
         wanted: dict[str, int] = {}
@@ -44,17 +70,15 @@ class StaticPolicy(Policy):
             actions.extend(place_replicas(view, self.ctx.catalog.get(name), n, reserved))
         return actions
 
-    def select(self, req: Requirements, view: ClusterView, app: str | None = None, batch: int = 1) -> Decision:
+    def pinned_name(self, req: Requirements, app: str | None) -> str | None:
         v = self.pins.get(app) if app is not None else None
-        name = v.name if v is not None else req.variant
+        return v.name if v is not None else req.variant
+
+    def select(self, req: Requirements, view: ClusterView, app: str | None = None, batch: int = 1) -> Decision:
+        name = self.pinned_name(req, app)
         if name is None:
-            return Reject(f"static policy: application '{app}' has no pinned variant")
-        best = None
-        for inst in view.instances_of(name):
-            if inst.state is InstanceState.UNLOADING:
-                continue
-            if best is None or inst.queue_len / inst.replicas < best.queue_len / best.replicas:
-                best = inst
+            return Reject(f"{self.name} policy: application '{app}' has no pinned variant")
+        best = least_queued(view.instances_of(name))
         if best is None:
-            return Reject(f"static policy: no instance of pinned variant '{name}' is loaded")
+            return Reject(f"{self.name} policy: no instance of pinned variant '{name}' is loaded")
         return Route(best.id)

@@ -1,0 +1,323 @@
+"""INFaaS per-query selection: which variant, on which worker (INFAAS.md §2).
+
+Rules, in the order they apply (sources: paper §4.1 Algorithm 1 ``GETVARIANT``; code
+``queryfe_server.cc`` ``gpar_lat_acc_search`` / ``par_lat_search`` / ``QueryOnline``):
+
+1. Candidates (static, per requirements and query batch, computed once per run): the
+   variant itself (exact form), the variants of the architecture (model form), or the
+   variants of the use case with accuracy >= ``min_accuracy`` in ascending accuracy order,
+   at most ``max(min_search_candidates, floor(search_budget_fraction * SLO /
+   metadata_lookup_ms))`` of them (task form; the code's search budget). Each must take the
+   query's batch, run on hardware some instance type offers, and have an estimated latency
+   (:mod:`~infaas_core.policies.common`) within the SLO. Tight SLOs (<= ``tight_slo_ms``)
+   exclude CPU variants (``queryfe_server.cc:747``).
+2. Running first: among candidates with a ready (or loading) instance that is neither
+   overloaded nor interfered, pick the tightest fit (smallest SLO - estimate); loose SLOs
+   (> ``loose_slo_ms``) rank CPU variants first, and skip accelerator instances on a worker
+   whose ``scale_down_to_cpu`` names the model. Ties go to the least accurate variant.
+3. The worker: round-robin over the ``worker_candidates`` instances of that variant with the
+   lowest request rate per replica (code: ``min_qps_name(variant, 3)``).
+4. Else load: the best non-running candidate by ``not_loaded_penalty_ms + load latency +
+   estimate`` (code: the "punish non-loaded variants by 1000 ms" score; a running variant
+   competes with the same score scale, so it wins unless the SLO exceeds ~1 s), placed on
+   the least-utilised running worker offering its hardware with room (free cores and
+   memory for CPU; free accelerator memory otherwise) and not already holding it.
+5. Nothing placeable: route to the least-queued busy instance of the best feasible variant
+   (``when_no_room: route_overloaded``; the code's "blacklisted but still routed" path) or
+   reject (``reject``). Either way the hardware is recorded in :attr:`pressure`, which the
+   VM autoscaler reads as INFaaS's ``vmscale`` request.
+6. Nothing feasible: :class:`~infaas_core.actions.Reject` with the reason and the nearest
+   feasible requirement (paper Algorithm 1 L8 ``suggestVariant``; absent in the code).
+
+``ordering: cost`` (this project's improvement, docs/policies.md) ranks running candidates,
+and then load candidates, by the hardware $ per query instead of rules 2 and 4's latency
+scores; running still beats loading.
+
+Speed: a decision that routes to existing instances stays valid until ``view.version``
+changes, so it is cached per (requirements, batch) and replayed round-robin; a cache hit
+costs one dict lookup.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from infaas_core.actions import Decision, LoadAndRoute, Reject, Route
+from infaas_core.model import CPU, Requirements, Variant
+from infaas_core.policies.base import PolicyContext
+from infaas_core.policies.common import EstimateConfig, cost_per_query_usd
+from infaas_core.policies.config import require
+from infaas_core.policies.suggest import rejection
+from infaas_core.view import ClusterView, InstanceState, InstanceView, WorkerState, WorkerView
+
+
+@dataclass(frozen=True, slots=True)
+class CostConfig:
+    accelerator_share: Literal["memory", "device"]
+
+
+@dataclass(frozen=True, slots=True)
+class SelectionConfig:
+    ordering: Literal["infaas", "cost"]
+    loose_slo_ms: float
+    tight_slo_ms: float
+    not_loaded_penalty_ms: float
+    worker_candidates: int
+    search_budget_fraction: float
+    metadata_lookup_ms: float
+    min_search_candidates: int
+    truncate: Literal["after_filter", "before_filter"]
+    when_no_room: Literal["route_overloaded", "reject"]
+    cost: CostConfig
+
+    def validate(self, key: str) -> None:
+        require(self.tight_slo_ms <= self.loose_slo_ms, f"{key}.tight_slo_ms", "must be <= loose_slo_ms")
+        require(self.worker_candidates >= 1, f"{key}.worker_candidates", "must be >= 1")
+        require(self.min_search_candidates >= 1, f"{key}.min_search_candidates", "must be >= 1")
+        require(self.metadata_lookup_ms > 0, f"{key}.metadata_lookup_ms", "must be > 0")
+        require(self.search_budget_fraction > 0, f"{key}.search_budget_fraction", "must be > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class _Cand:
+    variant: Variant
+    name: str
+    is_cpu: bool
+    est_ms: float
+    run_key: tuple[float, float, int]
+    run_score_ms: float  # SLO - estimate (INFaaS's score of a running variant)
+    load_key: tuple[float, float, int]
+    load_score_ms: float  # penalty + load latency + estimate
+
+
+@dataclass(frozen=True, slots=True)
+class _Static:
+    reject: Reject | None
+    cands: tuple[_Cand, ...]
+    loads: tuple[_Cand, ...]  # sorted by load_key
+    loose: bool
+    min_load_score_ms: float
+
+
+class _Entry:
+    """A cached decision: routes replayed round-robin until the view's version changes."""
+
+    __slots__ = ("i", "req", "routes")
+
+    def __init__(self, req: Requirements, routes: tuple[Decision, ...]) -> None:
+        self.req = req  # holding it keeps id(req) unique while the entry lives
+        self.routes = routes
+        self.i = 0
+
+
+class _Index:
+    """Per-version view of the running set, built once per view version on a cache miss."""
+
+    def __init__(self, view: ClusterView) -> None:
+        self.eligible: dict[str, list[InstanceView]] = {}
+        self.busy: dict[str, list[InstanceView]] = {}
+        self.ready: set[str] = set()
+        self.present: dict[int, set[str]] = {}
+        self.worker: dict[int, WorkerView] = {}
+        self.running: list[WorkerView] = []
+        self._by_hw: dict[str, list[WorkerView]] = {}
+        for w in view.workers:
+            self.worker[w.id] = w
+            names = self.present.setdefault(w.id, set())
+            for inst in w.instances:
+                names.add(inst.variant.name)
+            if w.state is not WorkerState.RUNNING:
+                continue
+            self.running.append(w)
+            for inst in w.instances:
+                if inst.state is InstanceState.UNLOADING:
+                    continue
+                name = inst.variant.name
+                if inst.overloaded or inst.interfered:
+                    self.busy.setdefault(name, []).append(inst)
+                else:
+                    self.eligible.setdefault(name, []).append(inst)
+                    if inst.state is InstanceState.READY:
+                        self.ready.add(name)
+
+    def workers_for(self, hardware: str) -> list[WorkerView]:
+        """Running workers offering ``hardware``, least utilised (on it) first."""
+        ws = self._by_hw.get(hardware)
+        if ws is None:
+            ws = sorted(
+                (w for w in self.running if w.instance_type.offers(hardware)),
+                key=lambda w: (w.utilization.get(hardware, 0.0), w.id),
+            )
+            self._by_hw[hardware] = ws
+        return ws
+
+
+class InfaasSelector:
+    """Per-query selection. One object per run; holds only caches and :attr:`pressure`."""
+
+    def __init__(self, ctx: PolicyContext, cfg: SelectionConfig, est: EstimateConfig) -> None:
+        self.ctx = ctx
+        self.cfg = cfg
+        self.est = est
+        self.offered = frozenset(h for t in ctx.cluster.instance_types for h in t.device_classes)
+        self.pressure: dict[str, float] = {}
+        """Hardware class -> last time (view.now_s) a feasible query found no room to load."""
+        self._version = -1
+        self._cache: dict[tuple[int, int], _Entry] = {}
+        self._eq_cache: dict[tuple[Requirements, int], _Entry] = {}
+        self._static: dict[tuple[Requirements, int], _Static] = {}
+        self._index: _Index | None = None
+
+    # -- the hot path --------------------------------------------------------------------
+    def select(self, req: Requirements, view: ClusterView, batch: int = 1) -> Decision:
+        if view.version != self._version:
+            self._cache.clear()
+            self._eq_cache.clear()
+            self._index = None
+            self._version = view.version
+        e = self._cache.get((id(req), batch))
+        if e is None:
+            e = self._eq_cache.get((req, batch))
+            if e is None:
+                decisions, cacheable = self._decide(req, view, batch)
+                if not cacheable:
+                    return decisions[0]
+                e = _Entry(req, decisions)
+                self._eq_cache[(req, batch)] = e
+                self._cache[(id(req), batch)] = e
+        routes = e.routes
+        n = len(routes)
+        if n == 1:
+            return routes[0]
+        i = e.i
+        e.i = i + 1
+        return routes[i % n]
+
+    # -- a miss --------------------------------------------------------------------------
+    def _decide(
+        self, req: Requirements, view: ClusterView, batch: int
+    ) -> tuple[tuple[Decision, ...], bool]:
+        """``(decisions, cacheable)``: one decision, or routes to replay round-robin."""
+        st = self._static.get((req, batch))
+        if st is None:
+            st = self._static[(req, batch)] = self._build_static(req, batch)
+        if st.reject is not None:
+            return (st.reject,), True
+        idx = self._index
+        if idx is None:
+            idx = self._index = _Index(view)
+        best: _Cand | None = None
+        best_key: tuple[bool, tuple[float, float, int]] | None = None
+        best_insts: list[InstanceView] = []
+        for c in st.cands:
+            insts = idx.eligible.get(c.name)
+            if not insts:
+                continue
+            if st.loose and not c.is_cpu:
+                model = c.variant.model
+                insts = [i for i in insts if model not in idx.worker[i.worker_id].scale_down_to_cpu]
+                if not insts:
+                    continue
+            key = (c.name not in idx.ready, c.run_key)
+            if best_key is None or key < best_key:
+                best, best_key, best_insts = c, key, insts
+        infaas = self.cfg.ordering == "infaas"
+        if best is not None and (not infaas or best.run_score_ms < st.min_load_score_ms):
+            return self._routes(best_insts), True
+        for c in st.loads:
+            if c.name in idx.eligible:
+                continue
+            w = self._place(idx, c.variant)
+            if w is None:
+                continue
+            if best is not None and best.run_score_ms < c.load_score_ms:
+                break  # the running variant scores better than the best loadable one
+            return (LoadAndRoute(c.name, w.id),), False
+        if best is not None:
+            return self._routes(best_insts), True
+        # Nothing running fits and nothing can be loaded: ask the VM autoscaler for room.
+        want = st.loads[0].variant.hardware if st.loads else st.cands[0].variant.hardware
+        self.pressure[want] = view.now_s
+        if self.cfg.when_no_room == "route_overloaded":
+            for c in sorted(st.cands, key=lambda c: c.run_key):
+                busy = idx.busy.get(c.name)
+                if busy:
+                    ranked = sorted(busy, key=lambda i: (i.queue_len / max(i.replicas, 1), i.id))
+                    return self._routes(ranked, by_rate=False), True
+        names = ", ".join(c.name for c in st.cands[:3])
+        return (
+            (Reject(
+                f"no capacity: feasible variants ({names}{'...' if len(st.cands) > 3 else ''}) "
+                f"are all busy or not loaded, and no running worker has room for one "
+                f"(needs {want}); the VM autoscaler has been asked for capacity"
+            ),),
+            True,
+        )
+
+    def _routes(self, insts: list[InstanceView], by_rate: bool = True) -> tuple[Decision, ...]:
+        if by_rate:
+            insts = sorted(insts, key=lambda i: (i.rate_qps / max(i.replicas, 1), i.id))
+        return tuple(Route(i.id) for i in insts[: self.cfg.worker_candidates])
+
+    def _place(self, idx: _Index, v: Variant) -> WorkerView | None:
+        for w in idx.workers_for(v.hardware):
+            if v.name in idx.present[w.id]:
+                continue
+            if v.hardware == CPU:
+                if w.free_cores >= v.cores and w.free_memory_mb >= v.memory_mb:
+                    return w
+            elif w.free_accelerator_memory_mb.get(v.hardware, 0.0) >= v.memory_mb:
+                return w
+        return None
+
+    # -- static candidate lists ----------------------------------------------------------
+    def _feasible_latency(self, v: Variant, req: Requirements, batch: int) -> bool:
+        if v.hardware == CPU and req.latency_slo_ms <= self.cfg.tight_slo_ms:
+            return False
+        return self.est.latency_ms(v, batch) <= req.latency_slo_ms
+
+    def _build_static(self, req: Requirements, batch: int) -> _Static:
+        cat = self.ctx.catalog
+        cfg = self.cfg
+        slo = req.latency_slo_ms
+        loose = req.form != "variant" and slo > cfg.loose_slo_ms
+        if req.form == "variant":
+            pool = [cat.get(req.variant or "")] if req.variant in cat else []
+            ok = [v for v in pool if v.max_batch >= batch and v.hardware in self.offered]
+        else:
+            if req.form == "task":
+                pool = [v for v in cat.by_task(req.task or "") if v.accuracy >= req.min_accuracy]
+            else:
+                pool = [v for v in cat.by_model(req.model or "") if v.accuracy >= req.min_accuracy]
+            usable = [v for v in pool if v.max_batch >= batch and v.hardware in self.offered]
+            n = len(usable)
+            if req.form == "task" and math.isfinite(slo):
+                n = max(
+                    cfg.min_search_candidates,
+                    math.floor(cfg.search_budget_fraction * slo / cfg.metadata_lookup_ms),
+                )
+            if cfg.truncate == "before_filter":
+                usable = usable[:n]
+            ok = [v for v in usable if self._feasible_latency(v, req, batch)][:n]
+        if not ok:
+            reason, suggestion = rejection(self, req, batch)
+            return _Static(Reject(reason, suggestion), (), (), loose, math.inf)
+        cands = tuple(self._cand(v, i, req, batch, loose) for i, v in enumerate(ok))
+        loads = tuple(sorted(cands, key=lambda c: c.load_key))
+        return _Static(None, cands, loads, loose, min(c.load_score_ms for c in cands))
+
+    def _cand(self, v: Variant, i: int, req: Requirements, batch: int, loose: bool) -> _Cand:
+        est = self.est.latency_ms(v, batch)
+        slack = req.latency_slo_ms - est
+        load_score = self.cfg.not_loaded_penalty_ms + v.load_latency_ms + est
+        if self.cfg.ordering == "cost":
+            usd = cost_per_query_usd(v, batch, self.ctx.cluster, self.est, self.cfg.cost.accelerator_share)
+            run_key = (usd, slack, i)
+            load_key = (usd, load_score, i)
+        else:
+            pref = 1.0 if (loose and v.hardware != CPU) else 0.0
+            run_key = (pref, slack, i)
+            load_key = (pref, load_score, i)
+        return _Cand(v, v.name, v.hardware == CPU, est, run_key, slack, load_key, load_score)

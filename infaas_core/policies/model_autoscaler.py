@@ -1,0 +1,291 @@
+"""INFaaS model-level autoscaler: per worker, every period, replicate / upgrade / downgrade /
+unload the variants it runs (INFAAS.md §3.2).
+
+Sources: paper §4.2.1-4.2.2 and §5 (slack 1.05; scale down after sustained low load; the
+objective "replicate or upgrade, pick the cheaper"); code ``autoscaler.cc`` ``checkModvar``
+(154-256) and ``InfaasScaler`` (427-697).
+
+Per ready instance of variant ``v`` on worker ``w`` (``T1`` = one replica's throughput at
+the estimate batch: ``min(max_online_batch, max_batch)`` on accelerators, the observed
+mean batch on CPU; demand = observed rate):
+
+- **needs more** when ``slack * demand > replicas * T1``: ``up = ceil((slack * demand -
+  replicas * T1) / T1)`` replicas;
+- **scale-down request** when ``slack * demand <= (replicas - 1) * T1`` (one replica fewer
+  would do), or, for a single replica, when a smaller variant of the same model (lower
+  ``T1``, accuracy no lower, meeting the traffic's SLO) would do: ``slack * demand <= T1(d)``.
+
+Per model on the worker, when some instance needs more:
+
+- (a) replicate each: objective ``sum(load_latency * up)``, plus ``replica_cap_penalty *
+  load_latency`` for each that would pass ``max_replicas`` of its family;
+- (b) upgrade: the variant ``u`` of the same model with a higher ``T1`` that carries the
+  model's whole demand on this worker in the fewest load-milliseconds, ``n_u`` replicas;
+  objective ``load_latency(u) * n_u``;
+- choose (b) when (a) passes a cap or does not fit memory, or ``cost(a) >
+  upgrade_cost_ratio * cost(b)`` (the code's 1.5x rule); otherwise (a), clipped to the cap
+  and the free room. An upgrade loads ``u`` first; the replaced instances are unloaded once
+  ``u`` is ready (as the code: load the new plan, then unload).
+
+Scale-down requests execute after they are sustained: ``scale_down.rule: requests`` counts
+consecutive requests against ``scale_down.requests[family]`` (code: CPU 10, GPU 20,
+Inferentia 15 at a 1 s period); ``load_latency`` waits the variant's own load latency
+``T_v`` (paper §4.2.2). Then: drop one replica; at one replica, a downgrade loads the
+smaller variant (and replaces this one once it is ready); an idle single replica unloads.
+
+Every load checks free memory minus ``memory_slack_mb`` (and free cores on CPU), counting
+what earlier actions of the same tick already took.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from infaas_core.actions import Action, LoadVariant, UnloadVariant
+from infaas_core.catalog import Catalog
+from infaas_core.model import CPU, Variant
+from infaas_core.policies.common import FAMILIES, EstimateConfig, family
+from infaas_core.policies.config import require
+from infaas_core.view import ClusterView, InstanceState, InstanceView, WorkerState, WorkerView
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleDownConfig:
+    rule: Literal["requests", "load_latency"]
+    requests: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelAutoscalerConfig:
+    slack: float
+    max_replicas: dict[str, int]
+    upgrade_cost_ratio: float
+    replica_cap_penalty: float
+    memory_slack_mb: float
+    scale_down: ScaleDownConfig
+
+    def validate(self, key: str) -> None:
+        require(self.slack >= 1.0, f"{key}.slack", "must be >= 1")
+        for name, table in (("max_replicas", self.max_replicas), ("scale_down.requests", self.scale_down.requests)):
+            require(set(table) == set(FAMILIES), f"{key}.{name}", f"needs exactly the keys {', '.join(FAMILIES)}")
+            for fam, n in table.items():
+                require(n >= 1, f"{key}.{name}.{fam}", "must be >= 1")
+
+
+@dataclass(slots=True)
+class _Track:
+    """What the autoscaler remembers of one instance."""
+
+    low_ticks: int = 0
+    low_since_s: float | None = None
+
+
+class Room:
+    """Free capacity of one worker, minus what this tick's actions already took."""
+
+    def __init__(self, w: WorkerView, slack_mb: float) -> None:
+        self.cores = w.free_cores
+        self.mem_mb = w.free_memory_mb - slack_mb
+        self.acc_mb = {k: v - slack_mb for k, v in w.free_accelerator_memory_mb.items()}
+
+    def fits(self, v: Variant, n: int) -> bool:
+        if v.hardware == CPU:
+            return self.cores >= v.cores * n and self.mem_mb >= v.memory_mb * n
+        return self.acc_mb.get(v.hardware, -math.inf) >= v.memory_mb * n
+
+    def most(self, v: Variant, n: int) -> int:
+        while n > 0 and not self.fits(v, n):
+            n -= 1
+        return n
+
+    def take(self, v: Variant, n: int) -> None:
+        if v.hardware == CPU:
+            self.cores -= v.cores * n
+            self.mem_mb -= v.memory_mb * n
+        else:
+            self.acc_mb[v.hardware] = self.acc_mb.get(v.hardware, 0.0) - v.memory_mb * n
+
+
+class ModelAutoscaler:
+    def __init__(self, cfg: ModelAutoscalerConfig, est: EstimateConfig, catalog: Catalog) -> None:
+        self.cfg = cfg
+        self.est = est
+        self.catalog = catalog
+        self.tracks: dict[int, _Track] = {}
+        self.replacing: dict[tuple[int, str], tuple[int, ...]] = {}
+        """(worker, new variant) -> instance ids to unload once the new one is ready."""
+
+    def t1(self, v: Variant, inst: InstanceView | None = None) -> float:
+        b = max(1, round(inst.batch)) if (inst is not None and v.hardware == CPU) else 1
+        return self.est.replica_throughput_qps(v, b)
+
+    def cap(self, v: Variant) -> int:
+        return self.cfg.max_replicas[family(v.hardware)]
+
+    # -- one tick ------------------------------------------------------------------------
+    def run(self, view: ClusterView) -> list[Action]:
+        out: list[Action] = self._finish_replacements(view)
+        retiring = {i for ids in self.replacing.values() for i in ids}
+        seen: set[int] = set()
+        for w in view.workers:
+            if w.state is not WorkerState.RUNNING:
+                continue
+            room = Room(w, self.cfg.memory_slack_mb)
+            groups: dict[str, list[InstanceView]] = {}
+            for inst in w.instances:
+                seen.add(inst.id)
+                if inst.state is InstanceState.READY and inst.id not in retiring:
+                    groups.setdefault(inst.variant.model, []).append(inst)
+            for model, insts in groups.items():
+                out.extend(self._scale_model(view, w, model, insts, room))
+        for gone in set(self.tracks) - seen:
+            del self.tracks[gone]
+        return out
+
+    def _finish_replacements(self, view: ClusterView) -> list[Action]:
+        out: list[Action] = []
+        for (wid, name), old in list(self.replacing.items()):
+            news = [i for i in view.instances_of(name) if i.worker_id == wid]
+            if any(i.state is InstanceState.READY for i in news) or not news:
+                del self.replacing[(wid, name)]
+                if news:  # the new variant is serving: retire the old ones
+                    live = {i.id: i for i in view.worker(wid).instances}
+                    out.extend(UnloadVariant(i, live[i].replicas) for i in old if i in live)
+        return out
+
+    def _scale_model(
+        self, view: ClusterView, w: WorkerView, model: str, insts: list[InstanceView], room: Room
+    ) -> list[Action]:
+        cfg = self.cfg
+        needs: list[tuple[InstanceView, int]] = []
+        cost_a = 0.0
+        blocked = False
+        for inst in insts:
+            v = inst.variant
+            t1 = self.t1(v, inst)
+            want = cfg.slack * inst.rate_qps
+            track = self.tracks.setdefault(inst.id, _Track())
+            if want > inst.replicas * t1:
+                up = math.ceil((want - inst.replicas * t1) / t1)
+                needs.append((inst, up))
+                cost_a += v.load_latency_ms * up
+                if inst.replicas + up > self.cap(v):
+                    cost_a += cfg.replica_cap_penalty * v.load_latency_ms
+                    blocked = True
+                if not room.fits(v, up):
+                    blocked = True
+                track.low_ticks, track.low_since_s = 0, None
+            elif want <= (inst.replicas - 1) * t1 or (
+                inst.replicas == 1 and self._downgrade_target(w, inst, room, want) is not None
+            ):
+                track.low_ticks += 1
+                if track.low_since_s is None:
+                    track.low_since_s = view.now_s
+            else:
+                track.low_ticks, track.low_since_s = 0, None
+        if needs:
+            return self._scale_up(w, insts, needs, cost_a, blocked, room)
+        return self._scale_down(view, w, insts, room)
+
+    # -- up ------------------------------------------------------------------------------
+    def _scale_up(
+        self,
+        w: WorkerView,
+        insts: list[InstanceView],
+        needs: list[tuple[InstanceView, int]],
+        cost_a: float,
+        blocked: bool,
+        room: Room,
+    ) -> list[Action]:
+        upgrade = self._upgrade_target(w, insts, room)
+        if upgrade is not None:
+            u, n_u = upgrade
+            if blocked or cost_a > self.cfg.upgrade_cost_ratio * u.load_latency_ms * n_u:
+                room.take(u, n_u)
+                old = tuple(i.id for i in insts if i.variant.name != u.name)
+                if old:
+                    self.replacing[(w.id, u.name)] = old
+                return [LoadVariant(u.name, w.id, n_u)]
+        out: list[Action] = []
+        for inst, up in needs:
+            v = inst.variant
+            n = room.most(v, min(up, self.cap(v) - inst.replicas))
+            if n > 0:
+                room.take(v, n)
+                out.append(LoadVariant(v.name, w.id, n))
+        return out
+
+    def _upgrade_target(
+        self, w: WorkerView, insts: list[InstanceView], room: Room
+    ) -> tuple[Variant, int] | None:
+        """The faster variant of this model that carries the model's whole demand here in
+        the fewest load-milliseconds, and how many replicas of it to add."""
+        demand = self.cfg.slack * sum(i.rate_qps for i in insts)
+        floor_t1 = max(self.t1(i.variant, i) for i in insts)
+        min_acc = min(i.variant.accuracy for i in insts)
+        slo = min(i.slo_ms for i in insts)
+        have = {i.variant.name: i.replicas for i in insts}
+        best: tuple[float, Variant, int] | None = None
+        for u in self._same_model(insts[0].variant):
+            if not w.instance_type.offers(u.hardware) or u.accuracy < min_acc:
+                continue
+            t1 = self.t1(u)
+            if t1 <= floor_t1 or self.est.latency_ms(u, 1) > slo:
+                continue
+            total = math.ceil(demand / t1)
+            n = total - have.get(u.name, 0)
+            if n <= 0 or total > self.cap(u) or not room.fits(u, n):
+                continue
+            cost = u.load_latency_ms * n
+            if best is None or (cost, -t1) < (best[0], -self.t1(best[1])):
+                best = (cost, u, n)
+        return None if best is None else (best[1], best[2])
+
+    def _same_model(self, v: Variant) -> tuple[Variant, ...]:
+        return self.catalog.by_model(v.model)
+
+    # -- down ----------------------------------------------------------------------------
+    def _due(self, inst: InstanceView, now_s: float) -> bool:
+        track = self.tracks[inst.id]
+        sd = self.cfg.scale_down
+        if sd.rule == "requests":
+            return track.low_ticks >= sd.requests[family(inst.variant.hardware)]
+        return track.low_since_s is not None and now_s - track.low_since_s >= inst.variant.load_latency_ms / 1000.0
+
+    def _scale_down(
+        self, view: ClusterView, w: WorkerView, insts: list[InstanceView], room: Room
+    ) -> list[Action]:
+        out: list[Action] = []
+        for inst in insts:
+            if not self._due(inst, view.now_s):
+                continue
+            self.tracks[inst.id] = _Track()
+            want = self.cfg.slack * inst.rate_qps
+            if inst.replicas > 1 or want <= 0.0:
+                out.append(UnloadVariant(inst.id, 1))
+                continue
+            d = self._downgrade_target(w, inst, room, want)
+            if d is not None:
+                room.take(d, 1)
+                self.replacing[(w.id, d.name)] = (inst.id,)
+                out.append(LoadVariant(d.name, w.id, 1))
+        return out
+
+    def _downgrade_target(self, w: WorkerView, inst: InstanceView, room: Room, want: float) -> Variant | None:
+        """The smallest variant of the same model (lower T1, accuracy no lower, meeting the
+        SLO) that still carries ``want`` with one replica and fits here."""
+        v = inst.variant
+        t1_v = self.t1(v, inst)
+        present = {i.variant.name for i in w.instances}
+        best: tuple[float, Variant] | None = None
+        for d in self._same_model(v):
+            if d.name in present or not w.instance_type.offers(d.hardware) or d.accuracy < v.accuracy:
+                continue
+            t1 = self.t1(d)
+            if not (want <= t1 < t1_v) or self.est.latency_ms(d, 1) > inst.slo_ms or not room.fits(d, 1):
+                continue
+            if best is None or t1 < best[0]:
+                best = (t1, d)
+        return None if best is None else best[1]

@@ -1,0 +1,150 @@
+"""``sagemaker_plus``: a fixed variant per application, replica autoscaling on its load,
+VM autoscaling on utilisation; it never switches variants.
+
+Rule (every ``model_autoscale_period_s``), per pinned variant over the whole cluster, with
+``R`` its replicas (loading ones included), ``rate`` its observed arrival rate and ``T1``
+one replica's profiled throughput: the target load per replica is ``T1 / slack``.
+
+- scale out when ``slack * rate > R * T1`` (load per replica above target): add
+  ``ceil((slack * rate - R * T1) / T1)`` replicas at once, no more often than
+  ``scale_out_cooldown_s``; a replica goes next to an existing one on its worker while under
+  ``max_replicas_per_worker`` and room allows, else to the least-utilised running worker
+  offering the hardware with room; what cannot be placed is reported to the VM autoscaler
+  (as INFaaS's dispatcher ``vmscale`` request);
+- scale in one replica when one fewer would still carry the load (``slack * rate <= (R -
+  1) * T1``) for ``scale_in_evaluations[family]`` consecutive evaluations, never below
+  ``min_replicas``.
+
+Queries go to the least-queued instance of the application's variant. Workers scale with
+the INFaaS VM autoscaler (:mod:`~infaas_core.policies.vm_autoscaler`); no monitor runs, so
+only its utilisation and placement-pressure rules fire.
+
+Sources: INFAAS.md §4.1 ("SageMaker+-like = horizontal per-variant autoscaling without
+variant switching": INFaaS's INDIVIDUAL worker autoscaler, which "simulate[s] the behavior
+of SageMaker", with slack 1.05 and the code's per-family scale-down delays and replica
+caps, GPU 2 in that mode) and AWS SageMaker target tracking (add capacity in proportion to
+the metric's excess over its target; a cooldown between scale-outs).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from infaas_core.actions import Action, LoadVariant, UnloadVariant
+from infaas_core.model import Variant
+from infaas_core.policies.base import PolicyContext, register
+from infaas_core.policies.common import FAMILIES, EstimateConfig, family
+from infaas_core.policies.config import require
+from infaas_core.policies.model_autoscaler import Room
+from infaas_core.policies.static import StaticConfig, StaticPolicy
+from infaas_core.policies.vm_autoscaler import VmAutoscaler, VmAutoscalerConfig
+from infaas_core.view import ClusterView, InstanceState, InstanceView, WorkerState
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaScalingConfig:
+    slack: float
+    min_replicas: int
+    max_replicas_per_worker: dict[str, int]
+    scale_out_cooldown_s: float
+    scale_in_evaluations: dict[str, int]
+    memory_slack_mb: float
+
+    def validate(self, key: str) -> None:
+        require(self.slack >= 1.0, f"{key}.slack", "must be >= 1")
+        require(self.min_replicas >= 1, f"{key}.min_replicas", "must be >= 1")
+        for name in ("max_replicas_per_worker", "scale_in_evaluations"):
+            require(set(getattr(self, name)) == set(FAMILIES), f"{key}.{name}", f"needs exactly {FAMILIES}")
+
+
+@dataclass(frozen=True, slots=True)
+class SageMakerPlusConfig(StaticConfig):
+    model_autoscale_period_s: float
+    vm_autoscale_period_s: float
+    estimates: EstimateConfig
+    scaling: ReplicaScalingConfig
+    vm_autoscaler: VmAutoscalerConfig
+
+
+@register("sagemaker_plus")
+class SageMakerPlusPolicy(StaticPolicy):
+    config_cls = SageMakerPlusConfig
+
+    def __init__(self, ctx: PolicyContext, params: Mapping[str, Any] | None = None) -> None:
+        super().__init__(ctx, params)  # pins, initial replicas, least-queue routing
+        assert isinstance(self.cfg, SageMakerPlusConfig)
+        self.smcfg: SageMakerPlusConfig = self.cfg
+        self.model_autoscale_period_s = self.smcfg.model_autoscale_period_s
+        self.vm_autoscale_period_s = self.smcfg.vm_autoscale_period_s
+        self.vm_scaler = VmAutoscaler(self.smcfg.vm_autoscaler, ctx.cluster)
+        self.pressure: dict[str, float] = {}
+        self.low_evaluations: dict[str, int] = {}
+        self.last_scale_out_s: dict[str, float] = {}
+
+    def autoscale_models(self, view: ClusterView) -> list[Action]:
+        out: list[Action] = []
+        rooms: dict[int, Room] = {}
+        for v in {p.name: p for p in self.pins.values()}.values():
+            out.extend(self._scale_variant(view, v, rooms))
+        return out
+
+    def autoscale_vms(self, view: ClusterView) -> list[Action]:
+        return self.vm_scaler.run(view, self.pressure)
+
+    def _scale_variant(self, view: ClusterView, v: Variant, rooms: dict[int, Room]) -> list[Action]:
+        sc = self.smcfg.scaling
+        insts = [
+            i
+            for i in view.instances_of(v.name)
+            if i.state is not InstanceState.UNLOADING
+            and view.worker(i.worker_id).state is WorkerState.RUNNING
+        ]
+        replicas = sum(i.replicas for i in insts)
+        t1 = self.smcfg.estimates.replica_throughput_qps(v, 1)
+        want = sc.slack * sum(i.rate_qps for i in insts)
+        if want > replicas * t1:
+            self.low_evaluations[v.name] = 0
+            last = self.last_scale_out_s.get(v.name)
+            if last is not None and view.now_s - last < sc.scale_out_cooldown_s:
+                return []
+            self.last_scale_out_s[v.name] = view.now_s
+            return self._add(view, v, math.ceil((want - replicas * t1) / t1), insts, rooms)
+        if replicas > sc.min_replicas and want <= (replicas - 1) * t1:
+            n = self.low_evaluations.get(v.name, 0) + 1
+            self.low_evaluations[v.name] = n
+            if n >= sc.scale_in_evaluations[family(v.hardware)]:
+                self.low_evaluations[v.name] = 0
+                victim = max(insts, key=lambda i: (i.replicas, -i.queue_len, i.id))
+                return [UnloadVariant(victim.id, 1)]
+            return []
+        self.low_evaluations[v.name] = 0
+        return []
+
+    def _add(
+        self, view: ClusterView, v: Variant, n: int, insts: list[InstanceView], rooms: dict[int, Room]
+    ) -> list[Action]:
+        sc = self.smcfg.scaling
+        cap = sc.max_replicas_per_worker[family(v.hardware)]
+        on: dict[int, int] = {}
+        for i in insts:
+            on[i.worker_id] = on.get(i.worker_id, 0) + i.replicas
+        order = sorted(
+            (w for w in view.workers if w.state is WorkerState.RUNNING and w.instance_type.offers(v.hardware)),
+            key=lambda w: (w.id not in on, w.utilization.get(v.hardware, 0.0), w.id),
+        )
+        out: list[Action] = []
+        for w in order:
+            if n <= 0:
+                break
+            room = rooms.setdefault(w.id, Room(w, sc.memory_slack_mb))
+            k = room.most(v, min(n, cap - on.get(w.id, 0)))
+            if k > 0:
+                room.take(v, k)
+                out.append(LoadVariant(v.name, w.id, k))
+                n -= k
+        if n > 0:
+            self.pressure[v.hardware] = view.now_s
+        return out

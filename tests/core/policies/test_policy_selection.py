@@ -1,0 +1,219 @@
+"""INFaaS per-query selection (infaas_core/policies/infaas.py), driven with hand-built views."""
+
+from __future__ import annotations
+
+from policy_world import M5, build, req, world
+
+from infaas_core.actions import LoadAndRoute, Reject, Route
+from infaas_core.policies.common import EstimateConfig, cost_per_query_usd
+from infaas_core.view import InstanceState
+
+
+def test_loose_slo_prefers_cpu_variant():
+    """Rule: SLO > loose_slo_ms (100) -> a CPU variant is loaded when nothing runs."""
+    ctx, view = world()
+    d = build("infaas", ctx).select(req(min_accuracy=0.75, latency_slo_ms=200), view)
+    assert d == LoadAndRoute("resnet50-cpu", 0)
+
+
+def test_tight_slo_excludes_cpu_even_when_running():
+    """Rule: SLO <= tight_slo_ms (50) never picks a CPU variant, running or not."""
+    ctx, view = world()
+    view.add_instance(0, "resnet50-cpu")
+    d = build("infaas", ctx).select(req(min_accuracy=0.75, latency_slo_ms=40), view)
+    assert isinstance(d, LoadAndRoute)
+    assert ctx.catalog.get(d.variant).hardware != "cpu"
+    assert d == LoadAndRoute("resnet50-trt-b1", 1)  # lowest 1000 + load + estimate that can be placed
+
+
+def test_running_variant_with_tightest_fit_wins():
+    """Rule: among running, non-overloaded variants, the smallest SLO - estimate wins
+    (resnet50-trt-b8 estimated at its full batch: 30 ms; trt-b1: 8 ms; SLO 80 ms)."""
+    ctx, view = world()
+    b1 = view.add_instance(1, "resnet50-trt-b1")
+    b8 = view.add_instance(1, "resnet50-trt-b8")
+    p = build("infaas", ctx)
+    assert p.select(req(min_accuracy=0.75, latency_slo_ms=80), view) == Route(b8.id)
+    b8.overloaded = True
+    view.bump()
+    assert p.select(req(min_accuracy=0.75, latency_slo_ms=80), view) == Route(b1.id)
+
+
+def test_least_accurate_variant_meeting_accuracy_preferred_on_ties():
+    """Rule: the use-case index is in ascending accuracy; equal scores go to the least accurate."""
+    ctx, view = world()
+    mob = view.add_instance(1, "mobilenet-trt-b1")
+    view.add_instance(1, "resnet152-trt-b1")
+    # mobilenet est 3 ms, resnet152 est 25 ms: tightest fit is resnet152, accuracy 0.8
+    p = build("infaas", ctx)
+    assert p.select(req(min_accuracy=0.6, latency_slo_ms=30), view) != Route(mob.id)
+    # with min_accuracy 0.78 only resnet152 qualifies
+    assert isinstance(p.select(req(min_accuracy=0.78, latency_slo_ms=30), view), Route)
+
+
+def test_overloaded_running_variant_goes_to_another_worker_running_it():
+    """Rule: an overloaded instance is avoided; the same variant on another worker serves."""
+    spec_ctx, view = world(workers=("m5.2xlarge", "p3.2xlarge", "m5.2xlarge"))
+    busy = view.add_instance(0, "resnet50-cpu", overloaded=True)
+    free = view.add_instance(2, "resnet50-cpu")
+    d = build("infaas", spec_ctx).select(req(min_accuracy=0.75, latency_slo_ms=200), view)
+    assert d == Route(free.id) and d != Route(busy.id)
+
+
+def test_overloaded_everywhere_loads_on_another_worker():
+    """Rule: every instance of the best variant overloaded -> load the best non-running
+    option on a worker that does not already hold it."""
+    ctx, view = world()
+    view.add_instance(0, "resnet50-cpu", overloaded=True)
+    d = build("infaas", ctx).select(req(min_accuracy=0.75, latency_slo_ms=200), view)
+    assert d == LoadAndRoute("resnet50-cpu", 1)
+
+
+def test_interfered_instance_is_avoided_too():
+    """Rule: Interfered instances are skipped like Overloaded ones (paper Fig. 4)."""
+    ctx, view = world()
+    view.add_instance(1, "resnet50-trt-b1", interfered=True)
+    d = build("infaas", ctx).select(req(min_accuracy=0.75, latency_slo_ms=40), view)
+    assert isinstance(d, LoadAndRoute) and d.variant != "resnet50-trt-b1"
+
+
+def test_no_room_routes_to_least_queued_busy_instance_and_asks_for_capacity():
+    """Rule: feasible but nothing free nor placeable -> queue at the least-queued busy
+    instance (when_no_room: route_overloaded) and record VM pressure for its hardware."""
+    ctx, view = world(workers=("p3.2xlarge",))
+    a = view.add_instance(0, "resnet50-trt-b1", overloaded=True, queue_len=9)
+    view.worker(0).free_accelerator_memory_mb["gpu-v100"] = 100.0  # nothing else fits
+    p = build("infaas", ctx)
+    view.now_s = 12.0
+    assert p.select(req(min_accuracy=0.75, latency_slo_ms=40), view) == Route(a.id)
+    # the best load candidate (lowest 1000 + load + estimate) is resnet50-inf: ask for inferentia
+    assert p.selector.pressure == {"inferentia": 12.0}
+    r = build("infaas", ctx, **{"selection.when_no_room": "reject"})
+    d = r.select(req(min_accuracy=0.75, latency_slo_ms=40), view)
+    assert isinstance(d, Reject) and "no capacity" in d.reason
+
+
+def test_nothing_meets_accuracy_rejects_with_reason_and_suggestion():
+    """Rule: no variant reaches the accuracy -> Reject naming why and the nearest feasible
+    requirement (paper Algorithm 1, suggestVariant)."""
+    ctx, view = world()
+    d = build("infaas", ctx).select(req(min_accuracy=0.9, latency_slo_ms=200), view)
+    assert isinstance(d, Reject)
+    assert "min_accuracy 0.9" in d.reason
+    assert d.suggestion == "min_accuracy <= 0.8 at latency_slo_ms 200"
+
+
+def test_accuracy_met_but_slo_too_tight_suggests_both_relaxations():
+    """Rule: the suggestion relaxes accuracy at the SLO or the SLO at the accuracy."""
+    ctx, view = world()
+    d = build("infaas", ctx).select(req(min_accuracy=0.8, latency_slo_ms=20), view)
+    assert isinstance(d, Reject)
+    assert d.suggestion == "min_accuracy <= 0.76 at latency_slo_ms 20 or latency_slo_ms >= 25 at min_accuracy 0.8"
+
+
+def test_unknown_task_and_oversized_batch_are_rejected():
+    """Rule: unknown use case / a batch no variant takes -> Reject with the reason."""
+    ctx, view = world()
+    p = build("infaas", ctx)
+    d = p.select(req(task="no-such-task", latency_slo_ms=100), view)
+    assert isinstance(d, Reject) and "unknown task" in d.reason
+    d = p.select(req(min_accuracy=0.5, latency_slo_ms=5000), view, batch=64)
+    assert isinstance(d, Reject) and d.suggestion == "batch <= 8"
+
+
+def test_exact_variant_form_loads_then_routes():
+    """Rule: the exact-variant form runs that variant (no SLO search)."""
+    ctx, view = world()
+    p = build("infaas", ctx)
+    r = req(variant="resnet50-trt-b8")
+    assert p.select(r, view) == LoadAndRoute("resnet50-trt-b8", 1)
+    inst = view.add_instance(1, "resnet50-trt-b8", state=InstanceState.LOADING)
+    assert p.select(r, view) == Route(inst.id)
+    assert isinstance(p.select(req(variant="nope"), view), Reject)
+
+
+def test_model_form_picks_among_the_architecture_variants():
+    """Rule: model + SLO searches that architecture's variants only."""
+    ctx, view = world()
+    d = build("infaas", ctx).select(req(model="mobilenet", latency_slo_ms=40), view)
+    assert d == LoadAndRoute("mobilenet-trt-b1", 1)
+    d = build("infaas", ctx).select(req(model="mobilenet", latency_slo_ms=400), view)
+    assert d == LoadAndRoute("mobilenet-cpu", 0)
+
+
+def test_loose_slo_respects_worker_scale_down_to_cpu_flag():
+    """Rule: a running accelerator variant serves loose-SLO queries unless its worker says
+    "GPU idle, use CPU" for that model; then the CPU variant is loaded instead."""
+    ctx, view = world()
+    gpu = view.add_instance(1, "resnet50-trt-b1")
+    p = build("infaas", ctx)
+    r = req(min_accuracy=0.75, latency_slo_ms=200)
+    assert p.select(r, view) == Route(gpu.id)
+    view.worker(1).scale_down_to_cpu = frozenset({"resnet50"})
+    view.bump()
+    assert p.select(r, view) == LoadAndRoute("resnet50-cpu", 0)
+
+
+def test_cost_ordering_picks_cheapest_hardware_per_query():
+    """Rule (our improvement): ordering=cost loads the variant with the lowest hardware $
+    per query among the feasible ones; here that is a GPU variant although the SLO is loose."""
+    ctx, view = world()
+    r = req(min_accuracy=0.75, latency_slo_ms=200)
+    p = build("infaas_cost", ctx)
+    d = p.select(r, view)
+    est = EstimateConfig(32, "full")
+    # resnet50-inf is feasible too but no running worker offers inferentia (cannot be placed)
+    feasible = ["resnet50-cpu", "resnet50-trt-b1", "resnet50-trt-b8", "resnet152-trt-b1"]
+    costs = {n: cost_per_query_usd(ctx.catalog.get(n), 1, ctx.cluster, est, "memory") for n in feasible}
+    assert isinstance(d, LoadAndRoute) and d.variant == min(costs, key=costs.__getitem__)
+    assert d.variant != "resnet50-cpu"
+    # hand check of the CPU figure: the cheapest host per vCPU is inf1.2xlarge ($0.362/h,
+    # 8 vCPU, cheaper than m5.2xlarge): 4/8 of it / (1000/120 q/s)
+    assert abs(costs["resnet50-cpu"] - 0.362 / 3600 * 0.5 / (1000 / 120)) < 1e-15
+    assert M5.price_usd_per_hour > 0.362
+
+
+def test_cost_ordering_still_prefers_running_variants():
+    """Rule: under ordering=cost a running, free variant beats loading a cheaper one."""
+    ctx, view = world()
+    cpu = view.add_instance(0, "resnet50-cpu")
+    d = build("infaas_cost", ctx).select(req(min_accuracy=0.75, latency_slo_ms=200), view)
+    assert d == Route(cpu.id)
+
+
+def test_round_robin_over_three_least_loaded_workers_until_view_changes():
+    """Rule: route among the worker_candidates (3) lowest-rate instances, round-robin;
+    the cached decision is dropped when view.version changes."""
+    ctx, view = world(workers=("m5.2xlarge",) * 4)
+    insts = [view.add_instance(w, "resnet50-cpu", rate_qps=float(r)) for w, r in zip(range(4), (5, 1, 9, 3))]
+    p = build("infaas", ctx)
+    r = req(min_accuracy=0.75, latency_slo_ms=200)
+    got = [p.select(r, view) for _ in range(6)]
+    expect = [Route(insts[i].id) for i in (1, 3, 0)]
+    assert got == expect * 2
+    insts[1].overloaded = True
+    view.bump()
+    assert Route(insts[1].id) not in {p.select(r, view) for _ in range(6)}
+
+
+def test_equal_requirements_objects_share_the_cache():
+    """Rule: the cache is keyed by requirements equality as well as identity."""
+    ctx, view = world()
+    inst = view.add_instance(0, "resnet50-cpu")
+    p = build("infaas", ctx)
+    assert p.select(req(min_accuracy=0.75, latency_slo_ms=200), view) == Route(inst.id)
+    assert p.select(req(min_accuracy=0.75, latency_slo_ms=200), view) == Route(inst.id)
+
+
+def test_search_budget_before_filter_reproduces_the_code():
+    """Rule: the use-case search looks at n = max(min, floor(fraction * SLO / lookup_ms))
+    variants in ascending accuracy; truncate=before_filter cuts before the latency test (the
+    code) and can reject a query that after_filter serves."""
+    ctx, view = world()
+    small = {"selection.metadata_lookup_ms": 100.0, "selection.min_search_candidates": 1}  # n = 1
+    r = req(min_accuracy=0.0, latency_slo_ms=30)
+    # batch 2: first by accuracy is mobilenet-cpu (CPU, excluded at a tight SLO)
+    d = build("infaas", ctx, **small).select(r, view, batch=2)
+    assert d == LoadAndRoute("resnet50-trt-b8", 1)
+    d = build("infaas", ctx, **small, **{"selection.truncate": "before_filter"}).select(r, view, batch=2)
+    assert isinstance(d, Reject) and "search budget" in d.reason
