@@ -337,6 +337,7 @@ class LiveState:
     def describe(self) -> dict[str, Any]:
         """A JSON-able snapshot for ``GET /v2/infaas/state`` (debugging, tests, replay cost)."""
         return {
+            "policy": self.policy.name,
             "now_s": self.now_s,
             "version": self.version,
             "cost_usd": self.cost_usd,

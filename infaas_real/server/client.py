@@ -1,0 +1,140 @@
+"""A lean asyncio KServe v2 client (HTTP/1.1 keep-alive pool, binary tensors).
+
+The load generator must never be the bottleneck, and on a small machine it shares the
+cores with the server; a general HTTP client costs several times more CPU per request than
+this one. It speaks exactly what :mod:`infaas_real.server.protocol` serves: one FP32 input
+sent as binary tensor data, the output asked back as binary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import orjson
+
+from infaas_real.server.protocol import HEADER_LEN, INPUT_NAME, OUTPUT_NAME
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int  # HTTP status; 0 when no answer came (connection error, client timeout)
+    y: np.ndarray | None
+    parameters: dict[str, Any]
+    model_name: str | None
+    error: str | None
+
+
+def encode_request(x: np.ndarray, parameters: dict[str, Any]) -> tuple[bytes, int]:
+    """Body and JSON-header length of a binary-tensor infer request."""
+    x32 = np.ascontiguousarray(x, dtype="<f4")
+    head = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": INPUT_NAME,
+                    "shape": list(x32.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": x32.nbytes},
+                }
+            ],
+            "outputs": [{"name": OUTPUT_NAME, "parameters": {"binary_data": True}}],
+            "parameters": parameters,
+        }
+    )
+    return head + x32.tobytes(), len(head)
+
+
+def decode_reply(status: int, headers: dict[str, str], body: bytes) -> Reply:
+    if status != 200:
+        try:
+            err = orjson.loads(body).get("error")
+        except (orjson.JSONDecodeError, AttributeError):
+            err = body[:200].decode(errors="replace")
+        return Reply(status, None, {}, None, str(err))
+    hlen = int(headers.get(HEADER_LEN, len(body)))
+    resp = orjson.loads(body[:hlen])
+    out = resp["outputs"][0]
+    if hlen < len(body):
+        y = np.frombuffer(body, dtype="<f4", offset=hlen).reshape(out["shape"])
+    else:
+        y = np.asarray(out["data"], dtype=np.float32).reshape(out["shape"])
+    return Reply(200, y, resp.get("parameters") or {}, resp.get("model_name"), None)
+
+
+class V2Client:
+    """``await client.infer(model, x, parameters)`` over a pool of keep-alive connections."""
+
+    def __init__(self, url: str, max_connections: int = 256, timeout_s: float = 60.0) -> None:
+        u = urlsplit(url)
+        if u.scheme != "http" or not u.hostname:
+            raise ValueError(f"server.url must be http://host:port, got {url!r}")
+        self.host = u.hostname
+        self.port = u.port or 80
+        self.timeout_s = timeout_s
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._slots = asyncio.Semaphore(max_connections)
+
+    async def _request(self, method: str, path: str, body: bytes = b"", extra: str = "") -> tuple[int, dict[str, str], bytes]:
+        async with self._slots:
+            conn = self._idle.pop() if self._idle else await asyncio.open_connection(self.host, self.port)
+            reader, writer = conn
+            keep = False
+            try:
+                head = (
+                    f"{method} {path} HTTP/1.1\r\nhost: {self.host}\r\ncontent-length: {len(body)}\r\n"
+                    f"content-type: application/octet-stream\r\n{extra}\r\n"
+                ).encode()
+                writer.write(head + body if len(body) < 65536 else head)
+                if len(body) >= 65536:
+                    writer.write(body)
+                status, headers, data = await asyncio.wait_for(_read_response(reader), self.timeout_s)
+                keep = headers.get("connection", "").lower() != "close"
+                return status, headers, data
+            finally:
+                if keep:
+                    self._idle.append(conn)
+                else:
+                    writer.close()
+
+    async def infer(self, model: str, x: np.ndarray, parameters: dict[str, Any]) -> Reply:
+        body, hlen = encode_request(x, parameters)
+        try:
+            status, headers, data = await self._request(
+                "POST", f"/v2/models/{model}/infer", body, f"{HEADER_LEN}: {hlen}\r\n"
+            )
+        except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+            return Reply(0, None, {}, None, f"{type(exc).__name__}: {exc}")
+        return decode_reply(status, headers, data)
+
+    async def get_json(self, path: str) -> tuple[int, Any]:
+        status, _, data = await self._request("GET", path)
+        try:
+            return status, orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return status, None
+
+    async def close(self) -> None:
+        for _, w in self._idle:
+            w.close()
+            with contextlib.suppress(OSError):
+                await w.wait_closed()
+        self._idle.clear()
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    raw = await reader.readuntil(b"\r\n\r\n")
+    lines = raw.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if line:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+    n = int(headers.get("content-length", "0"))
+    body = await reader.readexactly(n) if n else b""
+    return status, headers, body
