@@ -1,0 +1,143 @@
+"""Validated run settings, built once at the edge from a plain mapping (never a DictConfig).
+
+:class:`SimSettings` is the ``sim`` config group (``configs/sim/default.yaml``); each field
+documents its knob. :class:`SimInputs` is everything :func:`infaas_sim.run.simulate` needs:
+already-built core objects (catalog, cluster, apps), the policy by name with its params,
+and an arrival source.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from infaas_core.catalog import Catalog
+from infaas_core.errors import ConfigError
+from infaas_core.model import App, ClusterSpec
+from infaas_sim.latency import latency_model
+
+PROGRESS_CHOICES = ("auto", "on", "off")
+
+
+@dataclass(frozen=True, slots=True)
+class SimSettings:
+    latency_model: str = "profile"
+    """Service-time model by name: ``profile`` | ``deterministic`` | ``exponential``."""
+    drop_late: bool = False
+    """Drop a query whose deadline (arrival + SLO) has passed before its batch starts."""
+    batch_timeout_ms: float = 0.0
+    """A free replica with fewer than ``max_batch`` waiting waits up to this long (counted
+    from the oldest waiting query's arrival) for more; 0 = take what is there."""
+    stream: bool = False
+    """Streaming mode: no ``queries.parquet``; latency quantiles from a fixed-memory sketch."""
+    chunk_s: float = 10.0
+    """Arrivals are generated / consumed in chunks of this many simulated seconds."""
+    timeline_period_s: float = 1.0
+    """Row length of ``timeline.parquet``."""
+    progress: str = "auto"
+    """Progress bar over simulated time: ``auto`` (when stderr is a terminal) | ``on`` | ``off``."""
+    route_period_s: float = 0.01
+    """Longest routing window: the data plane is advanced at least this often (and at every
+    control event), so the queue lengths a policy reads are at most this stale."""
+    stats_period_s: float | None = None
+    """Window of the observed instance stats and worker utilisation; ``None`` = the policy's
+    monitor period, or 1 s when it has none."""
+    accelerator_sharing: bool = True
+    """Accelerator replicas on one worker share its devices' compute (cluster.py)."""
+    latency_decay_cpu: float = 15.0
+    """Observed latency of an idle CPU instance is divided by this each window (INFaaS: 15)."""
+    latency_decay_accelerator: float = 1.5
+    """Same for accelerator instances (INFaaS: 1.5)."""
+
+    def __post_init__(self) -> None:
+        latency_model(self.latency_model)  # unknown names fail here, with the known ones
+        if self.batch_timeout_ms < 0:
+            raise ConfigError("sim.batch_timeout_ms", f"must be >= 0, got {self.batch_timeout_ms}")
+        for key in ("chunk_s", "timeline_period_s", "route_period_s", "latency_decay_cpu",
+                    "latency_decay_accelerator"):  # fmt: skip
+            value = getattr(self, key)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"sim.{key}", f"must be a positive number, got {value!r}")
+        if self.stats_period_s is not None and not self.stats_period_s > 0:
+            raise ConfigError("sim.stats_period_s", f"must be > 0 or null, got {self.stats_period_s}")
+        if self.progress not in PROGRESS_CHOICES:
+            raise ConfigError("sim.progress", f"must be one of {PROGRESS_CHOICES}, got {self.progress!r}")
+
+    @classmethod
+    def from_mapping(cls, m: Mapping[str, Any] | None) -> SimSettings:
+        m = dict(m or {})
+        known = {f.name for f in fields(cls)}
+        for k in m:
+            if k not in known:
+                raise ConfigError(f"sim.{k}", f"unknown setting; known: {', '.join(sorted(known))}")
+        if isinstance(m.get("progress"), bool):
+            m["progress"] = "on" if m["progress"] else "off"
+        for k in ("drop_late", "stream", "accelerator_sharing"):
+            if k in m and not isinstance(m[k], bool):
+                raise ConfigError(f"sim.{k}", f"must be true or false, got {m[k]!r}")
+        try:
+            return cls(**m)
+        except TypeError as e:  # pragma: no cover - keys are checked above
+            raise ConfigError("sim", str(e)) from None
+
+
+ChunkSource = Callable[[], Iterator[np.ndarray]]
+"""Returns a fresh iterator of sorted arrival-time arrays (seconds), each after the last."""
+
+
+@dataclass(frozen=True, slots=True)
+class Arrivals:
+    """An arrival source: chunks of sorted times; ``count`` if known up front (required
+    unless streaming); ``duration_s`` the trace window (the run's horizon)."""
+
+    chunks: ChunkSource
+    duration_s: float
+    count: int | None
+    name: str = "trace"
+
+    @staticmethod
+    def from_array(times_s: np.ndarray, duration_s: float | None = None, name: str = "trace",
+                   chunk_s: float = 10.0) -> Arrivals:
+        t = np.ascontiguousarray(times_s, dtype=np.float64)
+        end = float(duration_s) if duration_s is not None else (float(t[-1]) if t.size else 0.0)
+
+        def chunks() -> Iterator[np.ndarray]:
+            edges = np.searchsorted(t, np.arange(chunk_s, end + chunk_s, chunk_s))
+            lo = 0
+            for hi in edges.tolist():
+                if hi > lo:
+                    yield t[lo:hi]
+                lo = hi
+            if lo < t.size:
+                yield t[lo:]
+
+        return Arrivals(chunks, end, int(t.size), name)
+
+
+@dataclass(frozen=True, slots=True)
+class SimInputs:
+    catalog: Catalog
+    cluster: ClusterSpec
+    apps: tuple[App, ...]
+    arrivals: Arrivals
+    policy: str = "static"
+    policy_params: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    sim: SimSettings = field(default_factory=SimSettings)
+
+    def __post_init__(self) -> None:
+        if not self.apps:
+            raise ConfigError("apps", "at least one application is needed")
+        if len(self.apps) > 256:
+            raise ConfigError("apps", f"at most 256 applications, got {len(self.apps)}")
+        if len({a.name for a in self.apps}) != len(self.apps):
+            raise ConfigError("apps", "application names must be unique")
+        shares = [a.share for a in self.apps]
+        if any(not (s >= 0 and math.isfinite(s)) for s in shares) or sum(shares) <= 0:
+            raise ConfigError("apps", f"shares must be >= 0 with a positive sum, got {shares}")
+        if self.arrivals.count is None and not self.sim.stream:
+            raise ConfigError("sim.stream", "an arrival source of unknown length needs sim.stream=true")

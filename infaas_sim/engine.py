@@ -1,0 +1,294 @@
+"""The simulation: SimPy drives the control plane, the data plane moves in bulk.
+
+SimPy events exist only for control: the routing-window tick (``sim.route_period_s``),
+the stats / monitor tick, the model- and VM-autoscaler periods, the timeline sample,
+worker start-ups, instance loads becoming ready, replica releases and unload completions.
+No event or process exists per query.
+
+Before any control event at time ``t`` runs, :meth:`Simulation.advance_to` brings the data
+plane to ``t``: the arrivals in ``[t_prev, t)`` are routed (the policy's ``select`` is called
+per query, with the view as of ``t_prev`` — a policy may cache its decision until
+``view.version`` changes) and appended to their instances' queues, then each instance's
+batch recursion runs up to ``t`` (:mod:`infaas_sim.dataplane`). Within a window queries
+are routed application by application, in arrival order within each.
+
+Every stats period the instances are flushed: finished queries go to the
+:class:`~infaas_sim.recorder.Recorder`, and the observed rate / latency / batch / SLO and
+worker utilisation of the window are published (a new view version), then the policy's
+monitor runs if it has one.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Callable, Generator, Iterator
+from typing import Any
+
+import numpy as np
+import simpy
+
+from infaas_core.actions import LoadAndRoute, Reject, Route
+from infaas_core.model import CPU
+from infaas_core.policies import PolicyContext, make_policy
+from infaas_sim.cluster import ClusterState
+from infaas_sim.config import SimInputs
+from infaas_sim.dataplane import KEY_BITS, Instance
+from infaas_sim.latency import NoiseStream, latency_model
+from infaas_sim.recorder import Recorder
+from infaas_sim.timeline import Timeline
+from infaas_sim.view import SimView
+
+
+class Simulation:
+    """One run. Build, then :meth:`run` once."""
+
+    def __init__(self, inputs: SimInputs) -> None:
+        self.inputs = inputs
+        s = inputs.sim
+        self.settings = s
+        self.env = simpy.Environment()
+        self.clock = [0.0]
+        seeds = np.random.SeedSequence(inputs.seed).spawn(2)
+        self.rng_apps = np.random.default_rng(seeds[0])
+        model = latency_model(s.latency_model)
+        self.noise = NoiseStream(model.noise, np.random.default_rng(seeds[1]))
+        self.horizon_s = float(inputs.arrivals.duration_s)
+        self.state = ClusterState(inputs.catalog, inputs.cluster, model, self._schedule, self.clock)
+        self.state.recheck_s = s.route_period_s
+        self.view = SimView(self.state, self.clock)
+        self.policy = make_policy(
+            inputs.policy, PolicyContext(inputs.catalog, inputs.cluster, inputs.apps), dict(inputs.policy_params)
+        )
+        self.apps = inputs.apps
+        shares = np.array([a.share for a in self.apps], dtype=np.float64)
+        self.app_cdf = np.cumsum(shares / shares.sum())
+        self.app_cdf[-1] = 1.0
+        self.timeline = Timeline(s.timeline_period_s, self.horizon_s)
+        self.recorder = Recorder(self.apps, inputs.catalog.variants, inputs.arrivals.count, self.timeline)
+        self.vindex = {v.name: i for i, v in enumerate(inputs.catalog.variants)}
+        self.timeout_s = s.batch_timeout_ms / 1000.0
+        self.drop_late = s.drop_late
+        self._reqs = [a.requirements for a in self.apps]
+        self._names = [a.name for a in self.apps]
+        self._slo_s = [a.requirements.latency_slo_ms / 1000.0 for a in self.apps]
+        # the routing buffer: the current chunk's arrivals (time, key, app), next position
+        self._chunks: Iterator[np.ndarray] = iter(inputs.arrivals.chunks())
+        self._next_id = 0
+        self._T: list[float] = []
+        self._K: list[int] = []
+        self._A: list[int] = []
+        self._pos = 0
+        self._t_routed = 0.0
+        self._active: dict[int, Instance] = {}  # instances with queries not yet started
+        self._rej_t: list[float] = []
+        self._rej_k: list[int] = []
+        self.reject_reasons: Counter[str] = Counter()
+        self._last_stats_s = 0.0
+        period = self.policy.monitor_period_s
+        self.stats_period_s = s.stats_period_s or period or 1.0
+        self.progress: Any = None
+
+    # -- scheduling ------------------------------------------------------------------------
+    def _schedule(self, at_s: float, fn: Callable[[], None]) -> None:
+        ev = self.env.timeout(max(at_s - self.env.now, 0.0))
+        ev.callbacks.append(lambda _ev: self._control(fn))
+
+    def _control(self, fn: Callable[[], None]) -> None:
+        self.advance_to(self.env.now)
+        fn()
+
+    def _every(self, period_s: float, fn: Callable[[], None], first_s: float | None = None) -> Generator[Any, Any, None]:
+        yield self.env.timeout(period_s if first_s is None else first_s)
+        while True:
+            self._control(fn)
+            yield self.env.timeout(period_s)
+
+    # -- the data plane --------------------------------------------------------------------
+    def _next_chunk(self) -> bool:
+        """Read the next chunk of arrivals into the routing buffer; False at the end."""
+        times = next(self._chunks, None)
+        if times is None:
+            return False
+        n = int(times.size)
+        ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
+        self._next_id += n
+        if len(self.apps) == 1:
+            app = np.zeros(n, dtype=np.int64)
+        else:
+            app = np.searchsorted(self.app_cdf, self.rng_apps.random(n), side="right").astype(np.int64)
+        keys = (ids << KEY_BITS) | app
+        self.recorder.arrivals(times, keys)
+        self._T = times.tolist()
+        self._K = keys.tolist()
+        self._A = app.tolist()
+        self._pos = 0
+        return True
+
+    def advance_to(self, t: float) -> None:
+        """Route the arrivals before ``t`` and run every queue up to ``t``.
+
+        Routing windows start at the first unrouted arrival ``a0`` (the queues are first
+        brought to ``a0``, so the view is exact there) and last at most
+        ``sim.route_period_s``; empty time costs nothing.
+        """
+        if t <= self._t_routed:
+            return
+        period = self.settings.route_period_s
+        while True:
+            if self._pos >= len(self._T) and not self._next_chunk():
+                break
+            a0 = self._T[self._pos]
+            if a0 >= t:
+                break
+            self._advance_queues(a0)
+            self.clock[0] = a0
+            w_end = a0 + period
+            hi = bisect_left(self._T, w_end if w_end < t else t, self._pos)
+            self._route(self._pos, hi)
+            self._pos = hi
+        self._advance_queues(t)
+        self._t_routed = t
+        self.clock[0] = t
+
+    def _advance_queues(self, t: float) -> None:
+        active = self._active
+        if not active:
+            return
+        noise, tmo, drop = self.noise, self.timeout_s, self.drop_late
+        for inst in list(active.values()):
+            inst.advance(t, noise, tmo, drop)
+            if inst.head >= len(inst.pt):
+                del active[inst.id]
+
+    def _route(self, lo: int, hi: int) -> None:
+        """Ask the policy for each query of ``[lo, hi)`` and append it to its instance."""
+        T, K, A = self._T, self._K, self._A
+        reqs, names, slo_s = self._reqs, self._names, self._slo_s
+        sel = self.policy.select
+        view = self.view
+        insts = self.state.instances
+        active = self._active
+        drop = self.drop_late
+        last_d: object = None
+        inst: Instance | None = None
+        for j in range(lo, hi):
+            a = A[j]
+            d = sel(reqs[a], view, names[a])
+            if d is not last_d:
+                last_d = None
+                if type(d) is Route:
+                    inst = insts.get(d.instance_id)
+                    if inst is None:
+                        self.state.refused["route_unknown_instance"] += 1
+                        self.reject_reasons["routed to an instance that does not exist"] += 1
+                    else:
+                        last_d = d
+                elif type(d) is LoadAndRoute:
+                    inst = self.state.load(d.variant, d.worker_id, 1, T[j])
+                    if inst is None:
+                        self.reject_reasons["load refused (does not fit)"] += 1
+                else:
+                    inst = None
+                    reason = d.reason if isinstance(d, Reject) else f"unknown decision {type(d).__name__}"
+                    self.reject_reasons[reason[:120]] += 1
+                if inst is not None and inst.id not in active:
+                    active[inst.id] = inst
+            if inst is None:
+                self._rej_t.append(T[j])
+                self._rej_k.append(K[j])
+                continue
+            inst.pt.append(T[j])
+            inst.pk.append(K[j])
+            if drop:
+                inst.pd.append(T[j] + slo_s[a])
+
+    # -- periodic control ------------------------------------------------------------------
+    def _stats_tick(self) -> None:
+        now = self.env.now
+        window = now - self._last_stats_s
+        self._last_stats_s = now
+        self._flush(window)
+        self.state.update_utilization(window, self.settings.accelerator_sharing)
+        self.state.version += 1
+        if self.policy.monitor_period_s == self.stats_period_s:
+            self.state.apply(self.policy.monitor(self.view), now)
+        if self.progress is not None:
+            self.progress.update(min(now, self.horizon_s) - self.progress.n)
+
+    def _flush(self, window_s: float) -> None:
+        parts: list[tuple[Any, ...]] = []
+        s = self.settings
+        for inst in list(self.state.instances.values()):
+            decay = s.latency_decay_cpu if inst.variant.is_cpu else s.latency_decay_accelerator
+            fl = inst.close_window(window_s, decay, self.recorder.slo_ms)
+            if fl is not None:
+                n = fl.keys.size
+                parts.append((fl.arrival_s, fl.keys, fl.start_s, fl.finish_s, fl.batch,
+                              np.full(n, self.vindex[inst.variant.name], dtype=np.int32),
+                              np.full(n, inst.worker_id, dtype=np.int32)))  # fmt: skip
+        if self._rej_k:
+            n = len(self._rej_k)
+            nan = np.full(n, np.nan)
+            parts.append((np.array(self._rej_t), np.array(self._rej_k, dtype=np.int64), nan, nan,
+                          np.zeros(n, dtype=np.int64), np.full(n, -1, dtype=np.int32),
+                          np.full(n, -1, dtype=np.int32)))  # fmt: skip
+            self._rej_t, self._rej_k = [], []
+        if parts:
+            cols = [np.concatenate([p[i] for p in parts]) for i in range(7)]
+            self.recorder.record(*cols)
+
+    def _timeline_tick(self) -> None:
+        now = self.env.now
+        values: dict[str, float] = {"cost_usd": self.state.cost_usd(now)}
+        for w in self.state.workers.values():
+            k = f"workers_{w.instance_type.name}"
+            values[k] = values.get(k, 0) + 1
+        for inst in self.state.instances.values():
+            k = f"replicas_{inst.variant.name}"
+            values[k] = values.get(k, 0) + inst.replicas
+        self.timeline.sample(now, values)
+
+    def _call(self, part: Callable[[Any], Any]) -> Callable[[], None]:
+        return lambda: self.state.apply(part(self.view), self.env.now)
+
+    # -- the run ---------------------------------------------------------------------------
+    def run(self) -> None:
+        env, p, s = self.env, self.policy, self.settings
+        self.state.apply(p.initial_actions(self.view), 0.0)
+        env.process(self._every(self.stats_period_s, self._stats_tick))
+        if p.monitor_period_s is not None and p.monitor_period_s != self.stats_period_s:
+            env.process(self._every(p.monitor_period_s, self._call(p.monitor)))
+        if p.model_autoscale_period_s is not None:
+            env.process(self._every(p.model_autoscale_period_s, self._call(p.autoscale_models)))
+        if p.vm_autoscale_period_s is not None:
+            env.process(self._every(p.vm_autoscale_period_s, self._call(p.autoscale_vms)))
+        env.process(self._every(s.timeline_period_s, self._timeline_tick, first_s=0.0))
+        show = s.progress == "on" or (s.progress == "auto" and sys.stderr.isatty() and self.horizon_s >= 30)
+        if show:
+            from tqdm import tqdm
+
+            self.progress = tqdm(total=self.horizon_s, unit="sim-s", desc="simulating", leave=False)
+        try:
+            env.run(until=self.horizon_s)
+            self._finish()
+        finally:
+            if self.progress is not None:
+                self.progress.close()
+
+    def _finish(self) -> None:
+        """Route what is left (arrivals at the horizon itself), then drain every queue."""
+        self.advance_to(self.horizon_s)
+        self.advance_to(math.inf)
+        self.clock[0] = self.horizon_s
+        self._flush(max(self.horizon_s - self._last_stats_s, 0.0))
+
+    def hardware_busy(self) -> dict[str, float]:
+        """Mean utilisation per device class over live workers (for the summary)."""
+        out: dict[str, list[float]] = {}
+        for w in self.state.workers.values():
+            for d, u in w.utilization.items():
+                out.setdefault(d, []).append(u)
+        return {d: float(np.mean(v)) for d, v in sorted(out.items(), key=lambda kv: (kv[0] != CPU, kv[0]))}

@@ -1,0 +1,106 @@
+"""Where finished queries go: per-query arrays (``queries.parquet``), or — in streaming
+mode — only counters, sums and a fixed-memory latency sketch, overall and per application.
+
+Queries arrive here in bulk at each stats tick (the instances' flushed batches and the
+rejections since the previous tick), never one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from infaas_core.metrics import COMPLETED, DROPPED, LATE, REJECTED, QueryTable, SummaryAccumulator
+from infaas_core.model import App, Variant
+from infaas_sim.dataplane import KEY_BITS, KEY_MASK
+from infaas_sim.timeline import Timeline
+
+
+class Recorder:
+    def __init__(self, apps: Sequence[App], variants: Sequence[Variant], n_queries: int | None,
+                 timeline: Timeline) -> None:
+        self.app_names = tuple(a.name for a in apps)
+        self.slo_ms = np.array([a.requirements.latency_slo_ms for a in apps], dtype=np.float64)
+        self.variant_names = tuple(v.name for v in variants)
+        self.variant_hardware = tuple(v.hardware for v in variants)
+        self.variant_accuracy = np.array([v.accuracy for v in variants], dtype=np.float64)
+        self.timeline = timeline
+        self.total = SummaryAccumulator()
+        self.per_app = [SummaryAccumulator() for _ in apps]
+        self.arrived = 0
+        self.last_finish_s = 0.0
+        self.stream = n_queries is None
+        n = 0 if n_queries is None else n_queries
+        self.arrival_s = np.full(n, np.nan)
+        self.app = np.zeros(n, dtype=np.int32)
+        self.start_s = np.full(n, np.nan)
+        self.finish_s = np.full(n, np.nan)
+        self.status = np.full(n, -1, dtype=np.int8)
+        self.variant = np.full(n, -1, dtype=np.int32)
+        self.worker = np.full(n, -1, dtype=np.int32)
+        self.batch = np.zeros(n, dtype=np.int32)
+
+    def arrivals(self, times_s: np.ndarray, keys: np.ndarray) -> None:
+        self.arrived += int(times_s.size)
+        self.timeline.add("arrivals", times_s)
+        if not self.stream:
+            ids = keys >> KEY_BITS
+            self.arrival_s[ids] = times_s
+            self.app[ids] = keys & KEY_MASK
+
+    def record(self, arrival_s: np.ndarray, keys: np.ndarray, start_s: np.ndarray, finish_s: np.ndarray,
+               batch: np.ndarray, variant: np.ndarray, worker: np.ndarray) -> None:
+        """Finished queries: served (``batch > 0``), dropped (``batch == 0`` with a start
+        time, the drop time) or rejected (``variant == -1``, no start)."""
+        if keys.size == 0:
+            return
+        app = (keys & KEY_MASK).astype(np.int64)
+        latency_ms = (finish_s - arrival_s) * 1000.0
+        status = np.full(keys.size, REJECTED, dtype=np.int8)
+        served = batch > 0
+        status[served] = np.where(latency_ms[served] > self.slo_ms[app[served]], LATE, COMPLETED)
+        dropped = (~served) & (variant >= 0)
+        status[dropped] = DROPPED
+        acc = np.full(keys.size, np.nan)
+        acc[served] = self.variant_accuracy[variant[served]]
+        self.total.add(status, latency_ms, acc)
+        for a in np.unique(app).tolist():
+            m = app == a
+            self.per_app[a].add(status[m], latency_ms[m], acc[m])
+        tl = self.timeline
+        tl.add("rejected", arrival_s[status == REJECTED])
+        fin = finish_s[served]
+        tl.add("completions", fin)
+        tl.add("late", finish_s[status == LATE])
+        tl.add("dropped", start_s[dropped])
+        if fin.size:
+            self.last_finish_s = max(self.last_finish_s, float(fin.max()))
+        if not self.stream:
+            ids = keys >> KEY_BITS
+            self.start_s[ids] = np.where(served, start_s, np.nan)
+            self.finish_s[ids] = np.where(served, finish_s, np.nan)
+            self.status[ids] = status
+            self.variant[ids] = variant
+            self.worker[ids] = worker
+            self.batch[ids] = batch
+
+    def table(self) -> QueryTable | None:
+        if self.stream:
+            return None
+        n = self.arrival_s.size
+        return QueryTable(
+            query_id=np.arange(n, dtype=np.int64),
+            app=self.app,
+            arrival_s=self.arrival_s,
+            start_s=self.start_s,
+            finish_s=self.finish_s,
+            status=self.status,
+            variant=self.variant,
+            worker=self.worker,
+            batch_size=self.batch,
+            app_names=self.app_names,
+            variant_names=self.variant_names,
+            variant_hardware=self.variant_hardware,
+            variant_accuracy=self.variant_accuracy,
+        )
