@@ -1,0 +1,85 @@
+"""Baselines: static, clipper_plus (fixed variant and replicas), sagemaker_plus (fixed
+variant, replica autoscaling on its load, never switches variant)."""
+
+from __future__ import annotations
+
+import pytest
+from policy_world import APPS, build, world
+
+from infaas_core.actions import AddWorker, LoadVariant, Reject, Route, UnloadVariant
+from infaas_core.errors import ConfigError
+
+PINS = {"fixed_variants": {"photos": "resnet50-cpu", "search": "mobilenet-trt-b1"}}
+
+
+def test_clipper_plus_loads_fixed_variants_with_fixed_replicas_at_start():
+    """Rule: fixed variant per app (config), `replicas` replicas at t=0, nothing moves."""
+    ctx, view = world()
+    p = build("clipper_plus", ctx, **PINS, replicas=2)
+    assert p.initial_actions(view) == [LoadVariant("resnet50-cpu", 0, 2), LoadVariant("mobilenet-trt-b1", 1, 2)]
+    assert (p.monitor_period_s, p.model_autoscale_period_s, p.vm_autoscale_period_s) == (None, None, None)
+
+
+def test_clipper_plus_routes_to_least_queued_instance_of_the_pinned_variant():
+    """Rule: least queue per replica among the app's variant instances; never another variant."""
+    ctx, view = world(workers=("m5.2xlarge", "m5.2xlarge", "p3.2xlarge"))
+    a = view.add_instance(0, "resnet50-cpu", queue_len=6, replicas=2)
+    b = view.add_instance(1, "resnet50-cpu", queue_len=4, replicas=1)
+    view.add_instance(2, "resnet50-trt-b1")  # faster, free, but not pinned
+    p = build("clipper_plus", ctx, **PINS)
+    assert p.select(APPS[0].requirements, view, app="photos") == Route(a.id)  # 3 per replica < 4
+    b.queue_len = 2
+    assert p.select(APPS[0].requirements, view, app="photos") == Route(b.id)
+
+
+def test_pinned_policy_rejects_when_its_variant_is_not_loaded():
+    ctx, view = world()
+    d = build("static", ctx, **PINS).select(APPS[1].requirements, view, app="search")
+    assert isinstance(d, Reject) and "mobilenet-trt-b1" in d.reason
+
+
+def test_unknown_fixed_variant_names_its_key():
+    ctx, _ = world()
+    with pytest.raises(ConfigError) as e:
+        build("clipper_plus", ctx, fixed_variants={"photos": "nope"})
+    assert e.value.key == "policy.fixed_variants.photos"
+
+
+def test_static_replicas_per_app_must_be_positive():
+    ctx, _ = world()
+    with pytest.raises(ConfigError) as e:
+        build("static", ctx, replicas={"photos": 0})
+    assert e.value.key == "policy.replicas.photos"
+
+
+def test_sagemaker_plus_adds_replicas_when_load_per_replica_exceeds_target():
+    """Rule: 1.05 x rate > R x T1 -> add ceil(excess / T1) replicas of the same variant,
+    next to the existing one up to max_replicas_per_worker, then on other workers."""
+    ctx, view = world(workers=("m5.2xlarge", "m5.2xlarge", "p3.2xlarge"))
+    view.add_instance(0, "resnet50-cpu", rate_qps=20.0)  # T1 = 8.33: needs 3 replicas
+    p = build("sagemaker_plus", ctx, **PINS)
+    out = p.autoscale_models(view)
+    assert out == [LoadVariant("resnet50-cpu", 0, 1), LoadVariant("resnet50-cpu", 1, 1)]
+    assert all(a.variant == "resnet50-cpu" for a in out)  # never switches variant
+
+
+def test_sagemaker_plus_scales_in_after_sustained_low_load_never_below_min():
+    """Rule: one replica fewer would do for scale_in_evaluations (CPU: 10) -> remove one;
+    never below min_replicas."""
+    ctx, view = world()
+    inst = view.add_instance(0, "resnet50-cpu", replicas=2, rate_qps=1.0)
+    p = build("sagemaker_plus", ctx, **PINS)
+    out = [p.autoscale_models(view) for _ in range(10)]
+    assert out[:9] == [[]] * 9 and out[9] == [UnloadVariant(inst.id, 1)]
+    inst.replicas = 1
+    assert all(p.autoscale_models(view) == [] for _ in range(30))
+
+
+def test_sagemaker_plus_asks_for_workers_when_replicas_do_not_fit():
+    """Rule: replicas that cannot be placed become VM pressure; the VM autoscaler adds the
+    cheapest type offering the hardware."""
+    ctx, view = world(workers=("p3.2xlarge",))
+    view.add_instance(0, "mobilenet-trt-b1", rate_qps=1000.0)  # T1 = 333: needs 4
+    p = build("sagemaker_plus", ctx, **PINS)
+    assert p.autoscale_models(view) == [LoadVariant("mobilenet-trt-b1", 0, 1)]  # cap 2 per worker
+    assert p.autoscale_vms(view) == [AddWorker("p3.2xlarge")]
