@@ -8,7 +8,9 @@ clever: free capacity is what the caller sets, or what :meth:`SnapshotView.add_w
 replica takes ``memory_mb`` of its device class's accelerator memory).
 
 Call :meth:`SnapshotView.bump` after changing anything selection reads, so cached
-decisions are dropped (``version`` is the cache key of selection).
+decisions are dropped (``version`` is the cache key of selection). Add and remove workers
+and instances through the methods: they keep the lookups ``worker(id)``,
+``instances_of(variant)`` and ``instances_of_model(model)`` O(1), as a backend's are.
 """
 
 from __future__ import annotations
@@ -60,19 +62,22 @@ class SnapshotView:
     version: int = 0
     workers: list[SnapshotWorker] = field(default_factory=list)
     _next_instance_id: int = 0
+    _by_id: dict[int, SnapshotWorker] = field(default_factory=dict, repr=False)
+    _by_variant: dict[str, list[SnapshotInstance]] = field(default_factory=dict, repr=False)
+    _by_model: dict[str, list[SnapshotInstance]] = field(default_factory=dict, repr=False)
 
     # -- protocol ------------------------------------------------------------------------
     def worker(self, worker_id: int) -> SnapshotWorker:
-        for w in self.workers:
-            if w.id == worker_id:
-                return w
-        raise KeyError(f"no worker {worker_id}")
+        try:
+            return self._by_id[worker_id]
+        except KeyError:
+            raise KeyError(f"no worker {worker_id}") from None
 
     def instances_of(self, variant: str) -> list[SnapshotInstance]:
-        return [i for w in self.workers for i in w.instances if i.variant.name == variant]
+        return self._by_variant.get(variant, [])
 
     def instances_of_model(self, model: str) -> list[SnapshotInstance]:
-        return [i for w in self.workers for i in w.instances if i.variant.model == model]
+        return self._by_model.get(model, [])
 
     # -- building ------------------------------------------------------------------------
     def bump(self) -> int:
@@ -104,6 +109,7 @@ class SnapshotView:
             },
         )
         self.workers.append(w)
+        self._by_id[w.id] = w
         self.bump()
         return w
 
@@ -132,6 +138,8 @@ class SnapshotView:
         self._next_instance_id += 1
         take_resources(w, v, replicas)
         w.instances.append(inst)
+        self._by_variant.setdefault(v.name, []).append(inst)
+        self._by_model.setdefault(v.model, []).append(inst)
         self.bump()
         return inst
 
@@ -141,6 +149,8 @@ class SnapshotView:
                 if inst.id == instance_id:
                     take_resources(w, inst.variant, -inst.replicas)
                     w.instances.remove(inst)
+                    self._by_variant[inst.variant.name].remove(inst)
+                    self._by_model[inst.variant.model].remove(inst)
                     self.bump()
                     return
         raise KeyError(f"no instance {instance_id}")

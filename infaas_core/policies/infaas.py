@@ -95,7 +95,8 @@ class _Cand:
 @dataclass(frozen=True, slots=True)
 class _Static:
     reject: Reject | None
-    cands: tuple[_Cand, ...]
+    cands: tuple[_Cand, ...]  # in catalog order (ascending accuracy for the task form)
+    by_run: tuple[_Cand, ...]  # sorted by run_key
     loads: tuple[_Cand, ...]  # sorted by load_key
     loose: bool
     min_load_score_ms: float
@@ -113,41 +114,48 @@ class _Entry:
 
 
 class _Index:
-    """Per-version view of the running set, built once per view version on a cache miss."""
+    """What selection reads of one view version, looked up lazily and memoised: a miss
+    touches only its candidates' instances (``view.instances_of`` is an indexed lookup in
+    every backend), never the whole cluster."""
+
+    __slots__ = ("_by_hw", "_lists", "view")
 
     def __init__(self, view: ClusterView) -> None:
-        self.eligible: dict[str, list[InstanceView]] = {}
-        self.busy: dict[str, list[InstanceView]] = {}
-        self.ready: set[str] = set()
-        self.present: dict[int, set[str]] = {}
-        self.worker: dict[int, WorkerView] = {}
-        self.running: list[WorkerView] = []
+        self.view = view
+        self._lists: dict[str, tuple[list[InstanceView], list[InstanceView], bool]] = {}
         self._by_hw: dict[str, list[WorkerView]] = {}
-        for w in view.workers:
-            self.worker[w.id] = w
-            names = self.present.setdefault(w.id, set())
-            for inst in w.instances:
-                names.add(inst.variant.name)
-            if w.state is not WorkerState.RUNNING:
+
+    def lists(self, name: str) -> tuple[list[InstanceView], list[InstanceView], bool]:
+        """``(eligible, busy, any_ready)`` instances of variant ``name`` on running workers:
+        eligible = ready or loading and neither overloaded nor interfered."""
+        got = self._lists.get(name)
+        if got is not None:
+            return got
+        eligible: list[InstanceView] = []
+        busy: list[InstanceView] = []
+        ready = False
+        view = self.view
+        for inst in view.instances_of(name):
+            state = inst.state
+            if state is InstanceState.UNLOADING or view.worker(inst.worker_id).state is not WorkerState.RUNNING:
                 continue
-            self.running.append(w)
-            for inst in w.instances:
-                if inst.state is InstanceState.UNLOADING:
-                    continue
-                name = inst.variant.name
-                if inst.overloaded or inst.interfered:
-                    self.busy.setdefault(name, []).append(inst)
-                else:
-                    self.eligible.setdefault(name, []).append(inst)
-                    if inst.state is InstanceState.READY:
-                        self.ready.add(name)
+            if inst.overloaded or inst.interfered:
+                busy.append(inst)
+            else:
+                eligible.append(inst)
+                ready = ready or state is InstanceState.READY
+        got = self._lists[name] = (eligible, busy, ready)
+        return got
+
+    def holds(self, worker_id: int, name: str) -> bool:
+        return any(i.worker_id == worker_id for i in self.view.instances_of(name))
 
     def workers_for(self, hardware: str) -> list[WorkerView]:
         """Running workers offering ``hardware``, least utilised (on it) first."""
         ws = self._by_hw.get(hardware)
         if ws is None:
             ws = sorted(
-                (w for w in self.running if w.instance_type.offers(hardware)),
+                (w for w in self.view.workers if w.state is WorkerState.RUNNING and w.instance_type.offers(hardware)),
                 key=lambda w: (w.utilization.get(hardware, 0.0), w.id),
             )
             self._by_hw[hardware] = ws
@@ -208,26 +216,31 @@ class InfaasSelector:
         idx = self._index
         if idx is None:
             idx = self._index = _Index(view)
+        # Candidates in ranking order: the first with a ready, free instance wins; one with
+        # only loading instances wins only if no candidate has a ready one.
         best: _Cand | None = None
-        best_key: tuple[bool, tuple[float, float, int]] | None = None
         best_insts: list[InstanceView] = []
-        for c in st.cands:
-            insts = idx.eligible.get(c.name)
+        lists = idx.lists
+        for c in st.by_run:
+            insts, _, ready = lists(c.name)
             if not insts:
                 continue
             if st.loose and not c.is_cpu:
                 model = c.variant.model
-                insts = [i for i in insts if model not in idx.worker[i.worker_id].scale_down_to_cpu]
+                insts = [i for i in insts if model not in view.worker(i.worker_id).scale_down_to_cpu]
                 if not insts:
                     continue
-            key = (c.name not in idx.ready, c.run_key)
-            if best_key is None or key < best_key:
-                best, best_key, best_insts = c, key, insts
+                ready = any(i.state is InstanceState.READY for i in insts)
+            if ready:
+                best, best_insts = c, insts
+                break
+            if best is None:
+                best, best_insts = c, insts
         infaas = self.cfg.ordering == "infaas"
         if best is not None and (not infaas or best.run_score_ms < st.min_load_score_ms):
             return self._routes(best_insts), True
         for c in st.loads:
-            if c.name in idx.eligible:
+            if lists(c.name)[0]:
                 continue
             w = self._place(idx, c.variant)
             if w is None:
@@ -241,8 +254,8 @@ class InfaasSelector:
         want = st.loads[0].variant.hardware if st.loads else st.cands[0].variant.hardware
         self.pressure[want] = view.now_s
         if self.cfg.when_no_room == "route_overloaded":
-            for c in sorted(st.cands, key=lambda c: c.run_key):
-                busy = idx.busy.get(c.name)
+            for c in st.by_run:
+                busy = lists(c.name)[1]
                 if busy:
                     ranked = sorted(busy, key=lambda i: (i.queue_len / max(i.replicas, 1), i.id))
                     return self._routes(ranked, by_rate=False), True
@@ -263,7 +276,7 @@ class InfaasSelector:
 
     def _place(self, idx: _Index, v: Variant) -> WorkerView | None:
         for w in idx.workers_for(v.hardware):
-            if v.name in idx.present[w.id]:
+            if idx.holds(w.id, v.name):
                 continue
             if v.hardware == CPU:
                 if w.free_cores >= v.cores and w.free_memory_mb >= v.memory_mb:
@@ -303,10 +316,11 @@ class InfaasSelector:
             ok = [v for v in usable if self._feasible_latency(v, req, batch)][:n]
         if not ok:
             reason, suggestion = rejection(self, req, batch)
-            return _Static(Reject(reason, suggestion), (), (), loose, math.inf)
+            return _Static(Reject(reason, suggestion), (), (), (), loose, math.inf)
         cands = tuple(self._cand(v, i, req, batch, loose) for i, v in enumerate(ok))
+        by_run = tuple(sorted(cands, key=lambda c: c.run_key))
         loads = tuple(sorted(cands, key=lambda c: c.load_key))
-        return _Static(None, cands, loads, loose, min(c.load_score_ms for c in cands))
+        return _Static(None, cands, by_run, loads, loose, min(c.load_score_ms for c in cands))
 
     def _cand(self, v: Variant, i: int, req: Requirements, batch: int, loose: bool) -> _Cand:
         est = self.est.latency_ms(v, batch)
