@@ -141,3 +141,87 @@ class SimInputs:
             raise ConfigError("apps", f"shares must be >= 0 with a positive sum, got {shares}")
         if self.arrivals.count is None and not self.sim.stream:
             raise ConfigError("sim.stream", "an arrival source of unknown length needs sim.stream=true")
+
+
+# -- from the Hydra config (a plain mapping after OmegaConf.to_container) ---------------------
+TOP_LEVEL_KEYS = ("policy", "trace", "cluster", "catalog", "apps", "sim", "seed", "sweep")
+
+
+def _section(cfg: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = cfg.get(key)
+    if not isinstance(value, Mapping):
+        raise ConfigError(key, f"must be a mapping (a config group), got {type(value).__name__}")
+    return value
+
+
+def catalog_from_config(m: Mapping[str, Any], base_dir: Any = None) -> Catalog:
+    """The ``catalog`` group: ``path`` (profile table CSV) and optional ``format``."""
+    from infaas_core.catalog import load_catalog
+    from infaas_core.configs import resolve_path
+
+    path = m.get("path")
+    if not isinstance(path, str) or not path:
+        raise ConfigError("catalog.path", f"must be the path of a profile table, got {path!r}")
+    fmt = m.get("format", "auto")
+    if not isinstance(fmt, str):
+        raise ConfigError("catalog.format", f"must be a string, got {fmt!r}")
+    catalog = load_catalog(resolve_path(path, base_dir, key="catalog.path"), format=fmt)
+    if not len(catalog):
+        raise ConfigError("catalog.path", f"'{path}' holds no variant")
+    return catalog
+
+
+def arrivals_from_config(m: Mapping[str, Any], seed: int, settings: SimSettings, base_dir: Any = None) -> Arrivals:
+    """The ``trace`` group as an arrival source. Streaming a generated trace draws it chunk
+    by chunk (the same arrivals as the whole trace); a trace file is read whole."""
+    from infaas_core.workload import config as wcfg
+    from infaas_core.workload.generators import generate_chunks
+
+    name = str(m.get("name") or m.get("kind") or "trace")
+    params = {k: v for k, v in m.items() if not str(k).startswith("_")}
+    if settings.stream and "kind" in params and "path" not in params:
+        params.pop("name", None)
+        kind = params.pop("kind")
+        rate = params.pop("rate_qps", None)
+        duration = params.pop("duration_s", None)
+        run_seed = params.pop("seed", seed)
+        if not isinstance(duration, int | float) or isinstance(duration, bool) or duration <= 0:
+            raise ConfigError("trace.duration_s", f"streaming needs a positive duration, got {duration!r}")
+        chunk_n = max(int((rate or 1000.0) * settings.chunk_s), 1024)
+        # check the parameters now (the generator checks them lazily otherwise)
+        iter(generate_chunks(kind, rate_qps=rate, duration_s=duration, seed=run_seed, chunk_size=chunk_n, **params))
+
+        def chunks() -> Iterator[np.ndarray]:
+            return generate_chunks(kind, rate_qps=rate, duration_s=duration, seed=run_seed,
+                                   chunk_size=chunk_n, **params)
+
+        return Arrivals(chunks, float(duration), None, name)
+    trace = wcfg.trace_from_config(m, seed, base_dir)
+    return Arrivals.from_array(trace.arrivals_s, trace.duration_s, trace.name or name, settings.chunk_s)
+
+
+def inputs_from_config(cfg: Mapping[str, Any], base_dir: Any = None) -> SimInputs:
+    """Everything a run needs, validated, from the composed config."""
+    from infaas_core.configs import apps_from_mapping, cluster_from_mapping
+
+    for k in cfg:
+        if k not in TOP_LEVEL_KEYS and k != "hydra":
+            raise ConfigError(str(k), f"unknown top-level key; known: {', '.join(TOP_LEVEL_KEYS)}")
+    seed = cfg.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError("seed", f"must be an integer >= 0, got {seed!r}")
+    settings = SimSettings.from_mapping(_section(cfg, "sim"))
+    policy = _section(cfg, "policy")
+    name = policy.get("name")
+    if not isinstance(name, str):
+        raise ConfigError("policy.name", f"must name a policy, got {name!r}")
+    return SimInputs(
+        catalog=catalog_from_config(_section(cfg, "catalog"), base_dir),
+        cluster=cluster_from_mapping(_section(cfg, "cluster")),
+        apps=apps_from_mapping(_section(cfg, "apps")),
+        arrivals=arrivals_from_config(_section(cfg, "trace"), seed, settings, base_dir),
+        policy=name,
+        policy_params=dict(policy),
+        seed=seed,
+        sim=settings,
+    )

@@ -48,3 +48,54 @@ def inputs(catalog: Catalog, times: np.ndarray, *, apps: tuple[App, ...] | None 
         seed=seed,
         sim=settings,
     )
+
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
+
+
+def policy_params(name: str) -> dict:
+    """The committed ``configs/policy/<name>.yaml`` as plain params (what the CLI passes)."""
+    import yaml
+
+    return dict(yaml.safe_load((REPO / "configs" / "policy" / f"{name}.yaml").read_text()))
+
+
+def cluster_config(name: str) -> ClusterSpec:
+    import yaml
+
+    from infaas_core.configs import cluster_from_mapping
+
+    return cluster_from_mapping(yaml.safe_load((REPO / "configs" / "cluster" / f"{name}.yaml").read_text()))
+
+
+TASK = "classification-imagenet-224"
+
+
+def mini_imagenet() -> Catalog:
+    """A small imagenet-like catalog: three architectures on CPU and accelerators."""
+    def v(name: str, model: str, hw: str, cores: int, mb: int, b1: float, bmax: float, acc: float,
+          load_ms: float, mem: float) -> Variant:
+        pts = {1: (b1, b1 * 1.5)}
+        if mb > 1:
+            pts[mb] = (bmax, bmax * 1.5)
+        return make_variant(name=name, model=model, task=TASK, framework="onnx", hardware=hw, cores=cores,
+                            max_batch=mb, load_latency_ms=load_ms, memory_mb=mem, accuracy=acc,
+                            source="modeled:test", points=pts)
+    return Catalog([
+        v("mobilenet_v2-cpu2-b8", "mobilenet_v2", "cpu", 2, 8, 12.0, 50.0, 0.72, 400, 300),
+        v("mobilenet_v2-t4-b16", "mobilenet_v2", "gpu-t4", 1, 16, 2.0, 9.0, 0.72, 1500, 800),
+        v("resnet50-cpu4-b8", "resnet50", "cpu", 4, 8, 45.0, 220.0, 0.76, 600, 700),
+        v("resnet50-v100-b16", "resnet50", "gpu-v100", 1, 16, 3.5, 18.0, 0.76, 2500, 1500),
+        v("resnet50-inf-b1", "resnet50", "inferentia", 1, 1, 6.0, 6.0, 0.76, 3000, 900),
+        v("efficientnet_b3-cpu4-b4", "efficientnet_b3", "cpu", 4, 4, 110.0, 380.0, 0.82, 800, 900),
+        v("efficientnet_b3-v100-b16", "efficientnet_b3", "gpu-v100", 1, 16, 9.0, 60.0, 0.82, 3000, 2500),
+    ])  # fmt: skip
+
+
+def mini_apps() -> tuple[App, ...]:
+    return (
+        App("loose", Requirements(task=TASK, min_accuracy=0.8, latency_slo_ms=400), 0.3),
+        App("tight", Requirements(task=TASK, min_accuracy=0.7, latency_slo_ms=40), 0.3),
+        App("by-model", Requirements(model="resnet50", latency_slo_ms=100), 0.2),
+        App("medium", Requirements(task=TASK, min_accuracy=0.75, latency_slo_ms=150), 0.2),
+    )
