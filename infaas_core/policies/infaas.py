@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from infaas_core.actions import Decision, LoadAndRoute, Reject, Route
+from infaas_core.errors import InfaasError
 from infaas_core.model import CPU, Requirements, Variant
 from infaas_core.policies.base import PolicyContext
 from infaas_core.policies.common import EstimateConfig, cost_per_query_usd
@@ -113,6 +114,13 @@ class _Entry:
         self.i = 0
 
 
+def _running(view: ClusterView, worker_id: int) -> bool:
+    try:
+        return view.worker(worker_id).state is WorkerState.RUNNING
+    except (KeyError, InfaasError):  # a worker the backend has already dropped
+        return False
+
+
 class _Index:
     """What selection reads of one view version, looked up lazily and memoised: a miss
     touches only its candidates' instances (``view.instances_of`` is an indexed lookup in
@@ -137,7 +145,7 @@ class _Index:
         view = self.view
         for inst in view.instances_of(name):
             state = inst.state
-            if state is InstanceState.UNLOADING or view.worker(inst.worker_id).state is not WorkerState.RUNNING:
+            if state is InstanceState.UNLOADING or not _running(view, inst.worker_id):
                 continue
             if inst.overloaded or inst.interfered:
                 busy.append(inst)
@@ -169,7 +177,10 @@ class InfaasSelector:
         self.ctx = ctx
         self.cfg = cfg
         self.est = est
-        self.offered = frozenset(h for t in ctx.cluster.instance_types for h in t.device_classes)
+        # Hardware some instance type that may ever run offers (max_workers > 0).
+        self.offered = frozenset(
+            h for t in ctx.cluster.instance_types if ctx.cluster.max_count(t.name) > 0 for h in t.device_classes
+        )
         self.pressure: dict[str, float] = {}
         """Hardware class -> last time (view.now_s) a feasible query found no room to load."""
         self._version = -1
@@ -286,10 +297,16 @@ class InfaasSelector:
         return None
 
     # -- static candidate lists ----------------------------------------------------------
-    def _feasible_latency(self, v: Variant, req: Requirements, batch: int) -> bool:
-        if v.hardware == CPU and req.latency_slo_ms <= self.cfg.tight_slo_ms:
+    def serves(self, v: Variant, slo_ms: float, batch: int = 1) -> bool:
+        """Would selection send a query with this SLO to ``v``? (The model autoscaler asks
+        before it upgrades or downgrades, so it never moves traffic where selection will not
+        follow: e.g. a CPU variant for a tight SLO.)"""
+        if v.hardware == CPU and slo_ms <= self.cfg.tight_slo_ms:
             return False
-        return self.est.latency_ms(v, batch) <= req.latency_slo_ms
+        return self.est.latency_ms(v, batch) <= slo_ms
+
+    def _feasible_latency(self, v: Variant, req: Requirements, batch: int) -> bool:
+        return self.serves(v, req.latency_slo_ms, batch)
 
     def _build_static(self, req: Requirements, batch: int) -> _Static:
         cat = self.ctx.catalog

@@ -68,7 +68,7 @@ class InfaasPolicy(Policy):
         self.selector = InfaasSelector(ctx, self.cfg.selection, self.cfg.estimates)
         self._monitor = Monitor(self.cfg.monitor)
         self.model_scaler = (
-            ModelAutoscaler(self.cfg.model_autoscaler, self.cfg.estimates, ctx.catalog)
+            ModelAutoscaler(self.cfg.model_autoscaler, self.cfg.estimates, ctx.catalog, self.selector.serves)
             if self.cfg.model_autoscaler is not None
             else None
         )

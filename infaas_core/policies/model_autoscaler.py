@@ -13,7 +13,8 @@ mean batch on CPU; demand = observed rate):
   replicas * T1) / T1)`` replicas;
 - **scale-down request** when ``slack * demand <= (replicas - 1) * T1`` (one replica fewer
   would do), or, for a single replica, when a smaller variant of the same model (lower
-  ``T1``, accuracy no lower, meeting the traffic's SLO) would do: ``slack * demand <= T1(d)``.
+  ``T1``, accuracy no lower, one selection would use for the traffic's mean SLO) would do:
+  ``slack * demand <= T1(d)``.
 
 Per model on the worker, when some instance needs more:
 
@@ -40,6 +41,7 @@ what earlier actions of the same tick already took.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -109,10 +111,18 @@ class Room:
 
 
 class ModelAutoscaler:
-    def __init__(self, cfg: ModelAutoscalerConfig, est: EstimateConfig, catalog: Catalog) -> None:
+    def __init__(
+        self,
+        cfg: ModelAutoscalerConfig,
+        est: EstimateConfig,
+        catalog: Catalog,
+        serves: Callable[[Variant, float], bool],
+    ) -> None:
         self.cfg = cfg
         self.est = est
         self.catalog = catalog
+        self.serves = serves
+        """``serves(v, slo_ms)``: selection would route a query with that SLO to ``v``."""
         self.tracks: dict[int, _Track] = {}
         self.replacing: dict[tuple[int, str], tuple[int, ...]] = {}
         """(worker, new variant) -> instance ids to unload once the new one is ready."""
@@ -232,7 +242,7 @@ class ModelAutoscaler:
             if not w.instance_type.offers(u.hardware) or u.accuracy < min_acc:
                 continue
             t1 = self.t1(u)
-            if t1 <= floor_t1 or self.est.latency_ms(u, 1) > slo:
+            if t1 <= floor_t1 or not self.serves(u, slo):
                 continue
             total = math.ceil(demand / t1)
             n = total - have.get(u.name, 0)
@@ -284,7 +294,7 @@ class ModelAutoscaler:
             if d.name in present or not w.instance_type.offers(d.hardware) or d.accuracy < v.accuracy:
                 continue
             t1 = self.t1(d)
-            if not (want <= t1 < t1_v) or self.est.latency_ms(d, 1) > inst.slo_ms or not room.fits(d, 1):
+            if not (want <= t1 < t1_v) or not self.serves(d, inst.slo_ms) or not room.fits(d, 1):
                 continue
             if best is None or t1 < best[0]:
                 best = (t1, d)

@@ -19,7 +19,8 @@ def pinned_variants(ctx: PolicyContext, params: Mapping[str, Any]) -> dict[str, 
 
     Taken, in order, from ``policy.fixed_variants[<app>]``, the app's own ``variant``
     requirement, or — for a task/model app — the most accurate variant meeting the app's
-    accuracy whose batch-1 latency fits its SLO (the choice a careful user would make).
+    accuracy whose batch-1 latency fits its SLO (the choice a careful user would make),
+    on hardware the initial workers offer when one qualifies there.
     """
     fixed: Mapping[str, str] = params.get("fixed_variants") or {}
     out: dict[str, Variant] = {}
@@ -36,7 +37,10 @@ def pinned_variants(ctx: PolicyContext, params: Mapping[str, Any]) -> dict[str, 
 
 def _default_pin(ctx: PolicyContext, req: Requirements, app: str) -> Variant:
     cands = ctx.catalog.by_task(req.task) if req.task else ctx.catalog.by_model(req.model or "")
-    hw_ok = {h for t in ctx.cluster.instance_types for h in t.device_classes}
+    spec = ctx.cluster
+    hw_ok = {h for t in spec.instance_types if spec.max_count(t.name) > 0 for h in t.device_classes}
+    # Prefer hardware the initial workers offer: a pinned baseline loads its replicas at t=0.
+    hw_start = {h for t in spec.instance_types if spec.initial_count(t.name) > 0 for h in t.device_classes}
     fits = [
         v
         for v in cands
@@ -44,7 +48,8 @@ def _default_pin(ctx: PolicyContext, req: Requirements, app: str) -> Variant:
     ]
     if not fits:
         raise ConfigError(f"policy.fixed_variants.{app}", f"no variant meets {req} on this cluster; pin one")
-    # cheapest-looking sensible pin: the fewest cores/cheapest hardware among the most accurate
+    fits = [v for v in fits if v.hardware in hw_start] or fits
+    # the choice a careful user would make: the most accurate, then the fastest
     best_acc = max(v.accuracy for v in fits)
     top = [v for v in fits if v.accuracy == best_acc]
     return min(top, key=lambda v: (v.batch1_latency_ms, v.name))

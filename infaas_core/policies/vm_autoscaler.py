@@ -16,7 +16,8 @@ action; never past ``max_workers``; starting workers count toward the total):
 3. **overloaded workers**: more than ``overloaded_worker_fraction`` of running workers
    host an overloaded instance -> the hardware most of those instances use;
 4. **selection pressure**: a feasible query found no room to load its variant within the
-   last ``pressure_window_s`` (the dispatcher's ``vmscale`` request in the code).
+   last ``pressure_window_s`` and after the newest worker offering that hardware came up
+   (the dispatcher's ``vmscale`` request in the code).
 
 Rules 2-4 add the cheapest type that offers the hardware and can hold the variants
 concerned (our choice: the code always starts its one configured type per platform),
@@ -160,7 +161,10 @@ class VmAutoscaler:
             for h, _ in overloaded_hw.most_common():
                 wanted.append((h, overloaded_vs[h]))
         for h, t_s in sorted(pressure.items()):
-            if view.now_s - t_s <= so.pressure_window_s:
+            # fresh, and newer than the last worker offering h that came up (whose room the
+            # query did not see yet)
+            newest = max((w.started_s for w in running if w.instance_type.offers(h) and h != CPU), default=-1.0)
+            if view.now_s - t_s <= so.pressure_window_s and t_s >= newest:
                 wanted.append((h, []))
         for h, vs in wanted:
             if h in starting_hw:

@@ -121,3 +121,16 @@ def test_downgrade_to_smaller_variant_after_sustained_low_load():
     assert out[:19] == [[]] * 19 and out[19] == [LoadVariant("resnet50-cpu", 1, 1)]
     view.add_instance(1, "resnet50-cpu")
     assert UnloadVariant(old.id, 1) in p.autoscale_models(view)
+
+
+def test_no_downgrade_to_a_variant_selection_would_not_use():
+    """Rule: traffic with a tight SLO (<= 50 ms) is never downgraded to a CPU variant, since
+    selection excludes CPU variants for it; with a loose SLO it is."""
+    ctx, view = world()
+    view.add_instance(1, "mobilenet-trt-b1", rate_qps=5.0, batch=1.0, slo_ms=50.0)
+    p = build("infaas", ctx)
+    assert all(p.autoscale_models(view) == [] for _ in range(40))
+    ctx, view = world()
+    view.add_instance(1, "mobilenet-trt-b1", rate_qps=5.0, batch=1.0, slo_ms=200.0)
+    p = build("infaas", ctx)
+    assert [p.autoscale_models(view) for _ in range(20)][19] == [LoadVariant("mobilenet-cpu", 1, 1)]
