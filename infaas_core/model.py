@@ -124,6 +124,10 @@ def make_variant(
         raise ValueError(f"variant {name}: measured batch {batches[-1]} > max_batch {max_batch}")
     p50 = tuple(float(points[b][0]) for b in batches)
     p99 = tuple(float(points[b][1]) for b in batches)
+    dense_p50 = _interpolate(batches, p50, max_batch)
+    # p50 and p99 are continued separately past the last measured batch; a tail can never
+    # sit below its median, so clamp p99 to at least p50 there.
+    dense_p99 = tuple(max(a, b) for a, b in zip(_interpolate(batches, p99, max_batch), dense_p50))
     return Variant(
         name=name,
         model=model,
@@ -139,8 +143,8 @@ def make_variant(
         batches=batches,
         latency_p50_ms=p50,
         latency_p99_ms=p99,
-        p50_ms_by_batch=_interpolate(batches, p50, max_batch),
-        p99_ms_by_batch=_interpolate(batches, p99, max_batch),
+        p50_ms_by_batch=dense_p50,
+        p99_ms_by_batch=dense_p99,
     )
 
 
