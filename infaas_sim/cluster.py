@@ -126,6 +126,7 @@ class ClusterState:
         self.counts: Counter[str] = Counter()
         self.peak_workers: Counter[str] = Counter()
         self._tables: dict[str, tuple[list[float], list[float]]] = {}
+        self.on_instance_removed: Callable[[Instance], None] = lambda inst: None  # the engine flushes it
         self.recheck_s = 0.01  # how soon to look again at an unloading instance that still has queries
         self._next_worker = 0
         self._next_instance = 0
@@ -254,6 +255,7 @@ class ClusterState:
             return
         w = inst.worker
         w.reserve(inst.variant, -len(inst.servers))
+        self.on_instance_removed(inst)
         del self.instances[inst.id]
         self.by_variant[inst.variant.name].remove(inst)
         self.by_model[inst.variant.model].remove(inst)

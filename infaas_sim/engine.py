@@ -35,7 +35,7 @@ from infaas_core.model import CPU
 from infaas_core.policies import PolicyContext, make_policy
 from infaas_sim.cluster import ClusterState
 from infaas_sim.config import SimInputs
-from infaas_sim.dataplane import KEY_BITS, Instance
+from infaas_sim.dataplane import KEY_BITS, Flushed, Instance
 from infaas_sim.latency import NoiseStream, latency_model
 from infaas_sim.recorder import Recorder
 from infaas_sim.timeline import Timeline
@@ -58,6 +58,7 @@ class Simulation:
         self.horizon_s = float(inputs.arrivals.duration_s)
         self.state = ClusterState(inputs.catalog, inputs.cluster, model, self._schedule, self.clock)
         self.state.recheck_s = s.route_period_s
+        self.state.on_instance_removed = self._keep_results
         self.view = SimView(self.state, self.clock)
         self.policy = make_policy(
             inputs.policy, PolicyContext(inputs.catalog, inputs.cluster, inputs.apps), dict(inputs.policy_params)
@@ -83,6 +84,7 @@ class Simulation:
         self._pos = 0
         self._t_routed = 0.0
         self._active: dict[int, Instance] = {}  # instances with queries not yet started
+        self._orphans: list[tuple[Any, ...]] = []  # results of instances unloaded since the last flush
         self._rej_t: list[float] = []
         self._rej_k: list[int] = []
         self.reject_reasons: Counter[str] = Counter()
@@ -218,17 +220,27 @@ class Simulation:
         if self.progress is not None:
             self.progress.update(min(now, self.horizon_s) - self.progress.n)
 
+    def _parts(self, inst: Instance, fl: Flushed) -> tuple[Any, ...]:
+        n = fl.keys.size
+        return (fl.arrival_s, fl.keys, fl.start_s, fl.finish_s, fl.batch,
+                np.full(n, self.vindex[inst.variant.name], dtype=np.int32),
+                np.full(n, inst.worker_id, dtype=np.int32))  # fmt: skip
+
+    def _keep_results(self, inst: Instance) -> None:
+        """An instance is going away: keep its unflushed results for the next flush."""
+        fl = inst.flush()
+        if fl is not None:
+            self._orphans.append(self._parts(inst, fl))
+        self._active.pop(inst.id, None)
+
     def _flush(self, window_s: float) -> None:
-        parts: list[tuple[Any, ...]] = []
+        parts, self._orphans = self._orphans, []
         s = self.settings
         for inst in list(self.state.instances.values()):
             decay = s.latency_decay_cpu if inst.variant.is_cpu else s.latency_decay_accelerator
             fl = inst.close_window(window_s, decay, self.recorder.slo_ms)
             if fl is not None:
-                n = fl.keys.size
-                parts.append((fl.arrival_s, fl.keys, fl.start_s, fl.finish_s, fl.batch,
-                              np.full(n, self.vindex[inst.variant.name], dtype=np.int32),
-                              np.full(n, inst.worker_id, dtype=np.int32)))  # fmt: skip
+                parts.append(self._parts(inst, fl))
         if self._rej_k:
             n = len(self._rej_k)
             nan = np.full(n, np.nan)

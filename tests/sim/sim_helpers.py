@@ -99,3 +99,16 @@ def mini_apps() -> tuple[App, ...]:
         App("by-model", Requirements(model="resnet50", latency_slo_ms=100), 0.2),
         App("medium", Requirements(task=TASK, min_accuracy=0.75, latency_slo_ms=150), 0.2),
     )
+
+
+def write_catalog_csv(catalog: Catalog, path: object) -> None:
+    """Write ``catalog`` as a profile table (DESIGN.md schema)."""
+    from pathlib import Path
+
+    rows = ["variant,model,task,framework,hardware,cores,max_batch,batch,latency_p50_ms,latency_p99_ms,"
+            "load_latency_ms,memory_mb,accuracy,source"]
+    for v in catalog:
+        for b, p50, p99 in zip(v.batches, v.latency_p50_ms, v.latency_p99_ms):
+            rows.append(f"{v.name},{v.model},{v.task},{v.framework},{v.hardware},{v.cores},{v.max_batch},{b},"
+                        f"{p50},{p99},{v.load_latency_ms},{v.memory_mb},{v.accuracy},{v.source}")
+    Path(str(path)).write_text("\n".join(rows) + "\n")

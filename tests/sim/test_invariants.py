@@ -4,6 +4,10 @@ summary; batching forms batches and raises throughput; drop_late drops only late
 from __future__ import annotations
 
 import json
+import random
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,11 +25,25 @@ from sim_helpers import (
     variant,
 )  # fmt: skip
 
+from infaas_core.actions import (
+    Action,
+    AddWorker,
+    Decision,
+    LoadAndRoute,
+    LoadVariant,
+    Reject,
+    RemoveWorker,
+    Route,
+    UnloadVariant,
+)  # fmt: skip
 from infaas_core.catalog import Catalog
 from infaas_core.errors import ConfigError
 from infaas_core.metrics import COMPLETED, DROPPED, LATE, REJECTED, summary_without_wall_clock
-from infaas_core.model import App, Requirements
+from infaas_core.model import App, ClusterSpec, Requirements
+from infaas_core.policies.base import Policy, PolicyContext, register
+from infaas_core.view import ClusterView, InstanceState, WorkerState
 from infaas_sim import simulate
+from infaas_sim.engine import Simulation
 
 POLICIES = ("static", "infaas", "infaas_no_model_autoscale", "clipper_plus", "sagemaker_plus")
 
@@ -182,3 +200,69 @@ def test_cost_accrues_per_worker_second() -> None:
     times = poisson(100.0, 1000, seed=6)
     res = simulate(inputs(cat, times, cluster=big_cpu_cluster(workers=3), duration_s=36.0))
     assert res.summary["cost_usd"] == pytest.approx(3 * 1.0 * 36.0 / 3600.0)
+
+
+@register("test_chaos")
+class Chaos(Policy):
+    """Test policy: random loads, unloads, worker adds and removals every 0.25 s (seeded);
+    routes each query to a random live instance of a random variant, or rejects."""
+
+    model_autoscale_period_s = 0.25
+
+    def __init__(self, ctx: PolicyContext, params: Mapping[str, Any] | None = None) -> None:
+        super().__init__(ctx, params)
+        self.rng = random.Random(int(self.params.get("seed", 0)))
+
+    def select(self, req: Requirements, view: ClusterView, app: str | None = None, batch: int = 1) -> Decision:
+        live = [i for w in view.workers for i in w.instances if i.state is not InstanceState.UNLOADING]
+        r = self.rng.random()
+        if r < 0.05:
+            return Reject("chaos")
+        running = [w for w in view.workers if w.state is WorkerState.RUNNING]
+        if r < 0.08 and running:
+            return LoadAndRoute(self.rng.choice(self.ctx.catalog.variants).name, self.rng.choice(running).id)
+        return Route(self.rng.choice(live).id) if live else Reject("nothing loaded")
+
+    def autoscale_models(self, view: ClusterView) -> list[Action]:
+        acts: list[Action] = []
+        workers = list(view.workers)
+        for _ in range(self.rng.randint(0, 3)):
+            k = self.rng.random()
+            insts = [i for w in workers for i in w.instances]
+            if k < 0.4 and workers:
+                acts.append(LoadVariant(self.rng.choice(self.ctx.catalog.variants).name,
+                                        self.rng.choice(workers).id, self.rng.randint(1, 2)))
+            elif k < 0.7 and insts:
+                acts.append(UnloadVariant(self.rng.choice(insts).id, self.rng.randint(1, 3)))
+            elif k < 0.85:
+                acts.append(AddWorker(self.rng.choice(self.ctx.cluster.instance_types).name))
+            elif workers:
+                acts.append(RemoveWorker(self.rng.choice(workers).id))
+        return acts
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**20), drop=st.booleans(), timeout=st.sampled_from([0.0, 2.0]),
+       rate=st.floats(100, 3000))  # fmt: skip
+def test_every_query_ends_exactly_once_under_random_cluster_changes(seed: int, drop: bool, timeout: float,
+                                                                    rate: float) -> None:
+    """Loads, unloads (with queued queries), worker additions and removals at random:
+    still every query ends exactly once, and no worker's resources go negative or over capacity."""
+    times = poisson(rate, int(rate * 4), seed)
+    times = times[times < 4.0]
+    spec = cluster_config("aws_all")
+    fast = ClusterSpec(tuple(replace(t, startup_s=0.3) for t in spec.instance_types), spec.initial_workers,
+                       spec.max_workers)
+    sim = Simulation(inputs(mini_imagenet(), times, apps=mini_apps(), cluster=fast, policy="test_chaos",
+                            params={"seed": seed}, seed=seed, duration_s=4.0, drop_late=drop,
+                            batch_timeout_ms=timeout))
+    sim.run()
+    q = sim.recorder.table()
+    assert q is not None
+    q.check_exactly_once()
+    acc = sim.recorder.total
+    assert acc.completed + acc.dropped + acc.rejected == acc.queries == times.size
+    for w in sim.state.workers.values():
+        t = w.instance_type
+        assert 0 <= w.used_cores <= t.vcpus and -1e-6 <= w.used_memory_mb <= t.memory_gb * 1024 + 1e-6
+        assert all(v >= -1e-6 for v in w.free_accelerator_memory_mb.values())
