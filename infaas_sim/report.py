@@ -137,7 +137,7 @@ def run_row(run: RunRecord, root: Path) -> dict[str, Any]:
     variation = sorted(
         o for o in run.overrides
         if o.split("=", 1)[0].lstrip("+~") not in _OWN_OVERRIDE_KEYS
-        and not o.startswith(("hydra", "policy.", "trace.rate_qps", "seed"))
+        and not o.startswith(("hydra", "policy.", "trace.rate_qps", "trace.duration_s", "seed"))
     )  # fmt: skip
     policy = run.choices.get("policy") or str(s.get("policy", "?"))
     tweaks = sorted(o for o in run.overrides if o.startswith("policy."))
@@ -278,7 +278,7 @@ def format_scenario(key: dict[str, Any], rows: pd.DataFrame) -> list[str]:
     """The block printed for one scenario: policies side by side, then ratios vs infaas."""
     means = seed_means(rows)
     m: dict[str, dict[str, float]] = {
-        str(p): {str(c): _number(v) or math.nan for c, v in vals.items()}
+        str(p): {str(c): math.nan if (x := _number(v)) is None else x for c, v in vals.items()}
         for p, vals in means.to_dict(orient="index").items()
     }
     policies = list(m)

@@ -103,10 +103,12 @@ def _scenario_label(key: dict[str, Any]) -> str:
 
 
 def policy_bars(df: pd.DataFrame) -> Figure:
-    """Grouped bars: one group per scenario, one bar per policy (mean over seeds)."""
+    """Grouped bars: one panel per metric, one group per scenario, one bar per policy."""
     groups = scenario_groups(df)
     policies = ordered_policies(list(df["policy"]))
-    fig, axes = _panels(len(BAR_METRICS), width=max(4.6, 1.2 * len(groups) * len(policies) / 2))
+    panel_w = max(3.4, 0.8 + 0.28 * len(groups) * len(policies))
+    fig = Figure(figsize=(panel_w * 2, 3.2 * 2 + 0.6))
+    axes = fig.subplots(2, 2, squeeze=False).ravel()
     width = 0.8 / len(policies)
     x = np.arange(len(groups))
     for ax, (column, label, percent) in zip(axes, BAR_METRICS):
@@ -117,8 +119,9 @@ def policy_bars(df: pd.DataFrame) -> Figure:
         ax.set_xticks(x, [_scenario_label(k) for k, _ in groups], fontsize=8)
         ax.set_ylabel(label)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(policies), 4), fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
     return fig
 
 
