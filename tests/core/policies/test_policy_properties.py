@@ -109,7 +109,7 @@ def test_cached_decision_equals_fresh_decision(world_view):
 def test_snapshot_view_keeps_lookups_and_resources_consistent():
     """SnapshotView: add/remove update worker(id), instances_of(_model), free capacity and
     the version."""
-    ctx, view = world()
+    _ctx, view = world()
     w = view.worker(0)
     v0 = view.version
     inst = view.add_instance(0, "resnet50-cpu", replicas=2)
