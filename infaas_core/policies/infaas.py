@@ -18,10 +18,12 @@ Rules, in the order they apply (sources: paper §4.1 Algorithm 1 ``GETVARIANT``;
 3. The worker: round-robin over the ``worker_candidates`` instances of that variant with the
    lowest request rate per replica (code: ``min_qps_name(variant, 3)``).
 4. Else load: the best non-running candidate by ``not_loaded_penalty_ms + load latency +
-   estimate`` (code: the "punish non-loaded variants by 1000 ms" score; a running variant
-   competes with the same score scale, so it wins unless the SLO exceeds ~1 s), placed on
-   the least-utilised running worker offering its hardware with room (free cores and
-   memory for CPU; free accelerator memory otherwise) and not already holding it.
+   estimate`` (code: the "punish non-loaded variants by 1000 ms" score), placed on the
+   least-utilised running worker offering its hardware with room (free cores and memory for
+   CPU; free accelerator memory otherwise) and not already holding it. A free running
+   variant competes on the same score scale (SLO - estimate), so it wins unless the SLO
+   exceeds ~1 s; past that, a load must also be a tighter fit than the running variant
+   (ours: without it every miss would load yet another variant).
 5. Nothing placeable: route to the least-queued busy instance of the best feasible variant
    (``when_no_room: route_overloaded``; the code's "blacklisted but still routed" path) or
    reject (``reject``). Either way the hardware is recorded in :attr:`pressure`, which the
@@ -253,11 +255,16 @@ class InfaasSelector:
         for c in st.loads:
             if lists(c.name)[0]:
                 continue
+            # Against a free running variant, load only one that scores better (the code's
+            # shared score) AND would rank better once running (a tighter fit): loads then
+            # converge on the tightest fit instead of cascading through every candidate.
+            if best is not None and not (
+                c.load_score_ms < best.run_score_ms and c.run_key[:2] < best.run_key[:2]
+            ):
+                continue
             w = self._place(idx, c.variant)
             if w is None:
                 continue
-            if best is not None and best.run_score_ms < c.load_score_ms:
-                break  # the running variant scores better than the best loadable one
             return (LoadAndRoute(c.name, w.id),), False
         if best is not None:
             return self._routes(best_insts), True

@@ -39,16 +39,24 @@ def test_running_variant_with_tightest_fit_wins():
     assert p.select(req(min_accuracy=0.75, latency_slo_ms=80), view) == Route(b1.id)
 
 
-def test_least_accurate_variant_meeting_accuracy_preferred_on_ties():
-    """Rule: the use-case index is in ascending accuracy; equal scores go to the least accurate."""
+def test_tightest_fit_across_the_use_case_architectures():
+    """Rule: the use-case search compares all qualifying architectures by SLO - estimate:
+    resnet152 (25 ms) fits a 30 ms SLO more tightly than mobilenet (3 ms)."""
+    ctx, view = world()
+    view.add_instance(1, "mobilenet-trt-b1")
+    big = view.add_instance(1, "resnet152-trt-b1")
+    assert build("infaas", ctx).select(req(min_accuracy=0.6, latency_slo_ms=30), view) == Route(big.id)
+
+
+def test_accuracy_index_ascending_prefers_least_accurate_within_the_budget():
+    """Rule: the use-case index is in ascending accuracy and the search looks at the first n
+    qualifying variants: with n = 1 the least accurate qualifying variant (mobilenet, 0.70)
+    is chosen although a more accurate one fits more tightly."""
     ctx, view = world()
     mob = view.add_instance(1, "mobilenet-trt-b1")
     view.add_instance(1, "resnet152-trt-b1")
-    # mobilenet est 3 ms, resnet152 est 25 ms: tightest fit is resnet152, accuracy 0.8
-    p = build("infaas", ctx)
-    assert p.select(req(min_accuracy=0.6, latency_slo_ms=30), view) != Route(mob.id)
-    # with min_accuracy 0.78 only resnet152 qualifies
-    assert isinstance(p.select(req(min_accuracy=0.78, latency_slo_ms=30), view), Route)
+    one = {"selection.metadata_lookup_ms": 100.0, "selection.min_search_candidates": 1}
+    assert build("infaas", ctx, **one).select(req(min_accuracy=0.6, latency_slo_ms=30), view) == Route(mob.id)
 
 
 def test_overloaded_running_variant_goes_to_another_worker_running_it():
@@ -217,3 +225,26 @@ def test_search_budget_before_filter_reproduces_the_code():
     assert d == LoadAndRoute("resnet50-trt-b8", 1)
     d = build("infaas", ctx, **small, **{"selection.truncate": "before_filter"}).select(r, view, batch=2)
     assert isinstance(d, Reject) and "search budget" in d.reason
+
+
+def test_very_loose_slo_loads_a_tighter_fit_once_then_stays():
+    """Rule: past ~1 s of SLO a running variant's SLO - estimate exceeds 1000 ms + load +
+    estimate of a slower one, which is then loaded (the code's shared score); a load must
+    also be a tighter fit, so loads converge instead of cascading; with no SLO at all
+    (infinite) the running variant is kept."""
+    ctx, view = world()
+    view.add_instance(1, "resnet50-trt-b1")
+    p = build("infaas", ctx)
+    r = req(min_accuracy=0.75, latency_slo_ms=5000)
+    assert p.select(r, view) == LoadAndRoute("resnet50-cpu", 0)  # 1000+2000+120 < 4992
+    view.add_instance(0, "resnet50-cpu")
+    assert p.select(r, view) == LoadAndRoute("resnet152-cpu", 1)  # 4400 < 4880, tighter
+    slow = view.add_instance(1, "resnet152-cpu")
+    assert p.select(r, view) == Route(slow.id)  # nothing fits more tightly: stays
+    ctx, view = world()
+    gpu = view.add_instance(1, "resnet50-trt-b1")
+    d = build("infaas", ctx).select(req(model="resnet50"), view)  # no SLO: infinite
+    assert d == LoadAndRoute("resnet50-cpu", 0)  # CPU first for loose SLOs, loaded once
+    cpu = view.add_instance(0, "resnet50-cpu")
+    assert build("infaas", ctx).select(req(model="resnet50"), view) == Route(cpu.id)
+    assert gpu.id != cpu.id
