@@ -16,7 +16,14 @@ import numpy as np
 import pytest
 
 from infaas_core.model import Variant, make_variant
-from infaas_real.executor import ExecutorSettings, Instance, Overloaded, RunnerSpec, Served, WorkerDied
+from infaas_real.executor import (
+    ExecutorSettings,
+    Instance,
+    Overloaded,
+    RunnerSpec,
+    Served,
+    WorkerDied,
+)
 
 pytest.importorskip("onnxruntime")
 
