@@ -11,6 +11,7 @@ one replica's profiled throughput: the target load per replica is ``T1 / slack``
   ``max_replicas_per_worker`` and room allows, else to the least-utilised running worker
   offering the hardware with room; what cannot be placed is reported to the VM autoscaler
   (as INFaaS's dispatcher ``vmscale`` request);
+- back up to ``min_replicas`` whenever fewer remain (e.g. their worker was removed);
 - scale in one replica when one fewer would still carry the load (``slack * rate <= (R -
   1) * T1``) for ``scale_in_evaluations[family]`` consecutive evaluations, never below
   ``min_replicas``.
@@ -105,13 +106,14 @@ class SageMakerPlusPolicy(StaticPolicy):
         replicas = sum(i.replicas for i in insts)
         t1 = self.smcfg.estimates.replica_throughput_qps(v, 1)
         want = sc.slack * sum(i.rate_qps for i in insts)
-        if want > replicas * t1:
+        if want > replicas * t1 or replicas < sc.min_replicas:
             self.low_evaluations[v.name] = 0
             last = self.last_scale_out_s.get(v.name)
             if last is not None and view.now_s - last < sc.scale_out_cooldown_s:
                 return []
             self.last_scale_out_s[v.name] = view.now_s
-            return self._add(view, v, math.ceil((want - replicas * t1) / t1), insts, rooms)
+            n = max(math.ceil((want - replicas * t1) / t1), sc.min_replicas - replicas)
+            return self._add(view, v, n, insts, rooms)
         if replicas > sc.min_replicas and want <= (replicas - 1) * t1:
             n = self.low_evaluations.get(v.name, 0) + 1
             self.low_evaluations[v.name] = n
