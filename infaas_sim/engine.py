@@ -42,6 +42,10 @@ from infaas_sim.timeline import Timeline
 from infaas_sim.view import SimView
 
 
+def _ignore(_: float) -> None:
+    """Deadline sink of rejected queries."""
+
+
 class Simulation:
     """One run. Build, then :meth:`run` once."""
 
@@ -166,46 +170,60 @@ class Simulation:
                 del active[inst.id]
 
     def _route(self, lo: int, hi: int) -> None:
-        """Ask the policy for each query of ``[lo, hi)`` and append it to its instance."""
+        """Ask the policy for each query of ``[lo, hi)`` and append it to its instance.
+
+        Resolved decisions are cached by identity for the window (policies replay cached
+        ``Route`` objects), so a repeated decision costs one dict lookup; a ``LoadAndRoute``
+        is carried out every time it is returned.
+        """
         T, K, A = self._T, self._K, self._A
         reqs, names, slo_s = self._reqs, self._names, self._slo_s
         sel = self.policy.select
         view = self.view
-        insts = self.state.instances
-        active = self._active
         drop = self.drop_late
-        last_d: object = None
-        inst: Instance | None = None
+        cache: dict[int, list[Any]] = {}
         for j in range(lo, hi):
             a = A[j]
             d = sel(reqs[a], view, names[a])
-            if d is not last_d:
-                last_d = None
-                if type(d) is Route:
-                    inst = insts.get(d.instance_id)
-                    if inst is None:
-                        self.state.refused["route_unknown_instance"] += 1
-                        self.reject_reasons["routed to an instance that does not exist"] += 1
-                    else:
-                        last_d = d
-                elif type(d) is LoadAndRoute:
-                    inst = self.state.load(d.variant, d.worker_id, 1, T[j])
-                    if inst is None:
-                        self.reject_reasons["load refused (does not fit)"] += 1
-                else:
-                    inst = None
-                    reason = d.reason if isinstance(d, Reject) else f"unknown decision {type(d).__name__}"
-                    self.reject_reasons[reason[:120]] += 1
-                if inst is not None and inst.id not in active:
-                    active[inst.id] = inst
+            e = cache.get(id(d))
+            if e is None or e[0] is not d:
+                e = self._resolve(d, T[j])
+                if type(d) is not LoadAndRoute:
+                    cache[id(d)] = e
+            e[1](T[j])
+            e[2](K[j])
+            if e[3] is not None:
+                e[5] += 1
+            elif drop:
+                e[4](T[j] + slo_s[a])
+        for e in cache.values():
+            if e[3] is not None:
+                self.reject_reasons[e[3]] += e[5]
+
+    def _resolve(self, d: object, t: float) -> list[Any]:
+        """``[decision, append time, append key, reject reason, append deadline, count]``."""
+        inst: Instance | None = None
+        reason: str | None = None
+        if type(d) is Route:
+            inst = self.state.instances.get(d.instance_id)
             if inst is None:
-                self._rej_t.append(T[j])
-                self._rej_k.append(K[j])
-                continue
-            inst.pt.append(T[j])
-            inst.pk.append(K[j])
-            if drop:
-                inst.pd.append(T[j] + slo_s[a])
+                self.state.refused["route_unknown_instance"] += 1
+                reason = "routed to an instance that does not exist"
+        elif type(d) is LoadAndRoute:
+            inst = self.state.load(d.variant, d.worker_id, 1, t)
+            if inst is None:
+                reason = "load refused (does not fit)"
+        else:
+            reason = d.reason if isinstance(d, Reject) else f"unknown decision {type(d).__name__}"
+            reason = reason[:120]
+        if inst is None:
+            if type(d) is LoadAndRoute:  # not cached: counted here, once
+                self.reject_reasons[reason or ""] += 1
+                reason = None
+            return [d, self._rej_t.append, self._rej_k.append, reason, _ignore, 0]
+        if inst.id not in self._active:
+            self._active[inst.id] = inst
+        return [d, inst.pt.append, inst.pk.append, None, inst.pd.append, 0]
 
     # -- periodic control ------------------------------------------------------------------
     def _stats_tick(self) -> None:
