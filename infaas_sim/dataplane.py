@@ -139,8 +139,8 @@ class Instance:
 
     @property
     def idle_s(self) -> float:
-        last = self.last_routed_s if self.last_routed_s > self.loaded_s else self.loaded_s
-        return self._clock[0] - last
+        last = self.pt[-1] if len(self.pt) > self.mark else self.last_routed_s
+        return self._clock[0] - (last if last > self.loaded_s else self.loaded_s)
 
     @property
     def drained_at_s(self) -> float:
