@@ -33,8 +33,8 @@ def _fail(message: str) -> None:
 
 
 def check_composes(args: Sequence[str]) -> str | None:
-    """Compose the config for these command-line arguments (the first job of a sweep);
-    return a one-line reason if it does not compose, else ``None``."""
+    """Compose the config for these command-line arguments — for a sweep, enough jobs to use
+    every swept value once — and return a one-line reason if one does not compose."""
     if any(a.split("=")[0] in _HYDRA_INFO_FLAGS for a in args):
         return None
     if any(a.startswith("-") and a not in ("-m", "--multirun") for a in args):
@@ -48,12 +48,19 @@ def check_composes(args: Sequence[str]) -> str | None:
     overrides = [a for a in args if not a.startswith("-") and not a.startswith(("hydra.", "hydra/", "+hydra", "~hydra"))]
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
-        jobs = BasicSweeper.split_arguments(parsed, None)
-        first = list(jobs[0][0]) if jobs and jobs[0] else []
+        jobs = [list(j) for batch in BasicSweeper.split_arguments(parsed, None) for j in batch] or [[]]
+        # compose a set of jobs that uses every swept value at least once
+        seen: set[str] = set()
+        needed: list[list[str]] = []
+        for job in jobs:
+            if not needed or not seen.issuperset(job):
+                needed.append(job)
+                seen.update(job)
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(config_name=CONFIG_NAME, overrides=first)
-            OmegaConf.to_container(cfg, resolve=True)
+            for job in needed:
+                cfg = compose(config_name=CONFIG_NAME, overrides=job)
+                OmegaConf.to_container(cfg, resolve=True)
     except Exception as e:  # Hydra / OmegaConf composition errors have no common base
         return f"config: {e}"
     finally:

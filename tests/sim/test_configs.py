@@ -86,10 +86,10 @@ def test_check_composes_reports_a_bad_override_in_one_line() -> None:
         pytest.skip("the default catalog is not in this checkout yet")
     assert check_composes([]) is None
     assert check_composes(["--help"]) is None
-    for args in (["trace.no_such_key=3"], ["-m", "sim=no_such_sim,default"]):
+    for args in (["trace.no_such_key=3"], ["-m", "sim=no_such_sim,default"], ["-m", "seed=1,2", "sim=default,no_such_sim"]):
         problem = check_composes(args)
         assert problem is not None and "\n" not in problem
-    assert "no_such_sim" in (check_composes(["-m", "sim=no_such_sim,default"]) or "")
+    assert "no_such_sim" in (check_composes(["-m", "seed=1,2", "sim=default,no_such_sim"]) or "")
 
 
 def test_hydra_sweep_subdirs_are_named_by_overrides() -> None:
