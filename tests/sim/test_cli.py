@@ -117,3 +117,13 @@ def test_the_readme_multirun_compares_policies(tmp_path: Path) -> None:
     for pol in policies:
         s = json.loads((tmp_path / f"policy={pol}" / "summary.json").read_text())
         assert s["policy"] == pol and s["queries"] > 0
+
+
+def test_a_broken_trace_file_fails_with_one_line(tmp_path: Path, mini_config_dir: Path) -> None:
+    """A trace file with a non-numeric arrival: one line naming file, line and column; exit 2."""
+    trace = tmp_path / "arrivals.csv"
+    trace.write_text("arrival_s\n0.1\n0.2\nsoon\n0.4\n")
+    line = _one_error_line(_sim("--config-dir", str(mini_config_dir), "catalog=mini", "trace=flat",
+                                "~trace.kind", "~trace.rate_qps", "~trace.duration_s", f"+trace.path={trace}",
+                                f"hydra.run.dir={tmp_path / 'r'}"))
+    assert "arrivals.csv:4" in line
