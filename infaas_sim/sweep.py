@@ -9,8 +9,8 @@ different policy parameter, a job number that now maps to other overrides) is ru
 rather than silently reusing stale results.
 
 What is hashed: the job's resolved config minus the keys in :data:`UNHASHED_KEYS`
-(``hydra``: where and how the job runs; ``sweep``: the resume switch itself), serialised
-as canonical JSON (sorted keys). The marker is written only after the results are on disk,
+(``hydra``: where and how the job runs; ``sweep``: the resume switch itself;
+``sim.progress``: whether a progress bar is drawn), serialised as canonical JSON (sorted keys). The marker is written only after the results are on disk,
 so a job killed while writing leaves no marker and is redone.
 """
 
@@ -31,14 +31,23 @@ log = logging.getLogger(__name__)
 
 DONE_MARKER = ".done"
 SUMMARY_FILE = "summary.json"
-# top-level config keys that do not change a run's results
-UNHASHED_KEYS: frozenset[str] = frozenset({"hydra", "sweep"})
+# config keys (dotted paths) that do not change a run's results
+UNHASHED_KEYS: frozenset[str] = frozenset({"hydra", "sweep", "sim.progress"})
+
+
+def _without(m: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in m.items():
+        path = f"{prefix}{k}"
+        if path in UNHASHED_KEYS:
+            continue
+        out[str(k)] = _without(v, f"{path}.") if isinstance(v, Mapping) else v
+    return out
 
 
 def config_hash(cfg_container: Mapping[str, Any]) -> str:
     """SHA-256 (hex) of the resolved config, minus :data:`UNHASHED_KEYS`, as canonical JSON."""
-    relevant = {str(k): v for k, v in cfg_container.items() if k not in UNHASHED_KEYS}
-    text = json.dumps(relevant, sort_keys=True, separators=(",", ":"), default=str)
+    text = json.dumps(_without(cfg_container), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

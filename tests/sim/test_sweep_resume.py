@@ -60,9 +60,11 @@ def test_corrupt_marker_or_summary_is_redone(tmp_path: Path) -> None:
     assert not should_skip(tmp_path, CFG)
 
 
-def test_hash_ignores_key_order_hydra_and_sweep_sections() -> None:
-    """The resume switch and Hydra's own settings do not change what a run computes."""
+def test_hash_ignores_key_order_hydra_sweep_and_progress() -> None:
+    """The resume switch, the progress bar and Hydra's own settings do not change what a run computes."""
     reordered = {"seed": 0, "trace": {"rate_qps": 100, "name": "flat"}, "policy": {"name": "infaas"}}
     assert config_hash(CFG) == config_hash(reordered)
     assert config_hash(CFG) == config_hash({**CFG, "sweep": {"resume": True}, "hydra": {"x": 1}})
+    sim = {"stream": False}
+    assert config_hash({**CFG, "sim": {**sim, "progress": "on"}}) == config_hash({**CFG, "sim": sim})
     assert config_hash(CFG) != config_hash({**CFG, "seed": 1})
