@@ -222,7 +222,7 @@ TABLE_ROWS: tuple[tuple[str, str, Any], ...] = (
     ("queries", "queries", _fmt_int),
     ("rejected (no variant fits)", "rejected", _fmt_int),
     ("SLO violation rate", "violation_rate", _fmt_pct),
-    ("  late / dropped", "", None),
+    ("  late / dropped", "", None),  # then one row per application
     ("latency p50 (ms)", "latency_p50_ms", _fmt_ms),
     ("latency p99 (ms)", "latency_p99_ms", _fmt_ms),
     ("throughput (qps)", "throughput_qps", _fmt_ms),
@@ -274,6 +274,32 @@ def _scenario_title(key: dict[str, Any], rows: pd.DataFrame) -> str:
     return "  ".join(parts)
 
 
+def _per_app_rows(columns: list[str], m: dict[str, dict[str, float]], policies: list[str]) -> list[list[str]]:
+    """Violation rate of each application (the simulator's ``per_app`` summary extra)."""
+    rows = []
+    for col in columns:
+        if col.startswith("per_app.") and col.endswith(".violation_rate"):
+            app = col[len("per_app."):-len(".violation_rate")]
+            slo = m[policies[0]].get(f"per_app.{app}.slo_ms", math.nan)
+            label = f"  {app}" + ("" if math.isnan(slo) else f" (SLO {slo:g} ms)")
+            rows.append([label] + [
+                "all rejected" if m[p].get(f"per_app.{app}.queries", 0) > 0
+                and m[p].get(f"per_app.{app}.rejected") == m[p].get(f"per_app.{app}.queries")
+                else _cell(m[p][col], _fmt_pct) for p in policies
+            ])
+    return rows
+
+
+def _peak_worker_rows(columns: list[str], m: dict[str, dict[str, float]], policies: list[str]) -> list[list[str]]:
+    """Peak number of workers of each instance type (the ``peak_workers`` summary extra)."""
+    rows = []
+    for col in columns:
+        if col.startswith("peak_workers.") and any(m[p][col] > 0 for p in policies):
+            rows.append([f"peak workers {col[len('peak_workers.'):]}"]
+                        + [_cell(m[p][col], lambda x: f"{x:g}") for p in policies])
+    return rows
+
+
 def format_scenario(key: dict[str, Any], rows: pd.DataFrame) -> list[str]:
     """The block printed for one scenario: policies side by side, then ratios vs infaas."""
     means = seed_means(rows)
@@ -289,6 +315,9 @@ def format_scenario(key: dict[str, Any], rows: pd.DataFrame) -> list[str]:
                                     for p in policies])
         elif col in means.columns:
             table.append([label] + [_cell(m[p][col], fmt) for p in policies])
+        if fmt is None:  # after "late / dropped"
+            table += _per_app_rows(list(means.columns), m, policies)
+    table += _peak_worker_rows(list(means.columns), m, policies)
     lines = [f"== {_scenario_title(key, rows)}", *_render(["", *policies], table)]
     others = [p for p in policies if p != REFERENCE_POLICY]
     if REFERENCE_POLICY in m and others:
