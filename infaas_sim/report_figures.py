@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from infaas_sim.report import (
+from infaas_sim.report_table import (
     REFERENCE_POLICY,
     RunRecord,
     ordered_policies,
