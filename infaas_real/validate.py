@@ -6,16 +6,22 @@ one variant with a fixed replica count, so capacity is known), and a Poisson tra
 ``load_fraction`` of that capacity. Steps:
 
 1. start ``infaas-real serve`` on a free loopback port (a subprocess), wait until ready;
-2. calibrate the serving overhead: ``calibration_queries`` sequential queries at no load;
-   overhead = median(client latency - the worker's inference time) — HTTP, parsing,
-   policy, IPC and the client itself — unless ``validate.overhead_ms`` fixes it;
-3. replay the trace against it (:mod:`infaas_real.replay`), stop the server;
-4. run the simulator on the same catalog, cluster, apps, policy, trace and seed as a
+2. capacity: the pinned replicas' batch-1 service rate from the catalog, or — when the HTTP
+   front end saturates first, as it does for the tiny digits models — the end-to-end
+   throughput measured with ``saturation_concurrency`` closed-loop clients; the offered rate is
+   ``load_fraction`` of the smaller (or ``validate.rate_qps``);
+3. calibrate the serving overhead at that rate: a separate Poisson trace (seed + 1,
+   ``calibration_s`` long) is replayed and each answer's overhead is kept: client latency
+   minus the replica's queue wait minus inference (HTTP, parsing, policy, IPC and the client
+   itself — everything the simulator does not model). ``validate.overhead_ms`` fixes it instead;
+4. replay the validation trace (seed) against the server, stop the server;
+5. run the simulator on the same catalog, cluster, apps, policy, trace and seed as a
    subprocess (``python -m infaas_sim ... hydra.run.dir=<dir>/sim``). The simulator has no
-   per-query overhead knob, so the measured overhead is added here, to every simulated
-   completed query's latency, and late/violation counts are recomputed against each
-   application's SLO (``sim_with_overhead/summary.json``; the simulator's own run is kept in ``sim/``);
-5. write ``comparison.csv`` and ``comparison.md``: p50, p99, violation rate, mean accuracy,
+   per-query overhead knob, so the overhead is added here to every simulated completed
+   query's latency — a draw from the calibration sample (``overhead: sampled``, seeded) or its
+   median (``overhead: median``) — and late/violation counts are recomputed against each
+   application's SLO (``sim_with_overhead/summary.json``; the simulator's own run stays in ``sim/``);
+6. write ``comparison.csv`` and ``comparison.md``: p50, p99, violation rate, mean accuracy,
    throughput and each variant's share of queries, with the tolerances and a verdict.
 
 Dependency rule: ``infaas_real`` never imports ``infaas_sim``; the simulator runs as a
@@ -24,6 +30,7 @@ separate process and is read back through the shared results schema only.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -33,6 +40,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,24 +96,49 @@ def scenario_overrides(cfg: dict[str, Any], apps: Sequence[App], variant: Varian
     policy (every application pinned to ``variant``, ``validate.replicas`` replicas)."""
     v = section(cfg, "validate")
     choices = v.get("groups") or {}
-    out = [f"{g}={choices[g]}" for g in ("catalog", "cluster", "apps", "policy") if g in choices]
+    out = [f"{g}={choices[g]}" for g in ("catalog", "cluster", "apps", "policy") if choices.get(g)]
     policy = section(cfg, "policy")
     if "fixed_variants" in policy:
-        pins = ",".join(f"'{a.name}':'{variant.name}'" for a in apps)
-        out.append(f"policy.fixed_variants={{{pins}}}")
+        out += [f"++policy.fixed_variants.{a.name}={variant.name}" for a in apps]
     if "replicas" in policy:
         out.append(f"policy.replicas={int(v.get('replicas', 1))}")
     return [*out, f"seed={int(cfg.get('seed', 0))}"]
 
 
-def trace_overrides(rate_qps: float, duration_s: float) -> list[str]:
-    return ["trace=poisson", f"trace.rate_qps={rate_qps:.6g}", f"trace.duration_s={duration_s:g}"]
+def sim_trace(trace_arrivals_s: np.ndarray, offset_s: float, path: Path) -> list[str]:
+    """The real run's exact arrivals, shifted by ``offset_s``, as the simulator's trace.
+
+    The real server loads the pinned replicas before the trace starts; the simulator loads
+    them at its time 0 (taking their load latency). Shifting the same arrivals past the
+    loads gives both backends the same arrival sequence into ready replicas."""
+    path.write_text("arrival_s\n" + "\n".join(f"{t + offset_s:.9f}" for t in trace_arrivals_s) + "\n")
+    return ["~trace", f"+trace.path={path}", "+trace.format=arrivals_csv", "+trace.name=poisson"]
 
 
 def start_server(overrides: list[str], port: int, log_path: Path) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "infaas_real", "serve", *overrides, f"server.port={port}", "server.host=127.0.0.1"]
     log = log_path.open("wb")
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, start_new_session=True)
+
+
+def await_server(proc: subprocess.Popen[bytes], url: str, log_path: Path, timeout_s: float) -> None:
+    """Wait until the server answers ready; fail at once (with its log) if it exits."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+            raise BackendError(f"server exited with code {proc.returncode}: {' | '.join(tail)}")
+        try:
+            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise BackendError(f"server at {url} not ready within {timeout_s} s (log: {log_path})")
 
 
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
@@ -118,22 +151,27 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=5)
 
 
-async def calibrate_overhead_ms(url: str, target: str, params: dict[str, Any], n: int, ready_timeout_s: float) -> dict[str, float]:
-    """Median client latency minus the worker's inference time over ``n`` sequential queries."""
-    client = V2Client(url, 4)
-    await wait_ready(client, ready_timeout_s)
+async def saturation_qps(url: str, target: str, params: dict[str, Any], concurrency: int, seconds: float) -> float:
+    """Answers per second with ``concurrency`` closed-loop clients (the end-to-end capacity)."""
+    client = V2Client(url, concurrency)
+    await wait_ready(client, 600)
     xs, _ = _eval_split("digits")
-    extra: list[float] = []
-    for i in range(n):
-        t = time.perf_counter()
-        r = await client.infer(target, xs[i % len(xs) : i % len(xs) + 1], params)
-        lat = (time.perf_counter() - t) * 1000.0
-        if r.status == 200 and i >= n // 10:  # the first tenth warms caches
-            extra.append(lat - float(r.parameters["infer_ms"]))
+    done = 0
+    stop = time.perf_counter() + seconds
+
+    async def loop(k: int) -> None:
+        nonlocal done
+        i = k
+        while time.perf_counter() < stop:
+            r = await client.infer(target, xs[i % len(xs) : i % len(xs) + 1], params)
+            done += r.status == 200
+            i += concurrency
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(loop(k) for k in range(concurrency)))
+    qps = done / (time.perf_counter() - t0)
     await client.close()
-    if not extra:
-        raise BackendError("overhead calibration: no query was answered")
-    return {"median_ms": float(np.median(extra)), "p90_ms": float(np.quantile(extra, 0.9)), "queries": float(len(extra))}
+    return qps
 
 
 def run_simulator(overrides: list[str], run_dir: Path, timeout_s: float) -> None:
@@ -144,16 +182,25 @@ def run_simulator(overrides: list[str], run_dir: Path, timeout_s: float) -> None
         raise BackendError(f"simulator failed (exit {proc.returncode}): {' | '.join(tail)}")
 
 
-def sim_with_overhead(sim_dir: Path, apps: Sequence[App], catalog: Catalog, overhead_ms: float) -> dict[str, Any]:
-    """The simulator's queries with ``overhead_ms`` added to each completed query's latency;
-    late recomputed against the application's SLO."""
+def sim_with_overhead(
+    sim_dir: Path, apps: Sequence[App], overhead_ms: np.ndarray, mode: str, seed: int, duration_s: float
+) -> dict[str, Any]:
+    """The simulator's queries with the serving overhead added to each completed query's
+    latency (a seeded draw from ``overhead_ms``, or its median); late recomputed against the
+    application's SLO."""
     import pandas as pd
 
     base = json.loads((sim_dir / "summary.json").read_text())
     df = pd.read_parquet(sim_dir / "queries.parquet")
     status = df["status"].astype(str).map(_STATUS).to_numpy(dtype=np.int8)
     done = (status == COMPLETED) | (status == LATE)
-    lat = df["latency_ms"].to_numpy(dtype=np.float64) + overhead_ms
+    if mode == "sampled":
+        added = np.random.default_rng(seed).choice(overhead_ms, size=len(df))
+    elif mode == "median":
+        added = np.full(len(df), float(np.median(overhead_ms)))
+    else:
+        raise ConfigError("validate.overhead", f"'sampled' or 'median', got {mode!r}")
+    lat = df["latency_ms"].to_numpy(dtype=np.float64) + added
     slo = df["app"].astype(str).map({a.name: a.requirements.latency_slo_ms for a in apps}).to_numpy(dtype=np.float64)
     status = np.where(done, np.where(lat > slo, LATE, COMPLETED), status).astype(np.int8)
     acc = df["accuracy"].to_numpy(dtype=np.float64)
@@ -162,9 +209,11 @@ def sim_with_overhead(sim_dir: Path, apps: Sequence[App], catalog: Catalog, over
     variants = df.loc[done, "variant"].astype(str).value_counts(normalize=True)
     return summarize(
         summary_acc, policy=base["policy"], trace=base["trace"], seed=base["seed"], backend="sim",
-        duration_s=base["duration_s"], cost_usd=base["cost_usd"], wall_s=base["wall_s"],
+        duration_s=duration_s, cost_usd=base["cost_usd"], wall_s=base["wall_s"],
         exact_latency_ms=lat[done],
-        extra={"overhead_ms_added": overhead_ms, "variant_share": {str(k): float(v) for k, v in variants.items()}},
+        extra={"overhead_ms_added": {"mode": mode, "median": float(np.median(overhead_ms)),
+                                      "p99": float(np.quantile(overhead_ms, 0.99))},
+               "variant_share": {str(k): float(v) for k, v in variants.items()}},
     )  # fmt: skip
 
 
@@ -212,56 +261,108 @@ def write_comparison(run_dir: Path, rows: list[dict[str, Any]], facts: dict[str,
     (run_dir / "comparison.md").write_text("\n".join(lines) + "\n")
 
 
+def _probe_params(app: App) -> dict[str, Any]:
+    p: dict[str, Any] = {"app": app.name}
+    if app.requirements.min_accuracy > 0:
+        p["min_accuracy"] = app.requirements.min_accuracy
+    if math.isfinite(app.requirements.latency_slo_ms):
+        p["latency_slo_ms"] = app.requirements.latency_slo_ms
+    return p
+
+
 def main(overrides: Sequence[str]) -> int:
     composed = compose("validate", overrides)
     cfg = composed.cfg
     run_dir = (composed.run_dir or default_run_dir("validate")).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     v = section(cfg, "validate")
+    seed = int(cfg.get("seed", 0))
     catalog, apps = build_catalog(cfg), build_apps(cfg)
     variant = pinned_variant(cfg, catalog, apps)
     replicas = int(v.get("replicas", 1))
-    fixed_rate = v.get("rate_qps")
+    duration_s = float(v["duration_s"])
     user = [o for o in overrides if not o.startswith(("hydra.", "validate."))]
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     scen = [*scenario_overrides(cfg, apps, variant), *_passthrough(user)]
-    server = start_server([*scen, *v.get("server_overrides", [])], port, run_dir / "server.log")
+    pin = _pinning(v)
+    server = start_server([*scen, *pin.server_overrides, *v.get("server_overrides", [])], port, run_dir / "server.log")
+    if pin.client:
+        os.sched_setaffinity(0, pin.client)
+    ready_s = float(v["ready_timeout_s"])
     try:
+        await_server(server, url, run_dir / "server.log", ready_s)
         a0 = apps[0]
-        params = {"app": a0.name, "latency_slo_ms": a0.requirements.latency_slo_ms}
-        if a0.requirements.min_accuracy > 0:
-            params["min_accuracy"] = a0.requirements.min_accuracy
-        calib = _run(calibrate_overhead_ms(url, a0.requirements.target, params, int(v["calibration_queries"]), float(v["ready_timeout_s"])))
-        overhead_ms = float(v["overhead_ms"]) if v.get("overhead_ms") is not None else calib["median_ms"]
-        cap = capacity_qps(variant, replicas, float(v.get("ipc_ms_in_service", 0.0)))
-        rate = float(fixed_rate) if fixed_rate else min(float(v["load_fraction"]) * cap, float(v["max_rate_qps"]))
-        trace = generate("poisson", rate_qps=rate, duration_s=float(v["duration_s"]), seed=int(cfg.get("seed", 0)))
-        settings = ReplaySettings(url=url, ready_timeout_s=float(v["ready_timeout_s"]))
-        real = _run(replay(trace, apps, catalog, int(cfg.get("seed", 0)), settings))
+        catalog_cap = capacity_qps(variant, replicas, float(v.get("ipc_ms_in_service", 0.0)))
+        if v.get("capacity_qps"):
+            measured = float(v["capacity_qps"])
+        else:
+            measured = _run(saturation_qps(url, a0.requirements.target, _probe_params(a0),
+                                           int(v["saturation_concurrency"]), float(v["saturation_s"])))  # fmt: skip
+        cap = min(catalog_cap, measured)
+        rate = float(v["rate_qps"]) if v.get("rate_qps") else float(v["load_fraction"]) * cap
+        settings = ReplaySettings(url=url, ready_timeout_s=ready_s, write_queries=True)
+        if v.get("overhead_ms") is not None:
+            overhead = np.array([float(v["overhead_ms"])])
+        else:
+            calib_trace = generate("poisson", rate_qps=rate, duration_s=float(v["calibration_s"]), seed=seed + 1)
+            overhead = _run(replay(calib_trace, apps, catalog, seed + 1, settings)).overhead_ms
+            if overhead.size == 0:
+                raise BackendError("overhead calibration: no query was answered")
+        trace = generate("poisson", rate_qps=rate, duration_s=duration_s, seed=seed)
+        real = _run(replay(trace, apps, catalog, seed, settings))
     finally:
         stop_server(server)
     write_results(run_dir / "real", real.summary, real.table)
-    sim_over = [*scen, *trace_overrides(rate, float(v["duration_s"])), *v.get("sim_overrides", [])]
+    offset_s = variant.load_latency_ms / 1000.0 + float(v["sim_warmup_margin_s"])
+    sim_trace_over = sim_trace(trace.arrivals_s, offset_s, run_dir / "trace_arrivals.csv")
+    sim_over = [*scen, *sim_trace_over, *v.get("sim_overrides", [])]
     run_simulator(sim_over, run_dir / "sim", float(v["sim_timeout_s"]))
-    sim = sim_with_overhead(run_dir / "sim", apps, catalog, overhead_ms)
+    mode = str(v.get("overhead", "sampled"))
+    sim = sim_with_overhead(run_dir / "sim", apps, overhead, mode, seed, duration_s)
     write_results(run_dir / "sim_with_overhead", sim)
     tol = {k: float(x) for k, x in dict(v["tolerances"]).items()}
     rows = compare(sim, real.summary, tol)
+    lateness = real.summary["generator_lateness_ms"]
     facts = {
         "variant": f"{variant.name} x{replicas} (batch-1 p50 {variant.batch1_latency_ms:.3f} ms, max_batch {variant.max_batch})",
-        "trace": f"poisson {rate:.1f} qps for {float(v['duration_s']):g} s ({len(trace)} queries), seed {cfg.get('seed', 0)}",
-        "capacity (batch 1, catalog)": f"{cap:.1f} qps; offered load {rate / cap:.0%} of it",
-        "serving overhead added to the simulator": f"{overhead_ms:.3f} ms (calibrated median {calib['median_ms']:.3f} ms, p90 {calib['p90_ms']:.3f} ms)",
-        "generator lateness (real)": f"p50 {real.summary['generator_lateness_ms']['p50']:.3f} ms, p99 {real.summary['generator_lateness_ms']['p99']:.3f} ms",
+        "trace": f"poisson {rate:.1f} qps for {duration_s:g} s ({len(trace)} queries), seed {seed}",
+        "capacity": f"{cap:.0f} qps = min(catalog batch-1 capacity {catalog_cap:.0f}, measured end-to-end {measured:.0f}); "
+        f"offered load {rate / cap:.0%}",
+        "serving overhead added to the simulator": f"{mode} from {overhead.size} calibration answers "
+        f"(median {np.median(overhead):.3f} ms, p99 {np.quantile(overhead, 0.99):.3f} ms)",
+        "generator lateness (real)": f"p50 {lateness['p50']:.3f} ms, p99 {lateness['p99']:.3f} ms",
         "accuracy measured on labels (real)": f"{real.summary['accuracy_measured']:.4f}",
         "simulator overrides": " ".join(sim_over),
     }
     write_comparison(run_dir, rows, facts)
+    (run_dir / "comparison.json").write_text(json.dumps({"facts": facts, "rows": rows}, indent=2) + "\n")
     verdict = all(r["ok"] is not False for r in rows)
     print((run_dir / "comparison.md").read_text())
     print(f"validate: {'PASS' if verdict else 'FAIL'} — {run_dir}")
     return 0 if verdict or not v.get("strict", False) else 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Pinning:
+    client: tuple[int, ...]
+    server_overrides: list[str]
+
+
+def _pinning(v: dict[str, Any]) -> _Pinning:
+    """Cores for client, server and worker (``validate.cpus``), when the machine has them all:
+    the worker gets its own core so its inference time is the profile's, not the time it
+    shares a core with the HTTP front end."""
+    spec = v.get("cpus") or {}
+    have = os.sched_getaffinity(0)
+    want = {int(c) for part in ("client", "server", "worker") for c in (spec.get(part) or [])}
+    if not spec or not want <= have:
+        return _Pinning((), [])
+    fmt = lambda cs: "[" + ",".join(str(int(c)) for c in cs) + "]"  # noqa: E731
+    return _Pinning(
+        tuple(int(c) for c in spec.get("client") or ()),
+        [f"server.cpus={fmt(spec['server'])}", f"executor.cpus={fmt(spec['worker'])}"],
+    )
 
 
 def _passthrough(user: list[str]) -> list[str]:

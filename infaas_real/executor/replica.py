@@ -32,6 +32,7 @@ class RunnerSpec:
     factory: str = "infaas_real.runtime:load_runner"
     cache_dir: str | None = None
     device: str = "cpu"
+    cpus: tuple[int, ...] = ()  # cores the worker processes may run on; () = wherever the OS puts them
 
 
 class ReplicaState(StrEnum):
@@ -67,7 +68,7 @@ class Replica:
         self.conn: Connection = parent
         self.process = _SPAWN.Process(
             target=worker_main,
-            args=(child, variant, spec.factory, spec.cache_dir, spec.device),
+            args=(child, variant, spec.factory, spec.cache_dir, spec.device, spec.cpus),
             name=f"infaas-{variant.name}-r{rid}",
             daemon=True,
         )

@@ -15,6 +15,7 @@ import time
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,13 +44,22 @@ def _input_cols(runner: Any, variant: Variant) -> int:
 
 
 def worker_main(
-    conn: Connection, variant: Variant, runner_factory: str, cache_dir: str | None, device: str
+    conn: Connection,
+    variant: Variant,
+    runner_factory: str,
+    cache_dir: str | None,
+    device: str,
+    cpus: tuple[int, ...] = (),
 ) -> None:
     """Entry point of a replica process (started with the ``spawn`` method)."""
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     for key in _THREAD_ENV:
         os.environ[key] = str(max(1, variant.cores))
     try:
-        runner = import_factory(runner_factory)(variant, cache_dir=cache_dir, device=device)
+        runner = import_factory(runner_factory)(
+            variant, cache_dir=Path(cache_dir) if cache_dir else None, device=device
+        )
         cols = _input_cols(runner, variant)
         runner.run(np.zeros((1, cols), dtype=np.float32))
     except Exception:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -95,6 +96,10 @@ class InferenceServer:
         self.state = LiveState(catalog, cluster, policy, state_settings, executor, self._clock)
         self.metrics = ServerMetrics(self.state)
         await self.state.start()
+        # Long-lived objects (catalog, policy, modules) leave the collector's generations so a
+        # full collection never walks them on the request path.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

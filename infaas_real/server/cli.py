@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from collections.abc import Sequence
 
 from infaas_real.server.app import InferenceServer
@@ -19,6 +20,7 @@ from infaas_real.server.config import (
     build_policy,
     build_server_settings,
     compose,
+    server_cpus,
 )
 
 
@@ -46,6 +48,9 @@ def main(overrides: Sequence[str]) -> int:
     import uvicorn
 
     srv, cfg = build_server(overrides)
+    cpus = server_cpus(cfg)
+    if cpus:  # before any worker process is spawned; workers pin themselves to executor.cpus
+        os.sched_setaffinity(0, cpus)
     s = srv.settings
     level = str(dict(cfg.get("server", {}) or {}).get("log_level", "warning"))  # type: ignore[call-overload]
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -137,9 +137,24 @@ def build_server_settings(cfg: Mapping[str, Any]) -> tuple[ServerSettings, State
             factory=str(e.get("runner_factory")),
             cache_dir=str(resolve_path(cache, key="executor.cache_dir", must_exist=False)) if cache else None,
             device=str(e.get("device", "cpu")),
+            cpus=_cpus(e.get("cpus"), "executor.cpus"),
         ),
         max_queue=_int(s, "max_queue_per_instance", "server", 1),
         max_restarts=_int(e, "max_restarts", "executor"),
         latency_decay=_float(e, "latency_decay", "executor"),
     )
     return server, state, executor
+
+
+def _cpus(value: Any, key: str) -> tuple[int, ...]:
+    """A list of core ids this machine has (``null`` or ``[]``: no pinning)."""
+    if not value:
+        return ()
+    have = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    if not isinstance(value, list | tuple) or not all(isinstance(c, int) and c in have for c in value):
+        raise ConfigError(key, f"must be a list of this machine's core ids {sorted(have)}, got {value!r}")
+    return tuple(value)
+
+
+def server_cpus(cfg: Mapping[str, Any]) -> tuple[int, ...]:
+    return _cpus(section(cfg, "server").get("cpus"), "server.cpus")
