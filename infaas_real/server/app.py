@@ -8,7 +8,8 @@ Status codes: 200 answered; 400 malformed request (JSON, shape, datatype, parame
 404 unknown name; 413 body over ``max_request_bytes``; 422 no variant can satisfy the
 requirements (with the policy's reason and suggestion); 429 the chosen instance's queue is
 full; 500 the runner failed; 503 the query could not be served (replica died twice, load
-refused, server-side timeout, or the concurrency limit).
+refused, server-side timeout, or more than ``max_inflight_requests`` in flight — health and
+metrics endpoints are not counted, so they answer during a flood).
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ class ServerSettings:
     port: int = 8000
     max_request_bytes: int = 1 << 20
     request_timeout_s: float = 30.0
-    limit_concurrency: int = 1024
+    limit_concurrency: int = 4096
+    max_inflight_requests: int = 512
     tasks: dict[str, TaskShape] = field(default_factory=dict)
 
 
@@ -81,6 +83,7 @@ class InferenceServer:
         self.state: LiveState | None = None
         self.metrics: ServerMetrics | None = None
         self.targets: dict[str, _Target] = {}
+        self._inflight = 0
         for task in catalog.tasks:
             if task not in settings.tasks:
                 raise ConfigError(f"server.tasks.{task}", "input/output shape of this task is not configured")
@@ -147,8 +150,20 @@ class InferenceServer:
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
 
     async def infer(self, request: Request) -> Response:
+        # Inference requests beyond the in-flight limit are refused at once (503), so the
+        # health and metrics endpoints keep answering under a flood.
+        if self._inflight >= self.settings.max_inflight_requests:
+            return self._count(_error(503, f"server busy: {self._inflight} requests in flight"), "")
+        self._inflight += 1
+        try:
+            return await self._infer(request)
+        finally:
+            self._inflight -= 1
+
+    async def _infer(self, request: Request) -> Response:
         state, metrics = self.state, self.metrics
         assert state is not None and metrics is not None
+        t0 = time.perf_counter()
         name = request.path_params["name"]
         t = self.targets.get(name)
         if t is None:
@@ -203,6 +218,7 @@ class InferenceServer:
         }
         body_out, headers = protocol.encode_infer(variant, r.request_id, y, params, r.binary_output)
         metrics.queue.labels(variant).observe(first.queue_ms / 1000.0)
+        metrics.latency.labels(variant).observe(time.perf_counter() - t0)
         return self._count(Response(body_out, headers=headers), variant)
 
     def _count(self, resp: Response, variant: str) -> Response:

@@ -122,6 +122,7 @@ def build_server_settings(cfg: Mapping[str, Any]) -> tuple[ServerSettings, State
         max_request_bytes=_int(s, "max_request_bytes", "server", 1),
         request_timeout_s=_float(s, "request_timeout_s", "server"),
         limit_concurrency=_int(s, "limit_concurrency", "server", 1),
+        max_inflight_requests=_int(s, "max_inflight_requests", "server", 1),
         tasks=tasks,
     )
     budget = s.get("core_budget")
