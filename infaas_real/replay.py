@@ -62,6 +62,8 @@ class ReplayResult:
     table: QueryTable
     summary: dict[str, Any]
     overhead_ms: np.ndarray  # per answered query: latency - replica wait - inference (HTTP, parsing, IPC, client)
+    infer_ms: np.ndarray  # per answered query: the worker's inference time of its batch
+    batch: np.ndarray  # per answered query: the size of that batch
 
 
 async def wait_ready(client: V2Client, timeout_s: float) -> dict[str, Any]:
@@ -235,7 +237,8 @@ async def replay(
         extra=extra,
     )
     overhead = (latency_ms - queue_ms - infer_ms)[done]
-    return ReplayResult(table, summary, overhead[np.isfinite(overhead)])
+    ok = np.isfinite(overhead)
+    return ReplayResult(table, summary, overhead[ok], infer_ms[done][ok], batch[done][ok])
 
 
 def settings_from(cfg: dict[str, Any]) -> ReplaySettings:

@@ -59,12 +59,44 @@ from infaas_core.metrics import (
     write_results,
 )
 from infaas_core.model import App, Variant
+from infaas_core.policies.base import PolicyContext
+from infaas_core.policies.pinned import pinned_variants
 from infaas_core.workload import generate
 from infaas_real.replay import ReplaySettings, _eval_split, _run, replay, wait_ready
 from infaas_real.server.client import V2Client
-from infaas_real.server.config import build_apps, build_catalog, compose, default_run_dir, section
+from infaas_real.server.config import (
+    build_apps,
+    build_catalog,
+    build_cluster,
+    compose,
+    default_run_dir,
+    section,
+)
 
 _STATUS = {"completed": COMPLETED, "late": LATE, "dropped": DROPPED, "rejected": REJECTED}
+
+
+def in_situ_catalog(catalog: Catalog, variant: Variant, infer_ms: np.ndarray, batch: np.ndarray,
+                    min_samples: int, path: Path) -> tuple[Path, dict[int, tuple[float, float]]]:
+    """A copy of the profile table where ``variant``'s latencies are those its worker showed
+    while serving (p50/p99 of the inference time per batch size with ``min_samples`` or more
+    answers); every other row is kept as profiled."""
+    import pandas as pd
+
+    df = pd.read_csv(catalog.source_path)
+    points: dict[int, tuple[float, float]] = {}
+    for b in np.unique(batch):
+        ms = infer_ms[batch == b]
+        if ms.size >= min_samples and 1 <= b <= variant.max_batch:
+            points[int(b)] = (float(np.median(ms)), float(np.quantile(ms, 0.99)))
+    if not points:
+        raise BackendError(f"in-situ profile: fewer than {min_samples} answers at every batch size")
+    mine = df[df["variant"] == variant.name].iloc[:1]
+    rows = [mine.assign(batch=b, latency_p50_ms=p50, latency_p99_ms=p99,
+                        source=f"measured:in-server:{len(infer_ms)} answers") for b, (p50, p99) in sorted(points.items())]  # fmt: skip
+    out = pd.concat([df[df["variant"] != variant.name], *rows], ignore_index=True)
+    out.to_csv(path, index=False)
+    return path, points
 
 
 def free_port() -> int:
@@ -75,15 +107,15 @@ def free_port() -> int:
 
 
 def pinned_variant(cfg: dict[str, Any], catalog: Catalog, apps: Sequence[App]) -> Variant:
-    """The variant under test: ``validate.variant``, else the first application's own pin."""
+    """The variant under test: ``validate.variant``, else the first application's pin as the
+    ``static`` policy derives it (its own variant, or the most accurate one meeting it)."""
     name = section(cfg, "validate").get("variant")
     if name:
         return catalog.get(str(name))
-    for a in apps:
-        pin = a.fixed_variant or a.requirements.variant
-        if pin:
-            return catalog.get(pin)
-    raise ConfigError("validate.variant", "set the variant under test (no application pins one)")
+    if not apps:
+        raise ConfigError("apps", "the application mix is empty")
+    ctx = PolicyContext(catalog, build_cluster(cfg), tuple(apps))
+    return pinned_variants(ctx, {})[apps[0].name]
 
 
 def capacity_qps(v: Variant, replicas: int, overhead_in_service_ms: float) -> float:
@@ -306,7 +338,8 @@ def main(overrides: Sequence[str]) -> int:
             overhead = np.array([float(v["overhead_ms"])])
         else:
             calib_trace = generate("poisson", rate_qps=rate, duration_s=float(v["calibration_s"]), seed=seed + 1)
-            overhead = _run(replay(calib_trace, apps, catalog, seed + 1, settings)).overhead_ms
+            calib = _run(replay(calib_trace, apps, catalog, seed + 1, settings))
+            overhead = calib.overhead_ms
             if overhead.size == 0:
                 raise BackendError("overhead calibration: no query was answered")
         trace = generate("poisson", rate_qps=rate, duration_s=duration_s, seed=seed)
@@ -316,7 +349,18 @@ def main(overrides: Sequence[str]) -> int:
     write_results(run_dir / "real", real.summary, real.table)
     offset_s = variant.load_latency_ms / 1000.0 + float(v["sim_warmup_margin_s"])
     sim_trace_over = sim_trace(trace.arrivals_s, offset_s, run_dir / "trace_arrivals.csv")
-    sim_over = [*scen, *sim_trace_over, *v.get("sim_overrides", [])]
+    profile_note = "the catalog as profiled"
+    sim_catalog: list[str] = []
+    if str(v.get("service_profile", "catalog")) == "in_situ":
+        if v.get("overhead_ms") is not None:
+            raise ConfigError("validate.service_profile", "in_situ needs the calibration run (overhead_ms unset)")
+        cat_path, points = in_situ_catalog(catalog, variant, calib.infer_ms, calib.batch,
+                                           int(v["in_situ_min_samples"]), run_dir / "catalog_in_situ.csv")  # fmt: skip
+        sim_catalog = ["~catalog", f"+catalog.path={cat_path}"]
+        profile_note = (f"in-situ (worker inference times of the calibration run): batch-1 p50 "
+                        f"{points[min(points)][0]:.3f} ms vs profiled {variant.batch1_latency_ms:.3f} ms")  # fmt: skip
+    sim_over = [*[o for o in scen if not (sim_catalog and o.split("=")[0].lstrip("+~") in ("catalog", "catalog.path"))],
+                *sim_catalog, *sim_trace_over, *v.get("sim_overrides", [])]  # fmt: skip
     run_simulator(sim_over, run_dir / "sim", float(v["sim_timeout_s"]))
     mode = str(v.get("overhead", "sampled"))
     sim = sim_with_overhead(run_dir / "sim", apps, overhead, mode, seed, duration_s)
@@ -331,6 +375,7 @@ def main(overrides: Sequence[str]) -> int:
         f"offered load {rate / cap:.0%}",
         "serving overhead added to the simulator": f"{mode} from {overhead.size} calibration answers "
         f"(median {np.median(overhead):.3f} ms, p99 {np.quantile(overhead, 0.99):.3f} ms)",
+        "service times in the simulator": profile_note,
         "generator lateness (real)": f"p50 {lateness['p50']:.3f} ms, p99 {lateness['p99']:.3f} ms",
         "accuracy measured on labels (real)": f"{real.summary['accuracy_measured']:.4f}",
         "simulator overrides": " ".join(sim_over),
