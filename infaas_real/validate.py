@@ -50,12 +50,6 @@ from infaas_core.catalog import Catalog
 from infaas_core.configs import REPO_ROOT
 from infaas_core.errors import BackendError, ConfigError
 from infaas_core.metrics import (
-    COMPLETED,
-    DROPPED,
-    LATE,
-    REJECTED,
-    SummaryAccumulator,
-    summarize,
     write_results,
 )
 from infaas_core.model import App, Variant
@@ -72,31 +66,13 @@ from infaas_real.server.config import (
     default_run_dir,
     section,
 )
-
-_STATUS = {"completed": COMPLETED, "late": LATE, "dropped": DROPPED, "rejected": REJECTED}
-
-
-def in_situ_catalog(catalog: Catalog, variant: Variant, infer_ms: np.ndarray, batch: np.ndarray,
-                    min_samples: int, path: Path) -> tuple[Path, dict[int, tuple[float, float]]]:
-    """A copy of the profile table where ``variant``'s latencies are those its worker showed
-    while serving (p50/p99 of the inference time per batch size with ``min_samples`` or more
-    answers); every other row is kept as profiled."""
-    import pandas as pd
-
-    df = pd.read_csv(catalog.source_path)
-    points: dict[int, tuple[float, float]] = {}
-    for b in np.unique(batch):
-        ms = infer_ms[batch == b]
-        if ms.size >= min_samples and 1 <= b <= variant.max_batch:
-            points[int(b)] = (float(np.median(ms)), float(np.quantile(ms, 0.99)))
-    if not points:
-        raise BackendError(f"in-situ profile: fewer than {min_samples} answers at every batch size")
-    mine = df[df["variant"] == variant.name].iloc[:1]
-    rows = [mine.assign(batch=b, latency_p50_ms=p50, latency_p99_ms=p99,
-                        source=f"measured:in-server:{len(infer_ms)} answers") for b, (p50, p99) in sorted(points.items())]  # fmt: skip
-    out = pd.concat([df[df["variant"] != variant.name], *rows], ignore_index=True)
-    out.to_csv(path, index=False)
-    return path, points
+from infaas_real.validate_compare import (
+    compare,
+    in_situ_catalog,
+    sim_trace,
+    sim_with_overhead,
+    write_comparison,
+)
 
 
 def free_port() -> int:
@@ -135,16 +111,6 @@ def scenario_overrides(cfg: dict[str, Any], apps: Sequence[App], variant: Varian
     if "replicas" in policy:
         out.append(f"policy.replicas={int(v.get('replicas', 1))}")
     return [*out, f"seed={int(cfg.get('seed', 0))}"]
-
-
-def sim_trace(trace_arrivals_s: np.ndarray, offset_s: float, path: Path) -> list[str]:
-    """The real run's exact arrivals, shifted by ``offset_s``, as the simulator's trace.
-
-    The real server loads the pinned replicas before the trace starts; the simulator loads
-    them at its time 0 (taking their load latency). Shifting the same arrivals past the
-    loads gives both backends the same arrival sequence into ready replicas."""
-    path.write_text("arrival_s\n" + "\n".join(f"{t + offset_s:.9f}" for t in trace_arrivals_s) + "\n")
-    return ["~trace", f"+trace.path={path}", "+trace.format=arrivals_csv", "+trace.name=poisson"]
 
 
 def start_server(overrides: list[str], port: int, log_path: Path) -> subprocess.Popen[bytes]:
@@ -212,85 +178,6 @@ def run_simulator(overrides: list[str], run_dir: Path, timeout_s: float) -> None
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         raise BackendError(f"simulator failed (exit {proc.returncode}): {' | '.join(tail)}")
-
-
-def sim_with_overhead(
-    sim_dir: Path, apps: Sequence[App], overhead_ms: np.ndarray, mode: str, seed: int, duration_s: float
-) -> dict[str, Any]:
-    """The simulator's queries with the serving overhead added to each completed query's
-    latency (a seeded draw from ``overhead_ms``, or its median); late recomputed against the
-    application's SLO."""
-    import pandas as pd
-
-    base = json.loads((sim_dir / "summary.json").read_text())
-    df = pd.read_parquet(sim_dir / "queries.parquet")
-    status = df["status"].astype(str).map(_STATUS).to_numpy(dtype=np.int8)
-    done = (status == COMPLETED) | (status == LATE)
-    if mode == "sampled":
-        added = np.random.default_rng(seed).choice(overhead_ms, size=len(df))
-    elif mode == "median":
-        added = np.full(len(df), float(np.median(overhead_ms)))
-    else:
-        raise ConfigError("validate.overhead", f"'sampled' or 'median', got {mode!r}")
-    lat = df["latency_ms"].to_numpy(dtype=np.float64) + added
-    slo = df["app"].astype(str).map({a.name: a.requirements.latency_slo_ms for a in apps}).to_numpy(dtype=np.float64)
-    status = np.where(done, np.where(lat > slo, LATE, COMPLETED), status).astype(np.int8)
-    acc = df["accuracy"].to_numpy(dtype=np.float64)
-    summary_acc = SummaryAccumulator()
-    summary_acc.add(status, np.where(done, lat, np.nan), acc)
-    variants = df.loc[done, "variant"].astype(str).value_counts(normalize=True)
-    return summarize(
-        summary_acc, policy=base["policy"], trace=base["trace"], seed=base["seed"], backend="sim",
-        duration_s=duration_s, cost_usd=base["cost_usd"], wall_s=base["wall_s"],
-        exact_latency_ms=lat[done],
-        extra={"overhead_ms_added": {"mode": mode, "median": float(np.median(overhead_ms)),
-                                      "p99": float(np.quantile(overhead_ms, 0.99))},
-               "variant_share": {str(k): float(v) for k, v in variants.items()}},
-    )  # fmt: skip
-
-
-def compare(sim: dict[str, Any], real: dict[str, Any], tol: dict[str, float]) -> list[dict[str, Any]]:
-    """Rows of the comparison table."""
-    def rel(a: float, b: float) -> float:
-        return abs(b - a) / a if a else math.inf
-
-    rows: list[dict[str, Any]] = []
-    for key, label, kind, limit in (
-        ("p50", "latency p50 (ms)", "rel", tol["p50_rel"]),
-        ("p99", "latency p99 (ms)", "rel", tol["p99_rel"]),
-    ):
-        s, r = float(sim["latency_ms"][key]), float(real["latency_ms"][key])
-        rows.append({"metric": label, "sim": s, "real": r, "difference": rel(s, r), "kind": kind, "tolerance": limit})
-    for key, label, limit in (
-        ("violation_rate", "violation rate", tol["violation_abs"]),
-        ("mean_accuracy", "mean accuracy (profile)", tol.get("accuracy_abs", 0.01)),
-    ):
-        s, r = float(sim[key]), float(real[key])
-        rows.append({"metric": label, "sim": s, "real": r, "difference": abs(r - s), "kind": "abs", "tolerance": limit})
-    s, r = float(sim["throughput_qps"]), float(real["throughput_qps"])
-    rows.append({"metric": "throughput (qps)", "sim": s, "real": r, "difference": rel(s, r), "kind": "rel", "tolerance": None})
-    shares = sorted(set(sim.get("variant_share", {})) | set(real.get("variant_share", {})))
-    for v in shares:
-        s, r = float(sim.get("variant_share", {}).get(v, 0.0)), float(real.get("variant_share", {}).get(v, 0.0))
-        rows.append({"metric": f"share {v}", "sim": s, "real": r, "difference": abs(r - s), "kind": "abs", "tolerance": None})
-    for row in rows:
-        row["ok"] = None if row["tolerance"] is None else bool(row["difference"] <= row["tolerance"])
-    return rows
-
-
-def write_comparison(run_dir: Path, rows: list[dict[str, Any]], facts: dict[str, Any]) -> None:
-    import pandas as pd
-
-    pd.DataFrame(rows).to_csv(run_dir / "comparison.csv", index=False)
-    lines = ["# Simulated vs real", ""]
-    lines += [f"- {k}: {v}" for k, v in facts.items()]
-    lines += ["", "| metric | sim | real | difference | tolerance | ok |", "|---|---:|---:|---:|---:|:--:|"]
-    for r in rows:
-        diff = f"{r['difference']:.1%}" if r["kind"] == "rel" else f"{r['difference']:.4f}"
-        tol = "" if r["tolerance"] is None else (f"{r['tolerance']:.0%}" if r["kind"] == "rel" else f"{r['tolerance']:.3f}")
-        ok = "" if r["ok"] is None else ("yes" if r["ok"] else "**no**")
-        lines.append(f"| {r['metric']} | {r['sim']:.4g} | {r['real']:.4g} | {diff} | {tol} | {ok} |")
-    (run_dir / "comparison.md").write_text("\n".join(lines) + "\n")
 
 
 def _probe_params(app: App) -> dict[str, Any]:
@@ -367,6 +254,15 @@ def main(overrides: Sequence[str]) -> int:
     write_results(run_dir / "sim_with_overhead", sim)
     tol = {k: float(x) for k, x in dict(v["tolerances"]).items()}
     rows = compare(sim, real.summary, tol)
+    profiled_rows = None
+    if sim_catalog:  # the same run on the catalog as profiled, for the record
+        prof_over = [*scen, *sim_trace_over, *v.get("sim_overrides", [])]
+        run_simulator(prof_over, run_dir / "sim_profiled", float(v["sim_timeout_s"]))
+        prof = sim_with_overhead(run_dir / "sim_profiled", apps, overhead, mode, seed, duration_s)
+        write_results(run_dir / "sim_profiled_with_overhead", prof)
+        profiled_rows = compare(prof, real.summary, tol)
+        if [r["metric"] for r in profiled_rows] != [r["metric"] for r in rows]:
+            profiled_rows = None
     lateness = real.summary["generator_lateness_ms"]
     facts = {
         "variant": f"{variant.name} x{replicas} (batch-1 p50 {variant.batch1_latency_ms:.3f} ms, max_batch {variant.max_batch})",
@@ -380,7 +276,7 @@ def main(overrides: Sequence[str]) -> int:
         "accuracy measured on labels (real)": f"{real.summary['accuracy_measured']:.4f}",
         "simulator overrides": " ".join(sim_over),
     }
-    write_comparison(run_dir, rows, facts)
+    write_comparison(run_dir, rows, facts, profiled_rows)
     (run_dir / "comparison.json").write_text(json.dumps({"facts": facts, "rows": rows}, indent=2) + "\n")
     verdict = all(r["ok"] is not False for r in rows)
     print((run_dir / "comparison.md").read_text())
