@@ -53,15 +53,12 @@ from infaas_core.metrics import (
     write_results,
 )
 from infaas_core.model import App, Variant
-from infaas_core.policies.base import PolicyContext
-from infaas_core.policies.pinned import pinned_variants
 from infaas_core.workload import generate
 from infaas_real.replay import ReplaySettings, _eval_split, _run, replay, wait_ready
 from infaas_real.server.client import V2Client
 from infaas_real.server.config import (
     build_apps,
     build_catalog,
-    build_cluster,
     compose,
     default_run_dir,
     section,
@@ -83,15 +80,24 @@ def free_port() -> int:
 
 
 def pinned_variant(cfg: dict[str, Any], catalog: Catalog, apps: Sequence[App]) -> Variant:
-    """The variant under test: ``validate.variant``, else the first application's pin as the
-    ``static`` policy derives it (its own variant, or the most accurate one meeting it)."""
+    """The variant under test: ``validate.variant``; else, for the first application, the
+    most accurate 1-core CPU variant meeting its accuracy whose batch-1 latency fits its SLO
+    (fastest on ties) — one replica of it leaves a core for the server and the generator."""
     name = section(cfg, "validate").get("variant")
     if name:
         return catalog.get(str(name))
     if not apps:
         raise ConfigError("apps", "the application mix is empty")
-    ctx = PolicyContext(catalog, build_cluster(cfg), tuple(apps))
-    return pinned_variants(ctx, {})[apps[0].name]
+    req = apps[0].requirements
+    if req.variant:
+        return catalog.get(req.variant)
+    cands = catalog.by_task(req.task) if req.task else catalog.by_model(req.model or "")
+    fits = [v for v in cands if v.is_cpu and v.cores == 1 and v.accuracy >= req.min_accuracy
+            and v.batch1_latency_ms <= req.latency_slo_ms]  # fmt: skip
+    if not fits:
+        raise ConfigError("validate.variant", f"no 1-core CPU variant meets {req}; name one")
+    best = max(v.accuracy for v in fits)
+    return min((v for v in fits if v.accuracy == best), key=lambda v: (v.batch1_latency_ms, v.name))
 
 
 def capacity_qps(v: Variant, replicas: int, overhead_in_service_ms: float) -> float:

@@ -1,0 +1,66 @@
+"""The live state applies the policy's worker actions as the simulator does: a slot starts
+after its type's start-up delay, max_workers and the core budget bound AddWorker, a removed
+slot stops costing, a load that does not fit is refused (never half-applied)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from infaas_core.actions import AddWorker, LoadVariant, RemoveWorker, SetScaleDown
+from infaas_core.catalog import Catalog
+from infaas_core.model import ClusterSpec, InstanceType, make_variant
+from infaas_core.policies.base import Policy, PolicyContext
+from infaas_core.view import WorkerState
+from infaas_real.executor import ExecutorSettings
+from infaas_real.server.state import LiveState, StateSettings
+
+SLOT = InstanceType("slot", price_usd_per_hour=3600.0, vcpus=1, memory_gb=1.0, startup_s=0.2)
+WIDE = make_variant(
+    name="wide-cpu2", model="wide", task="t", framework="onnx-fp32", hardware="cpu", cores=2, max_batch=1,
+    load_latency_ms=1.0, memory_mb=10.0, accuracy=0.9, source="modeled:test", points={1: (1.0, 2.0)},
+)  # fmt: skip
+
+
+def _state(budget: int = 2) -> LiveState:
+    cluster = ClusterSpec((SLOT,), initial_workers=(("slot", 1),), max_workers=(("slot", 3),))
+    catalog = Catalog([WIDE])
+    t0 = time.perf_counter()
+    return LiveState(catalog, cluster, Policy(PolicyContext(catalog, cluster)), StateSettings(core_budget=budget),
+                     ExecutorSettings(), lambda: time.perf_counter() - t0)  # fmt: skip
+
+
+def test_worker_actions_follow_startup_delay_limits_and_cost() -> None:
+    async def body() -> None:
+        st = _state(budget=2)
+        await st.start()
+        assert [w.state for w in st.workers] == [WorkerState.RUNNING]
+        v0 = st.version
+        st.apply([AddWorker("slot"), AddWorker("slot")])  # the second exceeds the 2-core budget
+        assert len(st.workers) == 2 and st.workers[1].state is WorkerState.STARTING
+        assert st.version > v0
+        await asyncio.sleep(0.3)
+        assert st.workers[1].state is WorkerState.RUNNING
+        st.apply([RemoveWorker(st.workers[1].id)])
+        assert len(st.workers) == 1
+        assert st.cost_usd == pytest.approx(st.now_s + 0.3, abs=0.1)  # $1 per slot-second
+        st.apply([LoadVariant("wide-cpu2", st.workers[0].id)])  # 2 cores on a 1-vCPU slot: refused
+        assert st.instances_of("wide-cpu2") == []
+        v1 = st.version
+        st.apply([SetScaleDown(st.workers[0].id, frozenset({"wide"}))])
+        assert st.version == v1 + 1 and st.workers[0].scale_down_to_cpu == {"wide"}
+        await st.close()
+
+    asyncio.run(body())
+
+
+def test_initial_workers_beyond_the_core_budget_are_an_error() -> None:
+    from infaas_core.errors import BackendError
+
+    async def body() -> None:
+        with pytest.raises(BackendError, match="core_budget"):
+            await _state(budget=0).start()
+
+    asyncio.run(body())
