@@ -25,6 +25,7 @@ import sys
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -72,7 +73,8 @@ class Simulation:
         self.app_cdf = np.cumsum(shares / shares.sum())
         self.app_cdf[-1] = 1.0
         self.timeline = Timeline(s.timeline_period_s, self.horizon_s)
-        self.recorder = Recorder(self.apps, inputs.catalog.variants, inputs.arrivals.count, self.timeline)
+        self.recorder = Recorder(self.apps, inputs.catalog.variants, None if s.stream else inputs.arrivals.count,
+                                 self.timeline)
         self.vindex = {v.name: i for i, v in enumerate(inputs.catalog.variants)}
         self.timeout_s = s.batch_timeout_ms / 1000.0
         self.drop_late = s.drop_late
@@ -176,16 +178,17 @@ class Simulation:
         ``Route`` objects), so a repeated decision costs one dict lookup; a ``LoadAndRoute``
         is carried out every time it is returned.
         """
-        T, K, A = self._T, self._K, self._A
-        reqs, names, slo_s = self._reqs, self._names, self._slo_s
+        T, K = self._T, self._K
+        slo_s = self._slo_s
         sel = self.policy.select
         view = self.view
+        selectors = [partial(sel, r, view, n) for r, n in zip(self._reqs, self._names)]
         drop = self.drop_late
         cache: dict[int, list[Any]] = {}
-        for j in range(lo, hi):
-            a = A[j]
-            d = sel(reqs[a], view, names[a])
-            e = cache.get(id(d))
+        get = cache.get
+        for j, a in enumerate(self._A[lo:hi], lo):
+            d = selectors[a]()
+            e = get(id(d))
             if e is None or e[0] is not d:
                 e = self._resolve(d, T[j])
                 if type(d) is not LoadAndRoute:
@@ -314,6 +317,7 @@ class Simulation:
         self.advance_to(math.inf)
         self.clock[0] = self.horizon_s
         self._flush(max(self.horizon_s - self._last_stats_s, 0.0))
+        self.recorder.finalize()
 
     def hardware_busy(self) -> dict[str, float]:
         """Mean utilisation per device class over live workers (for the summary)."""

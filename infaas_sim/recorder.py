@@ -62,21 +62,12 @@ class Recorder:
         status[served] = np.where(latency_ms[served] > self.slo_ms[app[served]], LATE, COMPLETED)
         dropped = (~served) & (variant >= 0)
         status[dropped] = DROPPED
-        acc = np.full(keys.size, np.nan)
-        acc[served] = self.variant_accuracy[variant[served]]
-        self.total.add(status, latency_ms, acc)
-        for a in np.unique(app).tolist():
-            m = app == a
-            self.per_app[a].add(status[m], latency_ms[m], acc[m])
-        tl = self.timeline
-        tl.add("rejected", arrival_s[status == REJECTED])
-        fin = finish_s[served]
-        tl.add("completions", fin)
-        tl.add("late", finish_s[status == LATE])
-        tl.add("dropped", start_s[dropped])
-        if fin.size:
-            self.last_finish_s = max(self.last_finish_s, float(fin.max()))
+        self.timeline.add("dropped", start_s[dropped])  # by drop time (not kept per query)
+        if fin_max := (float(finish_s[served].max()) if served.any() else 0.0):
+            self.last_finish_s = max(self.last_finish_s, fin_max)
         if not self.stream:
+            # per-query arrays only; counters, sketches and the timeline are computed once
+            # from them in finalize()
             ids = keys >> KEY_BITS
             self.start_s[ids] = np.where(served, start_s, np.nan)
             self.finish_s[ids] = np.where(served, finish_s, np.nan)
@@ -84,6 +75,32 @@ class Recorder:
             self.variant[ids] = variant
             self.worker[ids] = worker
             self.batch[ids] = batch
+            return
+        self._accumulate(app, status, latency_ms, variant, arrival_s, start_s, finish_s)
+
+    def _accumulate(self, app: np.ndarray, status: np.ndarray, latency_ms: np.ndarray, variant: np.ndarray,
+                    arrival_s: np.ndarray, start_s: np.ndarray, finish_s: np.ndarray) -> None:
+        served = (status == COMPLETED) | (status == LATE)
+        acc = np.full(status.size, np.nan)
+        acc[served] = self.variant_accuracy[variant[served]]
+        self.total.add(status, latency_ms, acc)
+        for a in np.unique(app).tolist():
+            m = app == a
+            self.per_app[a].add(status[m], latency_ms[m], acc[m])
+        tl = self.timeline
+        tl.add("rejected", arrival_s[status == REJECTED])
+        tl.add("completions", finish_s[served])
+        tl.add("late", finish_s[status == LATE])
+
+    def finalize(self) -> None:
+        """Recorded mode: the counters, sketches and timeline counts, from the arrays."""
+        if self.stream:
+            return
+        if (self.status < 0).any():
+            raise AssertionError("a query has no final status")  # internal invariant
+        lat = (self.finish_s - self.arrival_s) * 1000.0
+        self._accumulate(self.app.astype(np.int64), self.status, lat, self.variant, self.arrival_s,
+                         self.start_s, self.finish_s)
 
     def table(self) -> QueryTable | None:
         if self.stream:

@@ -61,3 +61,13 @@ def test_streaming_counts_equal_the_recorded_run() -> None:
         assert b["latency_ms"][q] == pytest.approx(a["latency_ms"][q], rel=0.02)
     assert b["latency_source"].startswith("sketch") and a["latency_source"] == "exact"
     assert np.isfinite(b["latency_ms"]["p99"])
+
+
+def test_stream_setting_decides_even_when_the_trace_length_is_known() -> None:
+    """sim.stream=true with a whole trace in memory still keeps no per-query records."""
+    from sim_helpers import inputs, poisson
+
+    cat = Catalog([variant("v")])
+    res = simulate(inputs(cat, poisson(500, 2000, 1), stream=True))
+    assert res.queries is None and res.summary["latency_source"].startswith("sketch")
+    assert res.summary["completed"] == 2000
