@@ -6,10 +6,10 @@ one variant with a fixed replica count, so capacity is known), and a Poisson tra
 ``load_fraction`` of that capacity. Steps:
 
 1. start ``infaas-real serve`` on a free loopback port (a subprocess), wait until ready;
-2. capacity: the pinned replicas' batch-1 service rate from the catalog, or — when the HTTP
-   front end saturates first, as it does for the tiny digits models — the end-to-end
-   throughput measured with ``saturation_concurrency`` closed-loop clients; the offered rate is
-   ``load_fraction`` of the smaller (or ``validate.rate_qps``);
+2. capacity: the smaller of the pinned replicas' batch-1 service rate (catalog) and the HTTP
+   front end's capacity — its cores divided by the CPU time server and generator spend per
+   query, measured on a light open-loop probe (for the tiny digits models the front end is
+   the bottleneck); the offered rate is ``load_fraction`` of it (or ``validate.rate_qps``);
 3. calibrate the serving overhead at that rate: a separate Poisson trace (seed + 1,
    ``calibration_s`` long) is replayed and each answer's overhead is kept: client latency
    minus the replica's queue wait minus inference (HTTP, parsing, policy, IPC and the client
@@ -30,7 +30,6 @@ separate process and is read back through the shared results schema only.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import os
@@ -54,8 +53,7 @@ from infaas_core.metrics import (
 )
 from infaas_core.model import App, Variant
 from infaas_core.workload import generate
-from infaas_real.replay import ReplaySettings, _eval_split, _run, replay, wait_ready
-from infaas_real.server.client import V2Client
+from infaas_real.replay import ReplaySettings, _run, replay
 from infaas_real.server.config import (
     build_apps,
     build_catalog,
@@ -155,27 +153,30 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=5)
 
 
-async def saturation_qps(url: str, target: str, params: dict[str, Any], concurrency: int, seconds: float) -> float:
-    """Answers per second with ``concurrency`` closed-loop clients (the end-to-end capacity)."""
-    client = V2Client(url, concurrency)
-    await wait_ready(client, 600)
-    xs, _ = _eval_split("digits")
-    done = 0
-    stop = time.perf_counter() + seconds
+def front_end_capacity_qps(
+    url: str, server_pid: int, apps: Sequence[App], catalog: Catalog, probe_qps: float, probe_s: float, cores: float
+) -> tuple[float, float]:
+    """Capacity of the HTTP front end: ``cores`` divided by the marginal CPU time the server
+    process and this load generator spend per answered query. Two open-loop probes of the
+    same length at ``probe_qps`` and three times it; the difference of their CPU time over
+    the difference of their answers cancels the fixed costs (setup, idle loop, timers).
+    Returns (capacity in qps, CPU ms per query)."""
+    import psutil
 
-    async def loop(k: int) -> None:
-        nonlocal done
-        i = k
-        while time.perf_counter() < stop:
-            r = await client.infer(target, xs[i % len(xs) : i % len(xs) + 1], params)
-            done += r.status == 200
-            i += concurrency
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(loop(k) for k in range(concurrency)))
-    qps = done / (time.perf_counter() - t0)
-    await client.close()
-    return qps
+    server = psutil.Process(server_pid)
+    settings = ReplaySettings(url=url, lead_s=0.2, write_queries=False)
+    _run(replay(generate("poisson", rate_qps=probe_qps, duration_s=1.0, seed=12344), apps, catalog, 12344, settings))
+    cpu_s, answered = [], []  # the warm-up above paid the one-time costs (imports, data, caches)
+    for k, rate in enumerate((probe_qps, 3.0 * probe_qps)):
+        trace = generate("poisson", rate_qps=rate, duration_s=probe_s, seed=12345 + k)
+        c0 = sum(server.cpu_times()[:2]) + time.process_time()
+        result = _run(replay(trace, apps, catalog, 12345 + k, settings))
+        cpu_s.append(sum(server.cpu_times()[:2]) + time.process_time() - c0)
+        answered.append(int(result.summary["completed"]))
+    if answered[1] <= answered[0] or cpu_s[1] <= cpu_s[0]:
+        raise BackendError(f"front-end probe inconclusive: answers {answered}, CPU s {cpu_s}")
+    ms_per_query = (cpu_s[1] - cpu_s[0]) * 1000.0 / (answered[1] - answered[0])
+    return cores * 1000.0 / ms_per_query, ms_per_query
 
 
 def run_simulator(overrides: list[str], run_dir: Path, timeout_s: float) -> None:
@@ -184,15 +185,6 @@ def run_simulator(overrides: list[str], run_dir: Path, timeout_s: float) -> None
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         raise BackendError(f"simulator failed (exit {proc.returncode}): {' | '.join(tail)}")
-
-
-def _probe_params(app: App) -> dict[str, Any]:
-    p: dict[str, Any] = {"app": app.name}
-    if app.requirements.min_accuracy > 0:
-        p["min_accuracy"] = app.requirements.min_accuracy
-    if math.isfinite(app.requirements.latency_slo_ms):
-        p["latency_slo_ms"] = app.requirements.latency_slo_ms
-    return p
 
 
 def main(overrides: Sequence[str]) -> int:
@@ -217,13 +209,15 @@ def main(overrides: Sequence[str]) -> int:
     ready_s = float(v["ready_timeout_s"])
     try:
         await_server(server, url, run_dir / "server.log", ready_s)
-        a0 = apps[0]
         catalog_cap = capacity_qps(variant, replicas, float(v.get("ipc_ms_in_service", 0.0)))
+        cpu_ms = math.nan
         if v.get("capacity_qps"):
             measured = float(v["capacity_qps"])
         else:
-            measured = _run(saturation_qps(url, a0.requirements.target, _probe_params(a0),
-                                           int(v["saturation_concurrency"]), float(v["saturation_s"])))  # fmt: skip
+            fe_cores = float(len(set(pin.client) | set(pin.server))) if pin.client else float(
+                max(1, (os.cpu_count() or 1) - replicas * variant.cores))
+            measured, cpu_ms = front_end_capacity_qps(
+                url, server.pid, apps, catalog, float(v["probe_qps"]), float(v["probe_s"]), fe_cores)
         cap = min(catalog_cap, measured)
         rate = float(v["rate_qps"]) if v.get("rate_qps") else float(v["load_fraction"]) * cap
         settings = ReplaySettings(url=url, ready_timeout_s=ready_s, write_queries=True)
@@ -273,7 +267,8 @@ def main(overrides: Sequence[str]) -> int:
     facts = {
         "variant": f"{variant.name} x{replicas} (batch-1 p50 {variant.batch1_latency_ms:.3f} ms, max_batch {variant.max_batch})",
         "trace": f"poisson {rate:.1f} qps for {duration_s:g} s ({len(trace)} queries), seed {seed}",
-        "capacity": f"{cap:.0f} qps = min(catalog batch-1 capacity {catalog_cap:.0f}, measured end-to-end {measured:.0f}); "
+        "capacity": f"{cap:.0f} qps = min(replica batch-1 capacity from the catalog {catalog_cap:.0f}, "
+        f"front end {measured:.0f} = its cores / {cpu_ms:.3f} marginal CPU ms per query of server + generator); "
         f"offered load {rate / cap:.0%}",
         "serving overhead added to the simulator": f"{mode} from {overhead.size} calibration answers "
         f"(median {np.median(overhead):.3f} ms, p99 {np.quantile(overhead, 0.99):.3f} ms)",
@@ -293,6 +288,7 @@ def main(overrides: Sequence[str]) -> int:
 @dataclass(frozen=True, slots=True)
 class _Pinning:
     client: tuple[int, ...]
+    server: tuple[int, ...]
     server_overrides: list[str]
 
 
@@ -304,10 +300,11 @@ def _pinning(v: dict[str, Any]) -> _Pinning:
     have = os.sched_getaffinity(0)
     want = {int(c) for part in ("client", "server", "worker") for c in (spec.get(part) or [])}
     if not spec or not want <= have:
-        return _Pinning((), [])
+        return _Pinning((), (), [])
     fmt = lambda cs: "[" + ",".join(str(int(c)) for c in cs) + "]"  # noqa: E731
     return _Pinning(
         tuple(int(c) for c in spec.get("client") or ()),
+        tuple(int(c) for c in spec.get("server") or ()),
         [f"server.cpus={fmt(spec['server'])}", f"executor.cpus={fmt(spec['worker'])}"],
     )
 

@@ -21,7 +21,7 @@ def test_validate_writes_both_summaries_and_the_comparison(tmp_path: Path) -> No
     if over:  # a catalog given by path: both backends get it that way
         over = [*over, "validate.groups.catalog=null"]
     rc = cli_main(
-        ["validate", *over, "validate.duration_s=3", "validate.calibration_s=2", "validate.saturation_s=1",
+        ["validate", *over, "validate.duration_s=3", "validate.calibration_s=2", "validate.probe_s=1",
          f"hydra.run.dir={tmp_path}"]
     )  # fmt: skip
     assert rc == 0
