@@ -47,7 +47,7 @@ NAN = math.nan
 class Flushed:
     """Per-query results of one instance since its last flush (numpy arrays)."""
 
-    __slots__ = ("arrival_s", "batch", "finish_s", "keys", "start_s")
+    __slots__ = ("arrival_s", "batch", "finish_s", "keys", "served_batches", "start_s")
 
     def __init__(self, arrival_s: np.ndarray, keys: np.ndarray, start_s: np.ndarray,
                  finish_s: np.ndarray, batch: np.ndarray) -> None:
@@ -56,6 +56,7 @@ class Flushed:
         self.start_s = start_s
         self.finish_s = finish_s  # NaN: dropped
         self.batch = batch  # 0: dropped
+        self.served_batches: np.ndarray = batch[:0]  # sizes of the batches served (one per batch)
 
 
 class Instance:
@@ -281,10 +282,12 @@ class Instance:
         if h == 0:
             return None
         sizes = np.array(self.b_size, dtype=np.int64)
-        start = np.repeat(np.array(self.b_start), sizes)
-        fin = np.repeat(np.array(self.b_fin), sizes)
-        batch = np.repeat(np.where(np.isnan(self.b_fin), 0, sizes), sizes)
-        out = Flushed(np.array(self.pt[:h]), np.array(self.pk[:h], dtype=np.int64), start, fin, batch)
+        b_fin = np.array(self.b_fin)
+        dropped = np.isnan(b_fin)
+        batch = np.where(dropped, 0, sizes) if dropped.any() else sizes
+        out = Flushed(np.array(self.pt[:h]), np.array(self.pk[:h], dtype=np.int64),
+                      np.repeat(np.array(self.b_start), sizes), np.repeat(b_fin, sizes), np.repeat(batch, sizes))
+        out.served_batches = sizes[~dropped]
         del self.pt[:h], self.pk[:h]
         if self.pd:
             del self.pd[:h]
@@ -298,19 +301,20 @@ class Instance:
         routed = len(self.pt) - self.mark
         self.rate_qps = routed / window_s if window_s > 0 else 0.0
         if routed:
-            keys = np.array(self.pk[self.mark :], dtype=np.int64)
-            self.slo_ms = float(slo_ms_by_app[keys & KEY_MASK].mean())
             self.last_routed_s = self.pt[-1]
-        else:
-            self.slo_ms = math.inf
         flushed = self.flush()
         self.mark = len(self.pt)
-        served = None if flushed is None else flushed.batch > 0
-        if flushed is not None and served is not None and served.any():
-            lat = (flushed.finish_s[served] - flushed.arrival_s[served]) * 1000.0
-            self.latency_ms = float(lat.mean())
-            b = flushed.batch[served]
-            self.batch = float(b.size) / float((1.0 / b).sum())  # mean over batches, not queries
+        # SLO of the queries that started in the window (or, if none did, of those routed)
+        if flushed is not None:
+            self.slo_ms = float(slo_ms_by_app[flushed.keys & KEY_MASK].mean())
+        elif routed:
+            self.slo_ms = float(slo_ms_by_app[np.array(self.pk[-routed:], dtype=np.int64) & KEY_MASK].mean())
+        else:
+            self.slo_ms = math.inf
+        if flushed is not None and flushed.served_batches.size:
+            lat = flushed.finish_s - flushed.arrival_s
+            self.latency_ms = float(np.nanmean(lat)) * 1000.0
+            self.batch = float(flushed.served_batches.mean())  # mean over batches, not queries
         else:
             self.latency_ms = self.latency_ms / latency_decay
             self.batch = 0.0
