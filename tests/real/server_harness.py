@@ -5,6 +5,7 @@ overrides) may point them at another catalog."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import signal
@@ -25,12 +26,24 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def catalog_overrides() -> list[str]:
+    pytest.importorskip("infaas_real.runtime", reason="the variant runtime is not in this checkout")
     env = os.environ.get("INFAAS_REAL_TEST_OVERRIDES")
-    if env:
-        return shlex.split(env)
-    if not (REPO / "configs" / "catalog" / "digits.yaml").is_file():
+    over = shlex.split(env) if env else []
+    if not env and not (REPO / "configs" / "catalog" / "digits.yaml").is_file():
         pytest.skip("the digits catalog (configs/catalog/digits.yaml) is not in this checkout")
-    return []
+    _prebuild(tuple(over))
+    return over
+
+
+@functools.cache
+def _prebuild(over: tuple[str, ...]) -> None:
+    """Build every CPU variant's artifact once, before any server starts: a worker process
+    must not train a model on the request path (fresh checkouts have an empty cache)."""
+    from infaas_real.runtime import load_runner
+    from infaas_real.server.config import build_catalog, compose
+
+    for v in build_catalog(compose("serve", list(over)).cfg).cpu_variants():
+        load_runner(v).close()
 
 
 def free_port() -> int:
@@ -67,7 +80,7 @@ def running_server(overrides: list[str], tmp: Path, ready_timeout_s: float = 180
     port = free_port()
     log = tmp / f"server-{port}.log"
     cmd = [sys.executable, "-m", "infaas_real", "serve", *catalog_overrides(), *overrides,
-           f"server.port={port}", "server.log_level=warning"]  # fmt: skip
+           f"server.port={port}", "server.log_level=warning", "server.request_timeout_s=120"]  # fmt: skip
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     srv = Server(f"http://127.0.0.1:{port}", port, proc, log)
