@@ -34,7 +34,7 @@ from infaas_core.errors import BackendError, ConfigError, NoFeasibleVariant
 from infaas_core.model import ClusterSpec, Requirements
 from infaas_core.policies.base import Policy
 from infaas_real.executor import ExecutorSettings, InferenceFailed, Overloaded, WorkerDied
-from infaas_real.server import protocol
+from infaas_real.server import jsonfast, protocol
 from infaas_real.server.metrics import ServerMetrics
 from infaas_real.server.state import LiveState, StateSettings
 
@@ -114,11 +114,11 @@ class InferenceServer:
 
     async def ready(self, request: Request) -> Response:
         ok = self.state is not None and self.state.ready
-        return Response(orjson_dumps({"ready": ok}), status_code=200 if ok else 503, media_type=_JSON)
+        return Response(jsonfast.dumps({"ready": ok}), status_code=200 if ok else 503, media_type=_JSON)
 
     async def server_metadata(self, request: Request) -> Response:
         return Response(
-            orjson_dumps({"name": "infaas-py", "version": "0.1.0", "extensions": ["binary_tensor_data", "model_less"]}),
+            jsonfast.dumps({"name": "infaas-py", "version": "0.1.0", "extensions": ["binary_tensor_data", "model_less"]}),
             media_type=_JSON,
         )
 
@@ -139,11 +139,11 @@ class InferenceServer:
             return _error(404, f"unknown task, model or variant '{name}'")
         assert self.state is not None
         ok = t.form != "variant" or any(i.state == "ready" for i in self.state.instances_of(name))
-        return Response(orjson_dumps({"name": name, "ready": ok}), status_code=200 if ok else 400, media_type=_JSON)
+        return Response(jsonfast.dumps({"name": name, "ready": ok}), status_code=200 if ok else 400, media_type=_JSON)
 
     async def state_snapshot(self, request: Request) -> Response:
         assert self.state is not None
-        return Response(orjson_dumps(self.state.describe()), media_type=_JSON)
+        return Response(jsonfast.dumps(self.state.describe()), media_type=_JSON)
 
     async def prometheus(self, request: Request) -> Response:
         assert self.metrics is not None
@@ -246,12 +246,6 @@ class InferenceServer:
             ],
             lifespan=self.lifespan,
         )
-
-
-def orjson_dumps(obj: Any) -> bytes:
-    import orjson
-
-    return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def _error(status: int, message: str, **extra: Any) -> Response:

@@ -15,8 +15,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
-import orjson
 
+from infaas_real.server import jsonfast
 from infaas_real.server.protocol import HEADER_LEN, INPUT_NAME, OUTPUT_NAME
 
 
@@ -32,7 +32,7 @@ class Reply:
 def encode_request(x: np.ndarray, parameters: dict[str, Any]) -> tuple[bytes, int]:
     """Body and JSON-header length of a binary-tensor infer request."""
     x32 = np.ascontiguousarray(x, dtype="<f4")
-    head = orjson.dumps(
+    head = jsonfast.dumps(
         {
             "inputs": [
                 {
@@ -52,12 +52,12 @@ def encode_request(x: np.ndarray, parameters: dict[str, Any]) -> tuple[bytes, in
 def decode_reply(status: int, headers: dict[str, str], body: bytes) -> Reply:
     if status != 200:
         try:
-            err = orjson.loads(body).get("error")
-        except (orjson.JSONDecodeError, AttributeError):
+            err = jsonfast.loads(body).get("error")
+        except (jsonfast.DecodeError, AttributeError):
             err = body[:200].decode(errors="replace")
         return Reply(status, None, {}, None, str(err))
     hlen = int(headers.get(HEADER_LEN, len(body)))
-    resp = orjson.loads(body[:hlen])
+    resp = jsonfast.loads(body[:hlen])
     out = resp["outputs"][0]
     if hlen < len(body):
         y = np.frombuffer(body, dtype="<f4", offset=hlen).reshape(out["shape"])
@@ -114,8 +114,8 @@ class V2Client:
     async def get_json(self, path: str) -> tuple[int, Any]:
         status, _, data = await self._request("GET", path)
         try:
-            return status, orjson.loads(data)
-        except orjson.JSONDecodeError:
+            return status, jsonfast.loads(data)
+        except jsonfast.DecodeError:
             return status, None
 
     async def close(self) -> None:

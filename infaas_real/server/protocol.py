@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
+
+from infaas_real.server import jsonfast
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 HEADER_LEN = "inference-header-content-length"
 
-_OPTS = orjson.OPT_SERIALIZE_NUMPY
 
 
 class ProtocolError(Exception):
@@ -67,8 +67,8 @@ def parse_infer(body: bytes, header_len: str | None, features: int) -> InferRequ
     else:
         head, binary = body, memoryview(b"")
     try:
-        req = orjson.loads(head)
-    except orjson.JSONDecodeError as exc:
+        req = jsonfast.loads(head)
+    except jsonfast.DecodeError as exc:
         raise _bad(f"malformed JSON: {exc}") from None
     if not isinstance(req, dict):
         raise _bad("the request must be a JSON object")
@@ -158,7 +158,7 @@ def encode_infer(
     resp: dict[str, Any] = {"model_name": model_name, "model_version": "1", "outputs": [out], "parameters": params}
     if request_id is not None:
         resp["id"] = request_id
-    head = orjson.dumps(resp, option=_OPTS)
+    head = jsonfast.dumps(resp)
     if not binary:
         return head, {"content-type": "application/json"}
     return head + y32.tobytes(), {
@@ -168,11 +168,11 @@ def encode_infer(
 
 
 def error_body(message: str, **extra: Any) -> bytes:
-    return orjson.dumps({"error": message, **extra})
+    return jsonfast.dumps({"error": message, **extra})
 
 
 def model_metadata(name: str, features: int, classes: int, platform: str, versions: list[str]) -> bytes:
-    return orjson.dumps(
+    return jsonfast.dumps(
         {
             "name": name,
             "versions": versions,
