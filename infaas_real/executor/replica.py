@@ -31,7 +31,7 @@ class RunnerSpec:
 
     factory: str = "infaas_real.runtime:load_runner"
     cache_dir: str | None = None
-    device: str = "cpu"
+    device: str = "cpu"  # where accelerator variants run (e.g. "cuda"); CPU variants always run on "cpu"
     cpus: tuple[int, ...] = ()  # cores the worker processes may run on; () = wherever the OS puts them
 
 
@@ -68,7 +68,7 @@ class Replica:
         self.conn: Connection = parent
         self.process = _SPAWN.Process(
             target=worker_main,
-            args=(child, variant, spec.factory, spec.cache_dir, spec.device, spec.cpus),
+            args=(child, variant, spec.factory, spec.cache_dir, "cpu" if variant.is_cpu else spec.device, spec.cpus),
             name=f"infaas-{variant.name}-r{rid}",
             daemon=True,
         )
