@@ -98,7 +98,7 @@ def metric_vs_load(df: pd.DataFrame, column: str, ylabel: str, percent: bool = F
 
 
 def _scenario_label(key: dict[str, Any]) -> str:
-    label = f"{key['trace']} @ {key['load_qps']:g} qps"
+    label = f"{key['trace']}\n{key['load_qps']:g} qps"
     return f"{label}\n{key['variation']}" if key["variation"] else label
 
 
