@@ -232,7 +232,7 @@ class LiveState:
     def apply(self, actions: Sequence[Action]) -> None:
         for a in actions:
             if isinstance(a, LoadVariant):
-                if self._load(a.variant, a.worker_id, a.replicas, reuse=True) is None:
+                if self._load(a.variant, a.worker_id, a.replicas, reuse=False) is None:
                     log.info("refused %s: does not fit", a)
             elif isinstance(a, UnloadVariant):
                 inst = self._instances.get(a.instance_id)

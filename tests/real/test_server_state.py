@@ -64,3 +64,28 @@ def test_initial_workers_beyond_the_core_budget_are_an_error() -> None:
             await _state(budget=0).start()
 
     asyncio.run(body())
+
+
+def test_load_variant_adds_replicas_to_an_existing_instance_until_cores_run_out() -> None:
+    pytest.importorskip("infaas_real.runtime", reason="the variant runtime is not in this checkout")
+    small = make_variant(
+        name="mlp_small-onnx-fp32-cpu1-b8", model="mlp_small", task="classification-digits",
+        framework="onnx-fp32", hardware="cpu", cores=1, max_batch=8, load_latency_ms=100.0,
+        memory_mb=50.0, accuracy=0.9, source="modeled:test", points={1: (0.05, 0.1)},
+    )  # fmt: skip
+    two = InstanceType("two", price_usd_per_hour=0.0, vcpus=2, memory_gb=1.0, startup_s=0.0)
+    cluster = ClusterSpec((two,), initial_workers=(("two", 1),), max_workers=(("two", 1),))
+    catalog = Catalog([small])
+    t0 = time.perf_counter()
+
+    async def body() -> None:
+        st = LiveState(catalog, cluster, Policy(PolicyContext(catalog, cluster)), StateSettings(core_budget=2),
+                       ExecutorSettings(), lambda: time.perf_counter() - t0)  # fmt: skip
+        await st.start()
+        wid = st.workers[0].id
+        st.apply([LoadVariant(small.name, wid), LoadVariant(small.name, wid), LoadVariant(small.name, wid)])
+        (inst,) = st.instances_of(small.name)
+        assert inst.replicas == 2 and st.workers[0].free_cores == 0  # the third did not fit
+        await st.close()
+
+    asyncio.run(body())
