@@ -251,7 +251,9 @@ class ClusterState:
         drained = inst.drained_at_s
         now = self.clock[0]
         if drained > now:
-            self.schedule(drained if math.isfinite(drained) else now + self.recheck_s, lambda: self._try_finish_unload(inst))
+            # queries still wait: look again when the next replica frees (at least recheck_s on)
+            nxt = drained if math.isfinite(drained) else max(min(f for f, _ in inst.servers), now + self.recheck_s)
+            self.schedule(nxt, lambda: self._try_finish_unload(inst))
             return
         w = inst.worker
         w.reserve(inst.variant, -len(inst.servers))
