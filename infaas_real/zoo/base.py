@@ -1,0 +1,74 @@
+"""The zoo protocol: what the variant generator and the runtime need from a model family."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+@dataclass(frozen=True, slots=True)
+class ZooModel:
+    """One trained model of a zoo.
+
+    ``build()`` returns the model in eval mode with its final weights (training it if the
+    zoo trains its models). ``weights_key`` is everything that determines those weights
+    (training config and seed, weights file and its content hash...) and goes into the
+    artifact cache key. ``accuracy`` is the published top-1, or ``None`` when the profiler
+    measures it on the zoo's labelled split. ``convolutional`` marks CNNs (their per-item
+    latency should fall as the batch grows).
+    """
+
+    name: str
+    build: Callable[[], nn.Module] = field(repr=False, compare=False)
+    weights_key: Mapping[str, Any]
+    accuracy: float | None = None
+    convolutional: bool = False
+    accuracy_source: str = ""
+
+
+class Zoo(ABC):
+    """A named family of models serving one task with one input shape."""
+
+    name: str
+    task: str
+    input_shape: tuple[int, ...]
+    """Per-item input shape (``(64,)`` for digits, ``(3, 224, 224)`` for imagenet)."""
+
+    @abstractmethod
+    def models(self) -> tuple[ZooModel, ...]:
+        """Every model of the zoo, smallest first."""
+
+    def model(self, name: str) -> ZooModel:
+        from infaas_core.errors import UnknownNameError
+
+        for m in self.models():
+            if m.name == name:
+                return m
+        raise UnknownNameError(f"zoo.{self.name}.models", name, [m.name for m in self.models()])
+
+    @abstractmethod
+    def example_input(self, batch: int) -> np.ndarray:
+        """A float32 input batch of shape ``(batch, *input_shape)`` (deterministic)."""
+
+    def eval_data(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Held-out ``(X, y)`` with labels, or ``None`` when the zoo has none."""
+        return None
+
+    @abstractmethod
+    def agreement_inputs(self) -> np.ndarray:
+        """Inputs on which a variant's top-1 is compared with the fp32 reference."""
+
+    @abstractmethod
+    def calibration_inputs(self) -> np.ndarray:
+        """Inputs for static int8 calibration (never the evaluation split)."""
+
+    def config_key(self) -> Mapping[str, Any]:
+        """What of the zoo's own configuration changes its artifacts (hashed into the key)."""
+        return {"zoo": self.name, "task": self.task, "input_shape": list(self.input_shape)}
