@@ -6,7 +6,8 @@ in the request's ``parameters`` (``min_accuracy``, ``latency_slo_ms``, optionall
 
 Status codes: 200 answered; 400 malformed request (JSON, shape, datatype, parameters);
 404 unknown name; 413 body over ``max_request_bytes``; 422 no variant can satisfy the
-requirements (with the policy's reason and suggestion); 429 the chosen instance's queue is
+requirements (with the policy's reason and suggestion; a policy rejection for lack of room
+is 503); 429 the chosen instance's queue is
 full; 500 the runner failed; 503 the query could not be served (replica died twice, load
 refused, server-side timeout, or more than ``max_inflight_requests`` in flight — health and
 metrics endpoints are not counted, so they answer during a flood).
@@ -39,6 +40,9 @@ from infaas_real.server.metrics import ServerMetrics
 from infaas_real.server.state import LiveState, StateSettings
 
 _JSON = "application/json"
+CAPACITY_REJECT_PREFIX = "no capacity"
+"""How an ``infaas_core`` policy's ``Reject`` reason starts when the cause is load, not the
+requirements (``infaas`` with ``when_no_room``); such rejections are answered 503."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +187,10 @@ class InferenceServer:
         except NoFeasibleVariant as exc:
             decision = Reject(exc.reason, exc.suggestion)
         if isinstance(decision, Reject):
-            return self._count(_error(422, decision.reason, suggestion=decision.suggestion), "")
+            # A policy that declines for want of room (not because no variant could ever meet
+            # the requirements) signals overload: 503, retry later; otherwise 422.
+            status = 503 if decision.reason.startswith(CAPACITY_REJECT_PREFIX) else 422
+            return self._count(_error(status, decision.reason, suggestion=decision.suggestion), "")
         try:
             inst, futures = state.submit(decision, r.x, r.latency_slo_ms)
         except Overloaded as exc:

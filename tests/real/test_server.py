@@ -87,9 +87,10 @@ def test_tritonclient_gets_a_variant_meeting_min_accuracy_and_right_labels(
 
 
 def test_a_variant_and_a_model_can_be_named_exactly(server: Server, catalog: Catalog, digits: tuple[np.ndarray, np.ndarray]) -> None:
-    v = max(catalog.by_task(TASK), key=lambda v: v.accuracy)
+    v = max((v for v in catalog.by_task(TASK) if v.max_batch >= 2 and v.cores == 1), key=lambda v: v.accuracy)
     status, body = server.post(f"/v2/models/{v.name}/infer", _infer_body(digits[0][:2]))
-    assert status == 200 and orjson.loads(body)["model_name"] == v.name
+    assert status == 200, body
+    assert orjson.loads(body)["model_name"] == v.name
     status, body = server.post(f"/v2/models/{v.model}/infer", _infer_body(digits[0][:1], latency_slo_ms=1000))
     assert status == 200 and catalog.get(orjson.loads(body)["model_name"]).model == v.model
 
@@ -125,7 +126,7 @@ def test_a_flood_far_beyond_capacity_is_answered_promptly_and_the_server_stays_u
     /v2/health/live answers during the flood."""
     x = digits[0][:8]
 
-    async def flood() -> tuple[Counter[int], float, float]:
+    async def flood() -> tuple[Counter[int], float, float, Counter[tuple[int, str]]]:
         client = V2Client(server.url, max_connections=1500, timeout_s=60)
         params = {"min_accuracy": 0.95, "latency_slo_ms": 100}
         t0 = time.perf_counter()
@@ -140,10 +141,11 @@ def test_a_flood_far_beyond_capacity_is_answered_promptly_and_the_server_stays_u
         elapsed = time.perf_counter() - t0
         await client.close()
         await probe.close()
-        return Counter(r.status for r in replies), elapsed, live_s
+        errors = Counter((r.status, (r.error or "")[:100]) for r in replies if r.status != 200)
+        return Counter(r.status for r in replies), elapsed, live_s, errors
 
-    statuses, elapsed, live_s = asyncio.run(flood())
-    assert set(statuses) <= {200, 429, 503}, statuses
+    statuses, elapsed, live_s, errors = asyncio.run(flood())
+    assert set(statuses) <= {200, 429, 503}, errors
     assert statuses[429] + statuses[503] > 0, statuses  # admission control refused part of it
     assert elapsed < 60 and live_s < 10
     assert server.get("/v2/health/live")[0] == 200
