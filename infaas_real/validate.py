@@ -80,7 +80,7 @@ def free_port() -> int:
 def pinned_variant(cfg: dict[str, Any], catalog: Catalog, apps: Sequence[App]) -> Variant:
     """The variant under test: ``validate.variant``; else, for the first application, the
     most accurate 1-core CPU variant meeting its accuracy whose batch-1 latency fits its SLO
-    (fastest on ties) — one replica of it leaves a core for the server and the generator."""
+    (fastest on ties, then the largest max_batch) — one replica of it leaves a core for the server and the generator."""
     name = section(cfg, "validate").get("variant")
     if name:
         return catalog.get(str(name))
@@ -95,7 +95,8 @@ def pinned_variant(cfg: dict[str, Any], catalog: Catalog, apps: Sequence[App]) -
     if not fits:
         raise ConfigError("validate.variant", f"no 1-core CPU variant meets {req}; name one")
     best = max(v.accuracy for v in fits)
-    return min((v for v in fits if v.accuracy == best), key=lambda v: (v.batch1_latency_ms, v.name))
+    # fastest; on ties the largest max_batch (batching absorbs the front end's bursts)
+    return min((v for v in fits if v.accuracy == best), key=lambda v: (v.batch1_latency_ms, -v.max_batch, v.name))
 
 
 def capacity_qps(v: Variant, replicas: int, overhead_in_service_ms: float) -> float:
