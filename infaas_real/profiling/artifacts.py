@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,11 +52,17 @@ def default_cache_dir() -> Path:
 
 
 def library_versions() -> dict[str, str]:
-    import onnx
-    import onnxruntime
-    import torch
+    """Versions of the libraries that shape an artifact (read from package metadata, so a
+    fully cached run never imports torch)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+    out = {}
+    for name in ("torch", "onnx", "onnxruntime"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "absent"
+    return out
 
 
 def content_hash(obj: Mapping[str, Any]) -> str:
@@ -165,10 +172,13 @@ class ArtifactStore:
         # Build on the meta device (no random init: loading is file -> tensors, as in serving),
         # then take the loaded tensors as they are; fall back to a real init if some buffer
         # is not in the state_dict.
-        with torch.device("meta"):
-            module = self._fresh(model)
-        module.load_state_dict(state, assign=True)
-        if any(t.is_meta for t in (*module.parameters(), *module.buffers())):
+        try:
+            with torch.device("meta"):
+                module = self._fresh(model)
+            module.load_state_dict(state, assign=True)
+        except (NotImplementedError, RuntimeError):  # a constructor that computes on tensors
+            module = None
+        if module is None or any(t.is_meta for t in (*module.parameters(), *module.buffers())):
             module = self._fresh(model)
             module.load_state_dict(state)
         return module.eval()
@@ -206,7 +216,8 @@ class ArtifactStore:
         order = ("dynamo", "torchscript") if self.exporter == "dynamo" else ("torchscript",)
         for exporter in order:
             try:
-                with torch.no_grad():
+                with torch.no_grad(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
                     if exporter == "dynamo":
                         torch.onnx.export(module, example, str(path), dynamo=True, external_data=False,
                                           verbose=False, **common)  # fmt: skip

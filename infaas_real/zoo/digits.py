@@ -56,8 +56,19 @@ def _arch(name: str) -> Any:
             x = x * (1.0 / 16.0)
             return x.reshape(-1, 1, 8, 8) if self.image else x
 
+    class SingularValues(nn.Module):
+        """Image -> its 64 pixels and the 8 singular values of the 8×8 matrix (shape features).
+        ONNX has no SVD operator, so this model runs in torch but cannot be exported."""
+
+        def forward(self, x: Any) -> Any:
+            import torch
+
+            return torch.cat([x.flatten(1), torch.linalg.svdvals(x[:, 0])], dim=1)
+
     if name == "linear_pool4":
         return nn.Sequential(Scale(True), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(16, 10))
+    if name == "svd_linear":
+        return nn.Sequential(Scale(True), SingularValues(), nn.Linear(64 + 8, 10))
     if name == "logreg":
         return nn.Sequential(Scale(False), nn.Linear(64, 10))
     if name == "mlp_small":
@@ -90,6 +101,11 @@ ARCHITECTURES: tuple[tuple[str, bool], ...] = (
 )
 """(name, convolutional), smallest capacity first."""
 
+EXTRA_ARCHITECTURES: dict[str, bool] = {"svd_linear": False}
+"""Opt-in models (``extra_models``): ``svd_linear`` adds the image's singular values as
+features; it serves in torch but its ONNX export fails (no SVD operator), which exercises
+the profiler's skip-and-continue path on a real model."""
+
 
 class DigitsZoo(Zoo):
     """Six classifiers from a 170-parameter linear model to a two-layer CNN."""
@@ -103,10 +119,17 @@ class DigitsZoo(Zoo):
         train: TrainConfig | dict[str, Any] | None = None,
         split: SplitConfig | dict[str, Any] | None = None,
         calibration_size: int = 256,
+        extra_models: list[str] | tuple[str, ...] = (),
     ) -> None:
         self.train_config = train if isinstance(train, TrainConfig) else TrainConfig(**(train or {}))
         self.split_config = split if isinstance(split, SplitConfig) else SplitConfig(**(split or {}))
         self.calibration_size = int(calibration_size)
+        unknown = [m for m in extra_models if m not in EXTRA_ARCHITECTURES]
+        if unknown:
+            from infaas_core.errors import UnknownNameError
+
+            raise UnknownNameError("zoo.options.extra_models", unknown[0], tuple(EXTRA_ARCHITECTURES))
+        self.extra_models = tuple(extra_models)
 
     @cached_property
     def _split(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -139,7 +162,7 @@ class DigitsZoo(Zoo):
                 convolutional=conv,
                 accuracy_source="measured: held-out stratified split",
             )
-            for name, conv in ARCHITECTURES
+            for name, conv in (*ARCHITECTURES, *((m, EXTRA_ARCHITECTURES[m]) for m in self.extra_models))
         )
 
     def _builder(self, name: str) -> Callable[[], Any]:

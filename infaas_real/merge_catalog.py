@@ -1,0 +1,88 @@
+"""Merge profile tables: ``python -m infaas_real.merge_catalog BASE NEW [NEW...] [--out OUT]``.
+
+Rows of NEW replace every row of BASE with the same (hardware class, framework, task) — so
+measured GPU rows (``infaas-real profile zoo=imagenet device=cuda``) replace the modeled
+rows of that class and framework, and rows with the same variant name are replaced too.
+Without ``--out`` BASE is rewritten in place. The merged table is validated with
+``load_catalog`` before it is written.
+
+``python -m infaas_real.merge_catalog --modeled imagenet OUT`` writes the modeled
+accelerator rows (``infaas_real/profiling/modeled.py``) for the imagenet zoo's published
+accuracies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from infaas_real.profiling.run import COLUMNS, write_table
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def merge(base: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``base`` minus what ``new`` covers (same hardware+framework+task, or same variant), then ``new``."""
+    covered = {(r["hardware"], r["framework"], r["task"]) for r in new}
+    names = {r["variant"] for r in new}
+    kept = [r for r in base if (r["hardware"], r["framework"], r["task"]) not in covered and r["variant"] not in names]
+    return kept + list(new)
+
+
+def write_validated(rows: list[dict[str, Any]], out: Path) -> None:
+    from infaas_core.catalog import load_catalog
+
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / out.name
+        _write_csv(rows, probe)
+        load_catalog(probe)  # raises InputError naming file, line and column
+    _write_csv(rows, out)
+
+
+def _write_csv(rows: list[dict[str, Any]], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS, lineterminator="\n", extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m infaas_real.merge_catalog", description=__doc__.split("\n")[0])
+    ap.add_argument("base", nargs="?")
+    ap.add_argument("new", nargs="*", type=Path)
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--modeled", metavar="ZOO", help="write the modeled accelerator rows of ZOO to BASE")
+    args = ap.parse_args(argv)
+    if args.modeled:
+        from infaas_real.profiling.modeled import modeled_rows
+        from infaas_real.zoo import get_zoo
+
+        zoo = get_zoo(args.modeled)
+        accs = {m.name: float(m.accuracy) for m in zoo.models() if m.accuracy is not None}
+        rows = modeled_rows(accs, zoo.task)
+        out = Path(args.base)
+        write_table(rows, {"zoo": zoo.name, "modeled": True}, out)
+        write_validated(rows, out)
+        print(f"wrote {out}: {len(rows)} modeled rows")
+        return 0
+    if not args.base or not args.new:
+        ap.error("give BASE and at least one NEW table (or --modeled ZOO OUT)")
+    base_path = Path(args.base)
+    rows = read_rows(base_path)
+    for path in args.new:
+        rows = merge(rows, read_rows(path))
+    out = args.out or base_path
+    write_validated(rows, out)
+    print(f"wrote {out}: {len(rows)} rows, {len({r['variant'] for r in rows})} variants")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
