@@ -95,8 +95,8 @@ def test_an_unknown_config_group_option_fails_with_one_line(tmp_path: Path) -> N
 @pytest.mark.slow
 def test_the_default_scenario_runs_with_no_overrides(tmp_path: Path) -> None:
     """infaas-sim with no overrides (only where to write): the default INFaaS scenario."""
-    if not (REPO / "configs" / "catalog" / "imagenet.yaml").exists():
-        pytest.skip("the default catalog is not in this checkout yet")
+    if not (REPO / "catalogs" / "imagenet.csv").exists():
+        pytest.skip("catalogs/imagenet.csv (the default catalog) is not in this checkout yet")
     p = _sim(f"hydra.run.dir={tmp_path}")
     assert p.returncode == 0, p.stderr
     s = json.loads((tmp_path / "summary.json").read_text())
@@ -109,8 +109,8 @@ def test_the_default_scenario_runs_with_no_overrides(tmp_path: Path) -> None:
 def test_the_readme_multirun_compares_policies(tmp_path: Path) -> None:
     """-m policy=infaas,infaas_no_model_autoscale,clipper_plus,sagemaker_plus: one run per policy,
     in sub-directories named by the override."""
-    if not (REPO / "configs" / "catalog" / "imagenet.yaml").exists():
-        pytest.skip("the default catalog is not in this checkout yet")
+    if not (REPO / "catalogs" / "imagenet.csv").exists():
+        pytest.skip("catalogs/imagenet.csv (the default catalog) is not in this checkout yet")
     policies = ("infaas", "infaas_no_model_autoscale", "clipper_plus", "sagemaker_plus")
     p = _sim("-m", f"policy={','.join(policies)}", "trace.duration_s=10", f"hydra.sweep.dir={tmp_path}")
     assert p.returncode == 0, p.stderr

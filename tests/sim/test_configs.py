@@ -42,7 +42,7 @@ def test_every_group_option_composes_and_validates(group: str, option: str) -> N
     (or fails with a ConfigError naming a key, for combinations that cannot work)."""
     if (group, option) in NEEDS_DOWNLOAD:
         pytest.skip("trace data is downloaded separately (traces/README.md)")
-    if not (CONFIG_DIR / "catalog" / "imagenet.yaml").exists() and group != "catalog":
+    if not (CONFIG_DIR.parent / "catalogs" / "imagenet.csv").exists() and group != "catalog":
         pytest.skip("the default catalog (configs/catalog/imagenet.yaml) is not in this checkout yet")
     cfg = _compose([f"{group}={option}", "trace.duration_s=2"] if group != "experiment" else [f"{group}={option}"])
     try:
@@ -54,7 +54,7 @@ def test_every_group_option_composes_and_validates(group: str, option: str) -> N
 
 def test_documented_overrides_work() -> None:
     """policy=, trace=, trace.duration_s=, trace.rate_qps=, catalog.path=, cluster=, apps=, seed=."""
-    if not (CONFIG_DIR / "catalog" / "imagenet.yaml").exists():
+    if not (CONFIG_DIR.parent / "catalogs" / "imagenet.csv").exists():
         pytest.skip("the default catalog is not in this checkout yet")
     cfg = _compose(["policy=clipper_plus", "trace=poisson", "trace.duration_s=3", "trace.rate_qps=250",
                     "cluster=aws_all", "apps=default", "seed=7", "sim.latency_model=deterministic"])
@@ -82,7 +82,7 @@ def test_unknown_sim_key_and_unknown_latency_model_name_their_key() -> None:
 
 def test_check_composes_reports_a_bad_override_in_one_line() -> None:
     """The CLI's pre-check: a bad key or group option (first job of a sweep) -> one line."""
-    if not (CONFIG_DIR / "catalog" / "imagenet.yaml").exists():
+    if not (CONFIG_DIR.parent / "catalogs" / "imagenet.csv").exists():
         pytest.skip("the default catalog is not in this checkout yet")
     assert check_composes([]) is None
     assert check_composes(["--help"]) is None
