@@ -35,6 +35,23 @@ def merge(base: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[st
     return kept + list(new)
 
 
+def merge_sidecars(sources: list[Path], out: Path) -> None:
+    """``<out>.meta.json``: the sources' per-variant records (later sources win) and failures."""
+    import json
+
+    merged: dict[str, Any] = {"merged_from": [str(p) for p in sources], "variants": {}, "failed": {}}
+    for src in sources:
+        side = Path(str(src) + ".meta.json")
+        if side.is_file():
+            meta = json.loads(side.read_text())
+            merged["variants"].update(meta.get("variants", {}))
+            merged["failed"].update(meta.get("failed", {}))
+            for key in ("machine", "hardware", "config", "zoo"):
+                if key in meta:
+                    merged.setdefault("sources", {}).setdefault(str(src), {})[key] = meta[key]
+    Path(str(out) + ".meta.json").write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n")
+
+
 def write_validated(rows: list[dict[str, Any]], out: Path) -> None:
     from infaas_core.catalog import load_catalog
 
@@ -80,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = merge(rows, read_rows(path))
     out = args.out or base_path
     write_validated(rows, out)
+    merge_sidecars([base_path, *args.new], out)
     print(f"wrote {out}: {len(rows)} rows, {len({r['variant'] for r in rows})} variants")
     return 0
 
