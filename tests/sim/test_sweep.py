@@ -21,7 +21,11 @@ TRACES = ("poisson", "flat")
 SEEDS = (0, 1)
 SKIP_LINE = "resume: skipping finished run"
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (REPO / "catalogs" / "imagenet.csv").exists(),
+                       reason="catalogs/imagenet.csv (the default catalog) is not in this checkout yet"),
+]
 
 
 def _sim(*args: str) -> subprocess.CompletedProcess[str]:
