@@ -101,6 +101,8 @@ def build_plan(cfg: dict[str, Any]) -> ProfilePlan:
         models = [models]
     return ProfilePlan(frameworks=frameworks, threads=threads, batches=batches, max_batches=max_batches,
                        measure=measure, max_run_s=float(pick("max_run_s")), device=device,
+                       noise_tolerance=float(cfg["noise_tolerance"]), noise_retries=int(cfg["noise_retries"]),
+                       remeasure_noisy=bool(cfg["remeasure_noisy"]),
                        models=tuple(str(m) for m in models) if models else None)  # fmt: skip
 
 

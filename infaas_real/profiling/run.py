@@ -14,6 +14,7 @@ skipped; it never aborts the run.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -46,6 +47,20 @@ class ProfilePlan:
     max_run_s: float = 1.0
     device: str = "cpu"
     models: tuple[str, ...] | None = None
+    noise_tolerance: float = 0.3
+    noise_retries: int = 2
+    remeasure_noisy: bool = False
+
+
+def noise_violations(batches: Sequence[int], p50_ms: Sequence[float], tolerance: float,
+                     convolutional: bool) -> int:  # fmt: skip
+    """How many signs of interference a measured series shows: p50 falling by more than
+    ``tolerance`` from one batch size to the next (latency cannot really fall with more
+    work), and — for CNNs — per-item latency at the largest batch not below batch 1's."""
+    bad = sum(1 for a, b in itertools.pairwise(p50_ms) if b < a * (1 - tolerance))
+    if convolutional and len(batches) > 1 and p50_ms[-1] / batches[-1] >= p50_ms[0] / batches[0]:
+        bad += 1
+    return bad
 
 
 @dataclass(slots=True)
@@ -112,7 +127,6 @@ class Profiler:
 
     # -- one (model, framework, threads) ---------------------------------------------------
     def _measure(self, model: ZooModel, fw: str, threads: int) -> tuple[Measurement, str, str, bool]:
-        from infaas_real.runtime import open_runner
 
         if fw == "tensorrt-fp16":
             from infaas_real.profiling.tensorrt import tensorrt_available
@@ -128,7 +142,29 @@ class Profiler:
         path = self.cache_root / "measurements" / self.zoo.name / f"{content_hash(key)}.json"
         exporter = str(art.meta.get("exporter", ""))
         if path.is_file():
-            return Measurement.from_json(json.loads(path.read_text())), art.hash, exporter, True
+            hit = Measurement.from_json(json.loads(path.read_text()))
+            if not (self.plan.remeasure_noisy and self._violations(model, hit)):
+                return hit, art.hash, exporter, True
+        best: Measurement | None = None
+        for attempt in range(1 + max(0, self.plan.noise_retries)):
+            m = self._measure_once(model, fw, threads, art.size_mb)
+            if best is None or self._violations(model, m) < self._violations(model, best):
+                best = m
+            if not self._violations(model, best):
+                break
+            self.log(f"noisy    {model.name} {fw} t={threads}: p50 {[round(x, 3) for x in m.p50_ms]} "
+                     f"(attempt {attempt + 1}); measuring again")  # fmt: skip
+        assert best is not None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(best.to_json()))
+        return best, art.hash, exporter, False
+
+    def _violations(self, model: ZooModel, m: Measurement) -> int:
+        return noise_violations(m.batches, m.p50_ms, self.plan.noise_tolerance, model.convolutional)
+
+    def _measure_once(self, model: ZooModel, fw: str, threads: int, artifact_mb: float) -> Measurement:
+        from infaas_real.runtime import open_runner
+
         batches = self._batches_within_budget(model, fw, threads)
         reference = self._reference_top1(model)
         from infaas_core.model import make_variant
@@ -138,13 +174,9 @@ class Profiler:
                              task=self.zoo.task, framework=fw, hardware=self.hardware, cores=threads,
                              max_batch=max(max_b, len(self.zoo.agreement_inputs())), load_latency_ms=0.0,
                              memory_mb=0.0, accuracy=0.0, source="probe", points={1: (0.0, 0.0)})  # fmt: skip
-        sync = self._sync()
-        m = measure_runner(lambda: open_runner(self.store, self.zoo, probe, self.plan.device), self.zoo,
-                           batches, self.plan.measure, reference_top1=reference,
-                           artifact_mb=art.size_mb, sync=sync)  # fmt: skip
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(m.to_json()))
-        return m, art.hash, exporter, False
+        return measure_runner(lambda: open_runner(self.store, self.zoo, probe, self.plan.device), self.zoo,
+                              batches, self.plan.measure, reference_top1=reference,
+                              artifact_mb=artifact_mb, sync=self._sync())  # fmt: skip
 
     def _sync(self) -> Callable[[], None] | None:
         if self.hardware == "cpu":
