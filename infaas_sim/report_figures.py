@@ -98,9 +98,14 @@ def metric_vs_load(df: pd.DataFrame, column: str, ylabel: str, percent: bool = F
     return fig
 
 
-def _scenario_label(key: dict[str, Any]) -> str:
+def _scenario_label(key: dict[str, Any], with_variation: bool = True) -> str:
     label = f"{key['trace']}\n{key['load_qps']:g} qps"
-    return f"{label}\n{key['variation']}" if key["variation"] else label
+    return f"{label}\n{key['variation']}" if key["variation"] and with_variation else label
+
+
+def _varies(df: pd.DataFrame) -> bool:
+    """Whether the scenarios differ in other overrides (else labels leave them out)."""
+    return df["variation"].nunique() > 1
 
 
 def policy_bars(df: pd.DataFrame) -> Figure:
@@ -117,7 +122,7 @@ def policy_bars(df: pd.DataFrame) -> Figure:
             vals = [rows.loc[rows["policy"] == policy, column].mean() for _, rows in groups]
             ax.bar(x + (i - (len(policies) - 1) / 2) * width, np.asarray(vals) * (100 if percent else 1),
                    width, label=policy, color=policy_color(policy))
-        ax.set_xticks(x, [_scenario_label(k) for k, _ in groups], fontsize=8)
+        ax.set_xticks(x, [_scenario_label(k, _varies(df)) for k, _ in groups], fontsize=8)
         ax.set_ylabel(label)
         ax.grid(axis="y", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
@@ -173,7 +178,7 @@ def latency_cdf(df: pd.DataFrame, runs: Sequence[RunRecord], root: Path) -> Figu
             if lat is not None and len(lat):
                 lines.append((policy, lat, app_slos_ms(run.config)))
         if lines:
-            panels.append((_scenario_label(key), lines))
+            panels.append((_scenario_label(key, _varies(df)), lines))
     if not panels:
         return None
     with_slo = any(slos for _, lines in panels for _, _, slos in lines)
