@@ -56,10 +56,12 @@ def noise_violations(batches: Sequence[int], p50_ms: Sequence[float], tolerance:
                      convolutional: bool) -> int:  # fmt: skip
     """How many signs of interference a measured series shows: p50 falling by more than
     ``tolerance`` from one batch size to the next (latency cannot really fall with more
-    work), and — for CNNs — per-item latency at the largest batch not below batch 1's."""
+    work), and — for CNNs — per-item latency at the largest batch above batch 1's by more
+    than ``tolerance`` (batching never makes a CNN slower per item)."""
     bad = sum(1 for a, b in itertools.pairwise(p50_ms) if b < a * (1 - tolerance))
-    if convolutional and len(batches) > 1 and p50_ms[-1] / batches[-1] >= p50_ms[0] / batches[0]:
-        bad += 1
+    if convolutional and len(batches) > 1:
+        # per-item latency may stay flat (a compute-bound CNN on one thread) but not rise
+        bad += int(p50_ms[-1] / batches[-1] > (1 + tolerance) * p50_ms[0] / batches[0])
     return bad
 
 
@@ -160,7 +162,9 @@ class Profiler:
         return best, art.hash, exporter, False
 
     def _violations(self, model: ZooModel, m: Measurement) -> int:
-        return noise_violations(m.batches, m.p50_ms, self.plan.noise_tolerance, model.convolutional)
+        # a sweep cut short after one batch size (one slow first run) counts as disturbed too
+        short = int(len(m.batches) < min(2, len(self.plan.batches)))
+        return short + noise_violations(m.batches, m.p50_ms, self.plan.noise_tolerance, model.convolutional)
 
     def _measure_once(self, model: ZooModel, fw: str, threads: int, artifact_mb: float) -> Measurement:
         from infaas_real.runtime import open_runner
