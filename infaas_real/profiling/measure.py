@@ -134,9 +134,16 @@ def measure_runner(
     reference_top1: np.ndarray | None,
     artifact_mb: float,
     sync: Callable[[], None] | None = None,
+    device_peak_mb: Callable[[], float] | None = None,
 ) -> Measurement:
-    """Open a runner (artifact already on disk) and measure it at each batch size."""
+    """Open a runner (artifact already on disk) and measure it at each batch size.
+
+    ``device_peak_mb`` (GPU): called once before loading (to reset the allocator's peak) and
+    once at the end; its result replaces the RSS growth as ``memory_mb``.
+    """
     one = zoo.example_input(1)
+    if device_peak_mb is not None:
+        device_peak_mb()
     with _PeakRss() as rss:
         t0 = time.perf_counter()
         runner = open_runner()
@@ -166,10 +173,11 @@ def measure_runner(
         if data is not None:
             x, y = data
             accuracy = float(np.mean(predict(runner.run, x, chunk) == y))
+        device_mb = device_peak_mb() if device_peak_mb is not None else None
         runner.close()
     return Measurement(
         load_latency_ms=load_ms,
-        memory_mb=max(rss.growth_mb, artifact_mb),
+        memory_mb=device_mb if device_mb is not None else max(rss.growth_mb, artifact_mb),
         batches=tuple(batches),
         p50_ms=tuple(p50),
         p99_ms=tuple(p99),

@@ -180,7 +180,24 @@ class Profiler:
                              memory_mb=0.0, accuracy=0.0, source="probe", points={1: (0.0, 0.0)})  # fmt: skip
         return measure_runner(lambda: open_runner(self.store, self.zoo, probe, self.plan.device), self.zoo,
                               batches, self.plan.measure, reference_top1=reference,
-                              artifact_mb=artifact_mb, sync=self._sync())  # fmt: skip
+                              artifact_mb=artifact_mb, sync=self._sync(),
+                              device_peak_mb=self._device_peak())  # fmt: skip
+
+    def _device_peak(self) -> Callable[[], float] | None:
+        """GPU: the CUDA allocator's peak since the previous call (MB)."""
+        if self.hardware == "cpu":
+            return None
+        import torch
+
+        device = torch.device(self.plan.device)
+
+        def peak() -> float:
+            torch.cuda.synchronize(device)
+            value = torch.cuda.max_memory_allocated(device) / 2**20
+            torch.cuda.reset_peak_memory_stats(device)
+            return float(value)
+
+        return peak
 
     def _sync(self) -> Callable[[], None] | None:
         if self.hardware == "cpu":
