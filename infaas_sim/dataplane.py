@@ -167,8 +167,11 @@ class Instance:
         sig = self.sig
         f = self.factor
         kind = noise.kind
-        buf = noise.ensure(n - h)
         k = noise.pos
+        buf = noise.buf
+        if kind and len(buf) - k < n - h:
+            buf = noise.ensure(n - h)
+            k = noise.pos
         bs = self.b_start.append
         bf = self.b_fin.append
         bz = self.b_size.append

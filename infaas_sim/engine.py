@@ -167,6 +167,8 @@ class Simulation:
             return
         noise, tmo, drop = self.noise, self.timeout_s, self.drop_late
         for inst in list(active.values()):
+            if inst.servers[0][0] >= t:
+                continue  # every replica is busy past t: no batch can start before it
             inst.advance(t, noise, tmo, drop)
             if inst.head >= len(inst.pt):
                 del active[inst.id]
@@ -186,19 +188,20 @@ class Simulation:
         drop = self.drop_late
         cache: dict[int, list[Any]] = {}
         get = cache.get
-        for j, a in enumerate(self._A[lo:hi], lo):
+        resolve = self._resolve
+        for a, t, k in zip(self._A[lo:hi], T[lo:hi], K[lo:hi]):
             d = selectors[a]()
             e = get(id(d))
             if e is None or e[0] is not d:
-                e = self._resolve(d, T[j])
+                e = resolve(d, t)
                 if type(d) is not LoadAndRoute:
                     cache[id(d)] = e
-            e[1](T[j])
-            e[2](K[j])
+            e[1](t)
+            e[2](k)
             if e[3] is not None:
                 e[5] += 1
             elif drop:
-                e[4](T[j] + slo_s[a])
+                e[4](t + slo_s[a])
         for e in cache.values():
             if e[3] is not None:
                 self.reject_reasons[e[3]] += e[5]
