@@ -62,7 +62,7 @@ def check_composes(args: Sequence[str]) -> str | None:
                 cfg = compose(config_name=CONFIG_NAME, overrides=job)
                 OmegaConf.to_container(cfg, resolve=True)
     except Exception as e:  # Hydra / OmegaConf composition errors have no common base
-        return f"config: {e}"
+        return "config: " + " ".join(str(e).split())
     finally:
         GlobalHydra.instance().clear()
     return None

@@ -115,7 +115,8 @@ def test_the_readme_multirun_compares_policies(tmp_path: Path) -> None:
     p = _sim("-m", f"policy={','.join(policies)}", "trace.duration_s=10", f"hydra.sweep.dir={tmp_path}")
     assert p.returncode == 0, p.stderr
     for pol in policies:
-        s = json.loads((tmp_path / f"policy={pol}" / "summary.json").read_text())
+        (run,) = tmp_path.glob(f"policy={pol},*")  # sub-directory named by the job's overrides
+        s = json.loads((run / "summary.json").read_text())
         assert s["policy"] == pol and s["queries"] > 0
 
 
