@@ -21,7 +21,7 @@ venv: $(STAMP)
 
 ## The main job: the default simulation, INFaaS beside its baselines, printed as one table.
 run: $(STAMP)
-	$(BIN)/infaas-sim --multirun policy=infaas,infaas_no_model_autoscale,clipper_plus,sagemaker_plus hydra.sweep.dir=$(RUN_DIR)
+	$(BIN)/infaas-sim --multirun policy=infaas,infaas_cost,infaas_no_model_autoscale,clipper_plus,sagemaker_plus hydra.sweep.dir=$(RUN_DIR)
 	$(BIN)/infaas-sim-report $(RUN_DIR)
 
 lint: $(STAMP)

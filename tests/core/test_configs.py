@@ -45,7 +45,8 @@ def test_default_cluster_has_the_papers_types_and_prices() -> None:
     spec = cluster_from_mapping(_load(CONFIGS / "cluster" / "aws_infaas.yaml"))
     prices = {t.name: t.price_usd_per_hour for t in spec.instance_types}
     assert prices == {"m5.2xlarge": 0.384, "p3.2xlarge": 3.06, "inf1.2xlarge": 0.362, "g4dn.xlarge": 0.526, "g5.xlarge": 1.006}
-    assert spec.initial_count("m5.2xlarge") == 2 and spec.max_count("m5.2xlarge") == 10
+    assert spec.initial_count("m5.2xlarge") == 1 and spec.max_count("m5.2xlarge") == 10
+    assert spec.initial_count("p3.2xlarge") == 1 and spec.initial_count("inf1.2xlarge") == 1
     assert spec.type("p3.2xlarge").accelerators == (("gpu-v100", 1),)
     assert [t.name for t in spec.types_offering("gpu-t4")] == ["g4dn.xlarge"]
 
