@@ -211,7 +211,8 @@ def _parse_int(path: str, line: int, col: str, raw: str) -> int:
     raise InputError(path, line, col, f"not an integer: '{raw}'")
 
 
-def _parse_float(path: str, line: int, col: str, raw: str) -> float:
+def parse_float_cell(path: str, line: int, col: str, raw: str) -> float:
+    """A finite number from a CSV cell, or an InputError naming file, line, column and reason."""
     s = raw.strip()
     if not s:
         raise InputError(path, line, col, "empty cell")
@@ -241,7 +242,7 @@ def _parse_infaas_row(path: str, line: int, cells: list[str], idx: dict[str, int
             f"must start with 'measured:' or 'modeled:', got '{text['source']}'",
         )
     ints = {col: _parse_int(path, line, col, cells[idx[col]]) for col in _INT_COLUMNS}
-    floats = {col: _parse_float(path, line, col, cells[idx[col]]) for col in _FLOAT_COLUMNS}
+    floats = {col: parse_float_cell(path, line, col, cells[idx[col]]) for col in _FLOAT_COLUMNS}
     if ints["cores"] < 0:
         raise InputError(path, line, "cores", f"must be >= 0, got {ints['cores']}")
     if ints["max_batch"] < 1:
@@ -370,7 +371,7 @@ def _read_proteus(
         batch = _parse_int(path, line, "batchsize", cells[idx["batchsize"]])
         if batch < 1:
             raise InputError(path, line, "batchsize", f"must be >= 1, got {batch}")
-        accuracy = _parse_float(path, line, "Accuracy", cells[idx["Accuracy"]]) / 100.0
+        accuracy = parse_float_cell(path, line, "Accuracy", cells[idx["Accuracy"]]) / 100.0
         if not 0.0 <= accuracy <= 1.0:
             raise InputError(
                 path, line, "Accuracy", f"must be a percentage in [0, 100], got {accuracy * 100}"
@@ -391,8 +392,8 @@ def _read_proteus(
         if not raw50 or not raw90:
             skipped_rows += 1
             continue
-        p50 = _parse_float(path, line, "50th_pct", raw50)
-        p90 = _parse_float(path, line, "90th_pct", raw90)
+        p50 = parse_float_cell(path, line, "50th_pct", raw50)
+        p90 = parse_float_cell(path, line, "90th_pct", raw90)
         for col, val in (("50th_pct", p50), ("90th_pct", p90)):
             if val <= 0:
                 raise InputError(path, line, col, f"must be > 0, got {val}")

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from infaas_core.errors import ConfigError, InputError
+from infaas_core.profile_io import parse_float_cell
 from infaas_core.workload.generators import generate
 from infaas_core.workload.trace import FloatArray, Trace
 
@@ -152,15 +153,7 @@ def _is_number(s: str) -> bool:
 
 
 def _float_cell(path: str, line: int, col: str, raw: str, *, lo: float = 0.0) -> float:
-    s = raw.strip()
-    if not s:
-        raise InputError(path, line, col, "empty cell")
-    try:
-        x = float(s)
-    except ValueError:
-        raise InputError(path, line, col, f"not a number: '{raw}'") from None
-    if not np.isfinite(x):
-        raise InputError(path, line, col, f"not a finite number: '{raw}'")
+    x = parse_float_cell(path, line, col, raw)
     if x < lo:
         raise InputError(path, line, col, f"must be >= {lo}, got {x}")
     return x

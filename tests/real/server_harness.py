@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import os
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from infaas_real.validate import stop_server
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -99,10 +100,4 @@ def running_server(overrides: list[str], tmp: Path, ready_timeout_s: float = 180
             time.sleep(0.1)
         yield srv
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
+        stop_server(proc)
