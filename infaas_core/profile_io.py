@@ -112,12 +112,7 @@ def read_profile_table(path: Path, format: str = "auto") -> list[Variant]:
             None,
             f"unknown profile format '{format}'; known: auto, infaas, proteus",
         )
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise InputError(str(path), None, None, f"cannot read file: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise InputError(str(path), None, None, f"not UTF-8 text: {e.reason}") from None
+    text = read_text_file(path)
     rows = _rows(str(path), text)
     first = next(rows, None)
     if first is None:
@@ -209,6 +204,16 @@ def _parse_int(path: str, line: int, col: str, raw: str) -> int:
     except ValueError:
         raise InputError(path, line, col, f"not a number: '{raw}'") from None
     raise InputError(path, line, col, f"not an integer: '{raw}'")
+
+
+def read_text_file(path: Path) -> str:
+    """A whole UTF-8 input file, or an InputError saying why it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise InputError(str(path), None, None, f"cannot read file: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise InputError(str(path), None, None, f"not UTF-8 text: {e.reason}") from None
 
 
 def parse_float_cell(path: str, line: int, col: str, raw: str) -> float:

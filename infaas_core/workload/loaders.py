@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from infaas_core.errors import ConfigError, InputError
-from infaas_core.profile_io import parse_float_cell
+from infaas_core.profile_io import parse_float_cell, read_text_file
 from infaas_core.workload.generators import generate
 from infaas_core.workload.trace import FloatArray, Trace
 
@@ -97,13 +97,7 @@ def _opt_positive(key: str, value: Any) -> float:
 
 
 def _load_one(p: Path, format: str, options: Mapping[str, Any], seed: int) -> Trace:
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise InputError(str(p), None, None, f"cannot read file: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise InputError(str(p), None, None, f"not UTF-8 text: {e.reason}") from None
-    lines = text.splitlines()
+    lines = read_text_file(p).splitlines()
     fmt = detect_format(str(p), lines) if format == "auto" else format
     for key in options:
         if key not in _COMMON_OPTIONS and key not in _FORMAT_OPTIONS[fmt]:
