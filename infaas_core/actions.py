@@ -9,6 +9,7 @@ Per-query selection returns a :data:`Decision` (``Route``, ``LoadAndRoute`` or
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,13 +28,26 @@ class LoadAndRoute:
     worker_id: int
 
 
+class RejectKind(StrEnum):
+    """Why a query is refused; :mod:`infaas_core.control.outcomes` maps a kind to its results
+    status and HTTP code (the one table both backends use)."""
+
+    INFEASIBLE = "infeasible"
+    """No variant can satisfy the requirements (results: ``rejected``; HTTP 422)."""
+    NO_CAPACITY = "no_capacity"
+    """A variant could, but nothing running has room and nothing can be loaded now
+    (results: ``dropped``, a violation; HTTP 503)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Reject:
-    """No variant can satisfy the query: answered at once with ``reason``; ``suggestion``
-    names the nearest feasible requirement (paper Algorithm 1, ``suggestVariant``)."""
+    """The query is refused at once with ``reason``. ``kind`` says whether no variant can ever
+    satisfy it or there is no capacity now; ``suggestion`` names the nearest feasible
+    requirement of an infeasible query (paper Algorithm 1, ``suggestVariant``)."""
 
     reason: str
     suggestion: str | None = None
+    kind: RejectKind = RejectKind.INFEASIBLE
 
 
 Decision = Route | LoadAndRoute | Reject

@@ -4,10 +4,13 @@ A policy never sees a backend's internals: the simulator and the real server eac
 their state through these protocols, and carry out the actions the policy returns
 (:mod:`infaas_core.actions`). Time is ``view.now_s``; no policy calls a clock.
 
-Observed quantities (``rate_qps``, ``latency_ms``, ``batch``) are the backend's averages
-over the last monitor window. The flags (``overloaded``, ``interfered``) and the worker's
-``scale_down_to_cpu`` set are written back by the backend from the monitor's report
-(:class:`infaas_core.actions.SetFlags`, :class:`infaas_core.actions.SetScaleDown`).
+Every backend's view is one class, :class:`infaas_core.control.cluster.Cluster`, over the
+backend's mechanism: observed quantities (``rate_qps``, ``observed_latency_ms``, ``batch``,
+``slo_ms``, utilisation) are computed by :mod:`infaas_core.control.observe` from raw counts
+the mechanism reports, once per window; the flags (``overloaded``, ``interfered``) and the
+worker's ``scale_down_to_cpu`` set are the monitor's last report
+(:class:`infaas_core.actions.SetFlags`, :class:`infaas_core.actions.SetScaleDown`), applied
+by the control layer. Free capacity follows :mod:`infaas_core.control.resources`.
 
 ``version`` increases whenever anything selection may read changes (a monitor update,
 an instance loading, becoming ready or going away, a worker joining or leaving). Between
@@ -58,16 +61,17 @@ class InstanceView(Protocol):
         """Arrival rate over the last monitor window (queries per second, all replicas)."""
         ...
     @property
-    def latency_ms(self) -> float:
-        """Mean observed latency (queue + service) over the last window; decays when idle."""
+    def observed_latency_ms(self) -> float:
+        """Mean latency (queue + service) of the queries that finished in the last window;
+        decays when none did (:mod:`infaas_core.control.observe`)."""
         ...
     @property
     def batch(self) -> float:
-        """Mean batch size executed over the last window (0 if none ran)."""
+        """Mean size of the batches that finished in the last window (0 if none did)."""
         ...
     @property
     def slo_ms(self) -> float:
-        """Mean latency SLO of the queries routed here over the last window (inf if none)."""
+        """Mean latency SLO of the queries routed here in the last window (inf if none)."""
         ...
     @property
     def idle_s(self) -> float:

@@ -1,166 +1,145 @@
-"""Plain, mutable implementations of the view protocols (:mod:`infaas_core.view`).
+"""The snapshot view: the control layer's cluster over a mechanism that does nothing by itself.
 
-Tests build cluster views by hand with these; a backend may use them too (the real
-server keeps one :class:`SnapshotView` and updates it). Nothing here computes anything
-clever: free capacity is what the caller sets, or what :meth:`SnapshotView.add_worker` /
-:meth:`SnapshotView.add_instance` derive from the resource model both backends follow
-(a CPU replica takes ``cores`` vCPUs and ``memory_mb`` host memory; an accelerator
-replica takes ``memory_mb`` of its device class's accelerator memory).
+Tests build views by hand with it (``add_worker`` / ``add_instance`` set any state and
+observation directly), and it is the reference implementation of the control contract:
+:meth:`SnapshotView.apply` is :class:`~infaas_core.control.cluster.Cluster`'s, so an action
+means here exactly what it means in the simulator and the server. Time stands still until a
+test sets ``now_s``; loads, start-ups and drains complete when :meth:`SnapshotView.settle`
+is called (the simulator's and the server's complete when their clocks say so).
 
-Call :meth:`SnapshotView.bump` after changing anything selection reads, so cached
-decisions are dropped (``version`` is the cache key of selection). Add and remove workers
-and instances through the methods: they keep the lookups ``worker(id)``,
-``instances_of(variant)`` and ``instances_of_model(model)`` O(1), as a backend's are.
+Call :meth:`SnapshotView.bump` after changing by hand anything selection reads, so cached
+decisions are dropped (``version`` is the cache key of selection).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from typing import Any
 
 from infaas_core.catalog import Catalog
-from infaas_core.model import CPU, ClusterSpec, InstanceType, Variant
+from infaas_core.control.cluster import Cluster, Instance, Worker
+from infaas_core.control.observe import ObservationConfig
+from infaas_core.model import ClusterSpec, InstanceType
 from infaas_core.view import InstanceState, WorkerState
 
-
-@dataclass(slots=True, eq=False)
-class SnapshotInstance:
-    id: int
-    variant: Variant
-    worker_id: int
-    state: InstanceState = InstanceState.READY
-    replicas: int = 1
-    queue_len: int = 0
-    rate_qps: float = 0.0
-    latency_ms: float = 0.0
-    batch: float = 0.0
-    slo_ms: float = math.inf
-    idle_s: float = 0.0
-    overloaded: bool = False
-    interfered: bool = False
+SnapshotInstance = Instance
+SnapshotWorker = Worker
 
 
-@dataclass(slots=True, eq=False)
-class SnapshotWorker:
-    id: int
-    instance_type: InstanceType
-    state: WorkerState = WorkerState.RUNNING
-    started_s: float = 0.0
-    utilization: dict[str, float] = field(default_factory=dict)
-    free_cores: int = 0
-    free_memory_mb: float = 0.0
-    free_accelerator_memory_mb: dict[str, float] = field(default_factory=dict)
-    instances: list[SnapshotInstance] = field(default_factory=list)
-    scale_down_to_cpu: frozenset[str] = frozenset()
+class SnapshotQueue:
+    """An instance's queue in a snapshot: just the numbers a test sets."""
+
+    __slots__ = ("last_arrival_s", "queue_len")
+
+    def __init__(self) -> None:
+        self.queue_len = 0
+        self.last_arrival_s = -math.inf
 
 
-@dataclass(slots=True, eq=False)
-class SnapshotView:
-    catalog: Catalog
-    cluster: ClusterSpec
-    now_s: float = 0.0
-    version: int = 0
-    workers: list[SnapshotWorker] = field(default_factory=list)
-    _next_instance_id: int = 0
-    _by_id: dict[int, SnapshotWorker] = field(default_factory=dict, repr=False)
-    _by_variant: dict[str, list[SnapshotInstance]] = field(default_factory=dict, repr=False)
-    _by_model: dict[str, list[SnapshotInstance]] = field(default_factory=dict, repr=False)
+class _Pending:
+    """The snapshot's mechanism: remembers what would complete later, until ``settle``."""
 
-    # -- protocol ------------------------------------------------------------------------
-    def worker(self, worker_id: int) -> SnapshotWorker:
-        try:
-            return self._by_id[worker_id]
-        except KeyError:
-            raise KeyError(f"no worker {worker_id}") from None
+    def __init__(self) -> None:
+        self.cluster: SnapshotView | None = None
+        self.starting: list[Worker] = []
+        self.loading: list[Instance] = []
+        self.unloading: list[Instance] = []
 
-    def instances_of(self, variant: str) -> list[SnapshotInstance]:
-        return self._by_variant.get(variant, [])
+    def admit_worker(self, itype: InstanceType) -> str | None:
+        return None
 
-    def instances_of_model(self, model: str) -> list[SnapshotInstance]:
-        return self._by_model.get(model, [])
+    def start_worker(self, w: Worker, startup_s: float) -> None:
+        if startup_s > 0:
+            self.starting.append(w)
+
+    def stop_worker(self, w: Worker) -> None:
+        pass
+
+    def start_instance(self, inst: Instance) -> SnapshotQueue:
+        self.loading.append(inst)
+        return SnapshotQueue()
+
+    def add_replicas(self, inst: Instance, n: int) -> None:
+        pass
+
+    def remove_replicas(self, inst: Instance, n: int) -> None:
+        pass
+
+    def start_unload(self, inst: Instance) -> None:
+        self.unloading.append(inst)
+
+    def collect(self, now_s: float) -> None:
+        pass  # a test writes the counters itself
+
+
+class SnapshotView(Cluster):
+    """A hand-built cluster view (see the module docstring)."""
+
+    def __init__(self, catalog: Catalog, cluster: ClusterSpec, observation: ObservationConfig | None = None,
+                 now_s: float = 0.0) -> None:
+        self._pending = _Pending()
+        self.now_s_value = now_s
+        super().__init__(catalog, cluster, observation, lambda: self.now_s_value, self._pending)
+        self._pending.cluster = self
+
+    @property
+    def now_s(self) -> float:
+        return self.now_s_value
+
+    @now_s.setter
+    def now_s(self, t: float) -> None:
+        self.now_s_value = t
 
     # -- building ------------------------------------------------------------------------
-    def bump(self) -> int:
-        """Mark a change selection may read (drops cached decisions); returns the version."""
-        self.version += 1
-        return self.version
-
-    def add_worker(
-        self,
-        instance_type: str,
-        *,
-        state: WorkerState = WorkerState.RUNNING,
-        utilization: dict[str, float] | None = None,
-    ) -> SnapshotWorker:
+    def add_worker(self, instance_type: str, *, state: WorkerState = WorkerState.RUNNING,
+                   utilization: dict[str, float] | None = None) -> Worker:
         """A worker of ``instance_type`` with all its capacity free (utilisation 0 unless given)."""
-        t = self.cluster.type(instance_type)
-        util = dict.fromkeys(t.device_classes, 0.0)
-        util.update(utilization or {})
-        w = SnapshotWorker(
-            id=max((w.id for w in self.workers), default=-1) + 1,
-            instance_type=t,
-            state=state,
-            started_s=self.now_s,
-            utilization=util,
-            free_cores=t.vcpus,
-            free_memory_mb=t.memory_gb * 1024.0,
-            free_accelerator_memory_mb={
-                d: t.accelerator_memory_mb(d) * n for d, n in t.accelerators if n > 0
-            },
-        )
-        self.workers.append(w)
-        self._by_id[w.id] = w
-        self.bump()
+        w = self._new_worker(self.cluster.type(instance_type), 0.0)
+        w.state = state
+        w.utilization.update(utilization or {})
         return w
 
-    def add_instance(
-        self,
-        worker_id: int,
-        variant: str,
-        *,
-        replicas: int = 1,
-        state: InstanceState = InstanceState.READY,
-        **observed: float | int | bool,
-    ) -> SnapshotInstance:
-        """Load ``replicas`` of ``variant`` on a worker, taking its cores and memory.
-
-        ``observed`` sets the monitor fields (``rate_qps``, ``latency_ms``, ``queue_len``...).
-        """
+    def add_instance(self, worker_id: int, variant: str, *, replicas: int = 1,
+                     state: InstanceState = InstanceState.READY, **observed: Any) -> Instance:
+        """Load ``replicas`` of ``variant`` on a worker, taking its resources (no fit check:
+        a test may overfill). ``observed`` sets the view's fields (``rate_qps``,
+        ``observed_latency_ms``, ``batch``, ``slo_ms``, ``queue_len``, flags...)."""
         w = self.worker(worker_id)
         v = self.catalog.get(variant)
-        inst = SnapshotInstance(
-            id=self._next_instance_id, variant=v, worker_id=worker_id, state=state, replicas=replicas
-        )
+        inst = Instance(self._next_instance, v, w, replicas, self)
+        self._next_instance += 1
+        inst.state = state
+        q = inst.mech = SnapshotQueue()
         for k, val in observed.items():
-            if not hasattr(inst, k):
-                raise AttributeError(f"SnapshotInstance has no field '{k}'")
-            setattr(inst, k, val)
-        self._next_instance_id += 1
-        take_resources(w, v, replicas)
-        w.instances.append(inst)
+            if k in SnapshotQueue.__slots__:
+                setattr(q, k, val)
+            elif k in Instance.__slots__ and not k.startswith("_"):
+                setattr(inst, k, val)
+            else:
+                raise AttributeError(f"an instance view has no field '{k}'")
+        w.free.take(v, replicas)
+        self.instances[inst.id] = inst
         self._by_variant.setdefault(v.name, []).append(inst)
         self._by_model.setdefault(v.model, []).append(inst)
+        w.instances.append(inst)
         self.bump()
         return inst
 
     def remove_instance(self, instance_id: int) -> None:
-        for w in self.workers:
-            for inst in w.instances:
-                if inst.id == instance_id:
-                    take_resources(w, inst.variant, -inst.replicas)
-                    w.instances.remove(inst)
-                    self._by_variant[inst.variant.name].remove(inst)
-                    self._by_model[inst.variant.model].remove(inst)
-                    self.bump()
-                    return
-        raise KeyError(f"no instance {instance_id}")
+        inst = self.instances.get(instance_id)
+        if inst is None:
+            raise KeyError(f"no instance {instance_id}")
+        self.instance_gone(inst)
 
-
-def take_resources(w: SnapshotWorker, v: Variant, replicas: int) -> None:
-    """Reserve (or, with a negative count, release) the resources of ``replicas`` replicas."""
-    if v.hardware == CPU:
-        w.free_cores -= v.cores * replicas
-        w.free_memory_mb -= v.memory_mb * replicas
-    else:
-        acc = w.free_accelerator_memory_mb
-        acc[v.hardware] = acc.get(v.hardware, 0.0) - v.memory_mb * replicas
+    # -- time ------------------------------------------------------------------------------
+    def settle(self) -> None:
+        """Complete every start-up, load and drain begun so far."""
+        p = self._pending
+        starting, loading, unloading = p.starting, p.loading, p.unloading
+        p.starting, p.loading, p.unloading = [], [], []
+        for w in starting:
+            self.worker_ready(w)
+        for inst in loading:
+            self.instance_ready(inst)
+        for inst in unloading:
+            self.instance_gone(inst)

@@ -1,16 +1,18 @@
 """Validated run settings, built once at the edge from a plain mapping (never a DictConfig).
 
 :class:`SimSettings` is the ``sim`` config group (``configs/sim/default.yaml``); each field
-documents its knob. :class:`SimInputs` is everything :func:`infaas_sim.run.simulate` needs:
-already-built core objects (catalog, cluster, apps), the policy by name with its params,
-and an arrival source.
+documents its knob. The YAML is the only source of defaults: the fields have none and
+:meth:`SimSettings.from_mapping` requires every key (programs and tests start from the composed
+group, ``infaas_edge.compose_group("sim", "default")``). :class:`SimInputs` is everything
+:func:`infaas_sim.run.simulate` needs: already-built core objects (catalog, cluster, apps), the
+policy by name with its full composed params, and an arrival source.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -25,40 +27,35 @@ PROGRESS_CHOICES = ("auto", "on", "off")
 
 @dataclass(frozen=True, slots=True)
 class SimSettings:
-    latency_model: str = "profile"
+    latency_model: str
     """Service-time model by name: ``profile`` | ``deterministic`` | ``exponential``."""
-    drop_late: bool = False
+    drop_late: bool
     """Drop a query whose deadline (arrival + SLO) has passed before its batch starts."""
-    batch_timeout_ms: float = 0.0
+    batch_timeout_ms: float
     """A free replica with fewer than ``max_batch`` waiting waits up to this long (counted
     from the oldest waiting query's arrival) for more; 0 = take what is there."""
-    stream: bool = False
+    stream: bool
     """Streaming mode: no ``queries.parquet``; latency quantiles from a fixed-memory sketch."""
-    chunk_s: float = 10.0
+    chunk_s: float
     """Arrivals are generated / consumed in chunks of this many simulated seconds."""
-    timeline_period_s: float = 1.0
+    timeline_period_s: float
     """Row length of ``timeline.parquet``."""
-    progress: str = "auto"
+    progress: str
     """Progress bar over simulated time: ``auto`` (when stderr is a terminal) | ``on`` | ``off``."""
-    route_period_s: float = 0.01
+    route_period_s: float
     """Longest routing window: the data plane is advanced at least this often (and at every
     control event), so the queue lengths a policy reads are at most this stale."""
-    stats_period_s: float | None = None
+    stats_period_s: float | None
     """Window of the observed instance stats and worker utilisation; ``None`` = the policy's
     monitor period, or 1 s when it has none."""
-    accelerator_sharing: bool = True
+    accelerator_sharing: bool
     """Accelerator replicas on one worker share its devices' compute (cluster.py)."""
-    latency_decay_cpu: float = 15.0
-    """Observed latency of an idle CPU instance is divided by this each window (INFaaS: 15)."""
-    latency_decay_accelerator: float = 1.5
-    """Same for accelerator instances (INFaaS: 1.5)."""
 
     def __post_init__(self) -> None:
         latency_model(self.latency_model)  # unknown names fail here, with the known ones
         if self.batch_timeout_ms < 0:
             raise ConfigError("sim.batch_timeout_ms", f"must be >= 0, got {self.batch_timeout_ms}")
-        for key in ("chunk_s", "timeline_period_s", "route_period_s", "latency_decay_cpu",
-                    "latency_decay_accelerator"):  # fmt: skip
+        for key in ("chunk_s", "timeline_period_s", "route_period_s"):
             value = getattr(self, key)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise ConfigError(f"sim.{key}", f"must be a positive number, got {value!r}")
@@ -68,12 +65,16 @@ class SimSettings:
             raise ConfigError("sim.progress", f"must be one of {PROGRESS_CHOICES}, got {self.progress!r}")
 
     @classmethod
-    def from_mapping(cls, m: Mapping[str, Any] | None) -> SimSettings:
-        m = dict(m or {})
+    def from_mapping(cls, m: Mapping[str, Any]) -> SimSettings:
+        """The ``sim`` group as composed: every setting is required (the YAML is the default)."""
+        m = dict(m)
         known = {f.name for f in fields(cls)}
         for k in m:
             if k not in known:
                 raise ConfigError(f"sim.{k}", f"unknown setting; known: {', '.join(sorted(known))}")
+        for f in fields(cls):
+            if f.name not in m:
+                raise ConfigError(f"sim.{f.name}", "missing key (configs/sim/default.yaml sets every setting)")
         if isinstance(m.get("progress"), bool):
             m["progress"] = "on" if m["progress"] else "off"
         for k in ("drop_late", "stream", "accelerator_sharing"):
@@ -124,10 +125,11 @@ class SimInputs:
     cluster: ClusterSpec
     apps: tuple[App, ...]
     arrivals: Arrivals
-    policy: str = "static"
-    policy_params: Mapping[str, Any] = field(default_factory=dict)
-    seed: int = 0
-    sim: SimSettings = field(default_factory=SimSettings)
+    policy: str
+    policy_params: Mapping[str, Any]
+    """The policy's full params: its composed ``configs/policy/<name>.yaml`` (``infaas_edge.policy_params``)."""
+    seed: int
+    sim: SimSettings
 
     def __post_init__(self) -> None:
         if not self.apps:

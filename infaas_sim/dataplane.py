@@ -1,7 +1,8 @@
 """The data plane: one FCFS queue with batching per variant instance, advanced in bulk.
 
-An instance (``replicas`` copies of one variant on one worker) owns one queue. Its state
-is a few Python lists, not one object per query:
+An instance (``replicas`` copies of one variant on one worker; its view is the control
+layer's :class:`infaas_core.control.cluster.Instance`) owns one :class:`Queue`, the
+simulator's mechanism for it. Its state is a few Python lists, not one object per query:
 
 - ``pt`` / ``pk`` / ``pd``: arrival time, key (``query_id << KEY_BITS | app``) and deadline
   of every query routed here and not yet flushed, in arrival order; ``head`` is the first
@@ -27,27 +28,26 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from heapq import heapreplace
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from infaas_core.control.observe import WindowCounters
 from infaas_core.model import Variant
-from infaas_core.view import InstanceState
 from infaas_sim.latency import NOISE_EXPONENTIAL, NOISE_NONE, NoiseStream
-
-if TYPE_CHECKING:
-    from infaas_sim.cluster import Worker
 
 KEY_BITS = 8
 """Low bits of a query key that hold its application index (at most 256 applications)."""
 KEY_MASK = (1 << KEY_BITS) - 1
 NAN = math.nan
+_EMPTY_F = np.zeros(0)
+_EMPTY_I = np.zeros(0, dtype=np.int64)
 
 
 class Flushed:
     """Per-query results of one instance since its last flush (numpy arrays)."""
 
-    __slots__ = ("arrival_s", "batch", "finish_s", "keys", "served_batches", "start_s")
+    __slots__ = ("arrival_s", "batch", "batch_finish_s", "batch_start_s", "finish_s", "keys", "served_batches",
+                 "start_s")
 
     def __init__(self, arrival_s: np.ndarray, keys: np.ndarray, start_s: np.ndarray,
                  finish_s: np.ndarray, batch: np.ndarray) -> None:
@@ -57,49 +57,24 @@ class Flushed:
         self.finish_s = finish_s  # NaN: dropped
         self.batch = batch  # 0: dropped
         self.served_batches: np.ndarray = batch[:0]  # sizes of the batches served (one per batch)
+        self.batch_start_s: np.ndarray = start_s[:0]  # start / finish of each served batch
+        self.batch_finish_s: np.ndarray = finish_s[:0]
 
 
-class Instance:
-    """A variant loaded on a worker; implements :class:`infaas_core.view.InstanceView`."""
+class Queue:
+    """The queue and replicas of one instance (the simulator's ``InstanceMechanism``)."""
 
     __slots__ = (
-        "_clock",
-        "b_fin",
-        "b_size",
-        "b_start",
-        "batch",
-        "busy_s",
-        "factor",
-        "head",
-        "id",
-        "interfered",
-        "last_routed_s",
-        "latency_ms",
-        "loaded_s",
-        "mark",
-        "max_batch",
-        "overloaded",
-        "p50_s",
-        "pd",
-        "pk",
-        "pt",
-        "rate_qps",
-        "servers",
-        "sig",
-        "slo_ms",
-        "state",
-        "variant",
-        "worker",
-        "worker_id",
+        "_clock", "b_fin", "b_size", "b_start", "busy_s", "carry_bfin", "carry_bsize", "carry_bstart",
+        "carry_fin", "carry_lat", "factor", "head", "id", "last_routed_s", "mark", "max_batch", "p50_s",
+        "pd", "pk", "pt", "servers", "sig", "variant", "worker_id",
     )  # fmt: skip
 
-    def __init__(self, iid: int, variant: Variant, worker: Worker, tables: tuple[list[float], list[float]],
+    def __init__(self, iid: int, variant: Variant, worker_id: int, tables: tuple[list[float], list[float]],
                  clock: list[float]) -> None:
         self.id = iid
         self.variant = variant
-        self.worker = worker
-        self.worker_id = worker.id
-        self.state = InstanceState.LOADING
+        self.worker_id = worker_id
         self.max_batch = variant.max_batch
         self.p50_s, self.sig = tables
         self.factor = 1.0  # accelerator sharing stretch (cluster.py)
@@ -111,24 +86,18 @@ class Instance:
         self.b_start: list[float] = []
         self.b_fin: list[float] = []
         self.b_size: list[int] = []
-        self.busy_s = 0.0  # nominal (unstretched) service seconds since the last stats tick
-        self.mark = 0  # len(pt) at the last stats tick: pt[mark:] were routed since
-        # observed over the last stats window (published to policies)
-        self.rate_qps = 0.0
-        self.latency_ms = 0.0
-        self.batch = 0.0
-        self.slo_ms = math.inf
-        self.overloaded = False
-        self.interfered = False
-        self.loaded_s = clock[0]
+        self.busy_s = 0.0  # nominal (unstretched) service seconds since the last window (sharing)
+        self.mark = 0  # len(pt) at the last window: pt[mark:] were routed since
         self.last_routed_s = -math.inf
+        # started queries / batches that had not finished when the last window closed
+        self.carry_fin = _EMPTY_F
+        self.carry_lat = _EMPTY_F
+        self.carry_bstart = _EMPTY_F
+        self.carry_bfin = _EMPTY_F
+        self.carry_bsize = _EMPTY_I
         self._clock = clock  # shared one-element list holding the view's now_s
 
-    # -- InstanceView ----------------------------------------------------------------------
-    @property
-    def replicas(self) -> int:
-        return len(self.servers)
-
+    # -- InstanceMechanism ----------------------------------------------------------------
     @property
     def queue_len(self) -> int:
         now = self._clock[0]
@@ -139,9 +108,8 @@ class Instance:
         return len(self.pt) - self.head + in_service
 
     @property
-    def idle_s(self) -> float:
-        last = self.pt[-1] if len(self.pt) > self.mark else self.last_routed_s
-        return self._clock[0] - (last if last > self.loaded_s else self.loaded_s)
+    def last_arrival_s(self) -> float:
+        return self.pt[-1] if len(self.pt) > self.mark else self.last_routed_s
 
     @property
     def drained_at_s(self) -> float:
@@ -291,6 +259,8 @@ class Instance:
         out = Flushed(np.array(self.pt[:h]), np.array(self.pk[:h], dtype=np.int64),
                       np.repeat(np.array(self.b_start), sizes), np.repeat(b_fin, sizes), np.repeat(batch, sizes))
         out.served_batches = sizes[~dropped]
+        out.batch_start_s = np.array(self.b_start)[~dropped]
+        out.batch_finish_s = b_fin[~dropped]
         del self.pt[:h], self.pk[:h]
         if self.pd:
             del self.pd[:h]
@@ -298,27 +268,41 @@ class Instance:
         self.b_start, self.b_fin, self.b_size = [], [], []
         return out
 
-    def close_window(self, window_s: float, latency_decay: float, slo_ms_by_app: np.ndarray) -> Flushed | None:
-        """End a stats window: publish the observed rate / latency / batch / SLO of the
-        window, and hand over (flush) the queries that started in it."""
+    def close_window(self, t0_s: float, now_s: float, slo_ms_by_app: np.ndarray, c: WindowCounters) -> Flushed | None:
+        """End an observation window ``[t0_s, now_s)``: count its raw facts into ``c`` (the
+        definitions are :mod:`infaas_core.control.observe`'s) and hand over (flush) the
+        queries that started in it. Queries and batches that started but finish after
+        ``now_s`` are carried to the window they finish in."""
         routed = len(self.pt) - self.mark
-        self.rate_qps = routed / window_s if window_s > 0 else 0.0
         if routed:
             self.last_routed_s = self.pt[-1]
+            slo = slo_ms_by_app[np.array(self.pk[-routed:], dtype=np.int64) & KEY_MASK]
+            finite = np.isfinite(slo)
+            c.arrivals += routed
+            c.slo_sum_ms += float(slo[finite].sum())
+            c.slo_count += int(finite.sum())
         flushed = self.flush()
         self.mark = len(self.pt)
-        # SLO of the queries that started in the window (or, if none did, of those routed)
-        if flushed is not None:
-            self.slo_ms = float(slo_ms_by_app[flushed.keys & KEY_MASK].mean())
-        elif routed:
-            self.slo_ms = float(slo_ms_by_app[np.array(self.pk[-routed:], dtype=np.int64) & KEY_MASK].mean())
-        else:
-            self.slo_ms = math.inf
+        fin, lat = self.carry_fin, self.carry_lat
+        bs, bf, bz = self.carry_bstart, self.carry_bfin, self.carry_bsize
         if flushed is not None and flushed.served_batches.size:
-            lat = flushed.finish_s - flushed.arrival_s
-            self.latency_ms = float(np.nanmean(lat)) * 1000.0
-            self.batch = float(flushed.served_batches.mean())  # mean over batches, not queries
-        else:
-            self.latency_ms = self.latency_ms / latency_decay
-            self.batch = 0.0
+            served = flushed.batch > 0
+            f = flushed.finish_s[served]
+            fin = np.concatenate((fin, f))
+            lat = np.concatenate((lat, f - flushed.arrival_s[served]))
+            bs = np.concatenate((bs, flushed.batch_start_s))
+            bf = np.concatenate((bf, flushed.batch_finish_s))
+            bz = np.concatenate((bz, flushed.served_batches))
+        if fin.size:
+            done = fin <= now_s
+            c.completions += int(done.sum())
+            c.latency_sum_ms += float(lat[done].sum()) * 1000.0
+            self.carry_fin, self.carry_lat = fin[~done], lat[~done]
+        if bf.size:
+            bdone = bf <= now_s
+            c.batches += int(bdone.sum())
+            c.batch_items += int(bz[bdone].sum())
+            c.busy_s += float(np.clip(np.minimum(bf, now_s) - np.maximum(bs, t0_s), 0.0, None).sum())
+            keep = ~bdone
+            self.carry_bstart, self.carry_bfin, self.carry_bsize = bs[keep], bf[keep], bz[keep]
         return flushed

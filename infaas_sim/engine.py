@@ -1,9 +1,13 @@
 """The simulation: SimPy drives the control plane, the data plane moves in bulk.
 
-SimPy events exist only for control: the routing-window tick (``sim.route_period_s``),
-the stats / monitor tick, the model- and VM-autoscaler periods, the timeline sample,
-worker start-ups, instance loads becoming ready, replica releases and unload completions.
-No event or process exists per query.
+SimPy events exist only for control: the control loop's next due part (one process driven
+by :class:`infaas_core.control.loop.ControlLoop`: observation window, monitor, model and VM
+autoscalers), the timeline sample, worker start-ups, instance loads becoming ready and
+unload completions. No event or process exists per query.
+
+The cluster the policy reads is the control layer's
+:class:`~infaas_core.control.cluster.Cluster`; the simulator supplies its mechanism
+(:class:`~infaas_sim.cluster.SimMechanism`) and the data plane (:mod:`infaas_sim.dataplane`).
 
 Before any control event at time ``t`` runs, :meth:`Simulation.advance_to` brings the data
 plane to ``t``: the arrivals in ``[t_prev, t)`` are routed (the policy's ``select`` is called
@@ -12,10 +16,10 @@ per query, with the view as of ``t_prev`` — a policy may cache its decision un
 batch recursion runs up to ``t`` (:mod:`infaas_sim.dataplane`). Within a window queries
 are routed application by application, in arrival order within each.
 
-Every stats period the instances are flushed: finished queries go to the
-:class:`~infaas_sim.recorder.Recorder`, and the observed rate / latency / batch / SLO and
-worker utilisation of the window are published (a new view version), then the policy's
-monitor runs if it has one.
+Every observation window the queues are flushed: finished queries go to the
+:class:`~infaas_sim.recorder.Recorder`, and each queue's raw counts of the window go to the
+control layer, which publishes the window's statistics and utilisation (a new view version)
+before the policy's monitor runs.
 """
 
 from __future__ import annotations
@@ -31,16 +35,17 @@ from typing import Any
 import numpy as np
 import simpy
 
-from infaas_core.actions import LoadAndRoute, Reject, Route
+from infaas_core.actions import LoadAndRoute, Reject, RejectKind, Route
+from infaas_core.control.cluster import Cluster, Instance
+from infaas_core.control.loop import ControlLoop
 from infaas_core.model import CPU
 from infaas_core.policies import PolicyContext, make_policy
-from infaas_sim.cluster import ClusterState
+from infaas_sim.cluster import SimMechanism
 from infaas_sim.config import SimInputs
-from infaas_sim.dataplane import KEY_BITS, Flushed, Instance
+from infaas_sim.dataplane import KEY_BITS, Flushed, Queue
 from infaas_sim.latency import NoiseStream, latency_model
-from infaas_sim.recorder import Recorder
+from infaas_sim.recorder import DROPPED_NO_VARIANT, Recorder
 from infaas_sim.timeline import Timeline
-from infaas_sim.view import SimView
 
 
 def _ignore(_: float) -> None:
@@ -61,13 +66,18 @@ class Simulation:
         model = latency_model(s.latency_model)
         self.noise = NoiseStream(model.noise, np.random.default_rng(seeds[1]))
         self.horizon_s = float(inputs.arrivals.duration_s)
-        self.state = ClusterState(inputs.catalog, inputs.cluster, model, self._schedule, self.clock)
-        self.state.recheck_s = s.route_period_s
-        self.state.on_instance_removed = self._keep_results
-        self.view = SimView(self.state, self.clock)
         self.policy = make_policy(
             inputs.policy, PolicyContext(inputs.catalog, inputs.cluster, inputs.apps), dict(inputs.policy_params)
         )
+        clock = self.clock
+        self.mechanism = SimMechanism(inputs.catalog, model, self._schedule, clock, s.accelerator_sharing,
+                                      recheck_s=s.route_period_s)
+        self.cluster = Cluster(inputs.catalog, inputs.cluster, self.policy.observation, lambda: clock[0],
+                               self.mechanism)
+        self.mechanism.cluster = self.cluster
+        self.mechanism.on_collect = self._collect
+        self.mechanism.on_gone = self._keep_results
+        self.view = self.cluster
         self.apps = inputs.apps
         shares = np.array([a.share for a in self.apps], dtype=np.float64)
         self.app_cdf = np.cumsum(shares / shares.sum())
@@ -89,14 +99,17 @@ class Simulation:
         self._A: list[int] = []
         self._pos = 0
         self._t_routed = 0.0
-        self._active: dict[int, Instance] = {}  # instances with queries not yet started
+        self._active: dict[int, Queue] = {}  # queues with queries not yet started
         self._orphans: list[tuple[Any, ...]] = []  # results of instances unloaded since the last flush
-        self._rej_t: list[float] = []
+        self._rej_t: list[float] = []  # infeasible: rejected
         self._rej_k: list[int] = []
+        self._drop_t: list[float] = []  # refused for lack of capacity: dropped (a violation)
+        self._drop_k: list[int] = []
         self.reject_reasons: Counter[str] = Counter()
-        self._last_stats_s = 0.0
+        self._last_collect_s = 0.0
         period = self.policy.monitor_period_s
         self.stats_period_s = s.stats_period_s or period or 1.0
+        self.loop = ControlLoop(self.policy, self.cluster, self.stats_period_s, on_window=self._window_done)
         self.progress: Any = None
 
     # -- scheduling ------------------------------------------------------------------------
@@ -113,6 +126,14 @@ class Simulation:
         while True:
             self._control(fn)
             yield self.env.timeout(period_s)
+
+    def _control_loop(self) -> Generator[Any, Any, None]:
+        """The policy's periodic parts, when the control loop says they are due."""
+        env, loop = self.env, self.loop
+        while True:
+            yield env.timeout(max(loop.next_due_s() - env.now, 0.0))
+            self.advance_to(env.now)
+            loop.run_due(env.now)
 
     # -- the data plane --------------------------------------------------------------------
     def _next_chunk(self) -> bool:
@@ -207,100 +228,93 @@ class Simulation:
                 self.reject_reasons[e[3]] += e[5]
 
     def _resolve(self, d: object, t: float) -> list[Any]:
-        """``[decision, append time, append key, reject reason, append deadline, count]``."""
-        inst: Instance | None = None
+        """``[decision, append time, append key, refusal reason, append deadline, count]``.
+
+        What a decision means is the control layer's (``Cluster.route``); a refused route or
+        load, and a ``Reject`` for lack of capacity, drop the query (a violation); only an
+        infeasible ``Reject`` rejects it."""
         reason: str | None = None
-        if type(d) is Route:
-            inst = self.state.instances.get(d.instance_id)
-            if inst is None:
-                self.state.refused["route_unknown_instance"] += 1
-                reason = "routed to an instance that does not exist"
-        elif type(d) is LoadAndRoute:
-            inst = self.state.load(d.variant, d.worker_id, 1, t)
-            if inst is None:
-                reason = "load refused (does not fit)"
+        if type(d) is Route or type(d) is LoadAndRoute:
+            if type(d) is LoadAndRoute:
+                self.clock[0] = t  # the load starts with this query
+            inst, reason = self.cluster.route(d)  # type: ignore[arg-type]
+            if inst is not None:
+                q: Queue = inst.mech
+                if q.id not in self._active:
+                    self._active[q.id] = q
+                return [d, q.pt.append, q.pk.append, None, q.pd.append, 0]
+            drop = True
+        elif isinstance(d, Reject):
+            reason = d.reason[:120]
+            drop = d.kind is RejectKind.NO_CAPACITY
         else:
-            reason = d.reason if isinstance(d, Reject) else f"unknown decision {type(d).__name__}"
-            reason = reason[:120]
-        if inst is None:
-            if type(d) is LoadAndRoute:  # not cached: counted here, once
-                self.reject_reasons[reason or ""] += 1
-                reason = None
-            return [d, self._rej_t.append, self._rej_k.append, reason, _ignore, 0]
-        if inst.id not in self._active:
-            self._active[inst.id] = inst
-        return [d, inst.pt.append, inst.pk.append, None, inst.pd.append, 0]
+            reason, drop = f"unknown decision {type(d).__name__}", True
+        if type(d) is LoadAndRoute:  # not cached: counted here, once
+            self.reject_reasons[reason or ""] += 1
+            reason = None
+        if drop:
+            return [d, self._drop_t.append, self._drop_k.append, reason, _ignore, 0]
+        return [d, self._rej_t.append, self._rej_k.append, reason, _ignore, 0]
 
     # -- periodic control ------------------------------------------------------------------
-    def _stats_tick(self) -> None:
-        now = self.env.now
-        window = now - self._last_stats_s
-        self._last_stats_s = now
-        self._flush(window)
-        self.state.update_utilization(window, self.settings.accelerator_sharing)
-        self.state.version += 1
-        if self.policy.monitor_period_s == self.stats_period_s:
-            self.state.apply(self.policy.monitor(self.view), now)
+    def _window_done(self, window_s: float) -> None:
         if self.progress is not None:
-            self.progress.update(min(now, self.horizon_s) - self.progress.n)
+            self.progress.update(min(self.env.now, self.horizon_s) - self.progress.n)
 
-    def _parts(self, inst: Instance, fl: Flushed) -> tuple[Any, ...]:
+    def _parts(self, q: Queue, fl: Flushed) -> tuple[Any, ...]:
         n = fl.keys.size
         return (fl.arrival_s, fl.keys, fl.start_s, fl.finish_s, fl.batch,
-                np.full(n, self.vindex[inst.variant.name], dtype=np.int32),
-                np.full(n, inst.worker_id, dtype=np.int32))  # fmt: skip
+                np.full(n, self.vindex[q.variant.name], dtype=np.int32),
+                np.full(n, q.worker_id, dtype=np.int32))  # fmt: skip
 
     def _keep_results(self, inst: Instance) -> None:
         """An instance is going away: keep its unflushed results for the next flush."""
-        fl = inst.flush()
+        q: Queue = inst.mech
+        fl = q.flush()
         if fl is not None:
-            self._orphans.append(self._parts(inst, fl))
-        self._active.pop(inst.id, None)
+            self._orphans.append(self._parts(q, fl))
+        self._active.pop(q.id, None)
 
-    def _flush(self, window_s: float) -> None:
+    def _collect(self, now_s: float) -> None:
+        """A window closes (the control layer asks): count each queue's window, record
+        every query that started, was dropped or was refused since the last window."""
+        t0, self._last_collect_s = self._last_collect_s, now_s
         parts, self._orphans = self._orphans, []
-        s = self.settings
-        for inst in list(self.state.instances.values()):
-            decay = s.latency_decay_cpu if inst.variant.is_cpu else s.latency_decay_accelerator
-            fl = inst.close_window(window_s, decay, self.recorder.slo_ms)
+        slo_ms = self.recorder.slo_ms
+        for inst in self.cluster.instances.values():
+            q: Queue = inst.mech
+            fl = q.close_window(t0, now_s, slo_ms, inst.counters)
             if fl is not None:
-                parts.append(self._parts(inst, fl))
-        if self._rej_k:
-            n = len(self._rej_k)
-            nan = np.full(n, np.nan)
-            parts.append((np.array(self._rej_t), np.array(self._rej_k, dtype=np.int64), nan, nan,
-                          np.zeros(n, dtype=np.int64), np.full(n, -1, dtype=np.int32),
-                          np.full(n, -1, dtype=np.int32)))  # fmt: skip
-            self._rej_t, self._rej_k = [], []
+                parts.append(self._parts(q, fl))
+        for ts, ks, variant in ((self._rej_t, self._rej_k, -1), (self._drop_t, self._drop_k, DROPPED_NO_VARIANT)):
+            if ks:
+                n = len(ks)
+                arr = np.array(ts)
+                nan = np.full(n, np.nan)
+                parts.append((arr, np.array(ks, dtype=np.int64), arr if variant != -1 else nan, nan,
+                              np.zeros(n, dtype=np.int64), np.full(n, variant, dtype=np.int32),
+                              np.full(n, -1, dtype=np.int32)))  # fmt: skip
+        self._rej_t, self._rej_k, self._drop_t, self._drop_k = [], [], [], []
         if parts:
             cols = [np.concatenate([p[i] for p in parts]) for i in range(7)]
             self.recorder.record(*cols)
 
     def _timeline_tick(self) -> None:
         now = self.env.now
-        values: dict[str, float] = {"cost_usd": self.state.cost_usd(now)}
-        for w in self.state.workers.values():
+        values: dict[str, float] = {"cost_usd": self.cluster.cost_usd(now)}
+        for w in self.cluster.workers:
             k = f"workers_{w.instance_type.name}"
             values[k] = values.get(k, 0) + 1
-        for inst in self.state.instances.values():
+        for inst in self.cluster.instances.values():
             k = f"replicas_{inst.variant.name}"
             values[k] = values.get(k, 0) + inst.replicas
         self.timeline.sample(now, values)
 
-    def _call(self, part: Callable[[Any], Any]) -> Callable[[], None]:
-        return lambda: self.state.apply(part(self.view), self.env.now)
-
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> None:
-        env, p, s = self.env, self.policy, self.settings
-        self.state.apply(p.initial_actions(self.view), 0.0)
-        env.process(self._every(self.stats_period_s, self._stats_tick))
-        if p.monitor_period_s is not None and p.monitor_period_s != self.stats_period_s:
-            env.process(self._every(p.monitor_period_s, self._call(p.monitor)))
-        if p.model_autoscale_period_s is not None:
-            env.process(self._every(p.model_autoscale_period_s, self._call(p.autoscale_models)))
-        if p.vm_autoscale_period_s is not None:
-            env.process(self._every(p.vm_autoscale_period_s, self._call(p.autoscale_vms)))
+        env, s = self.env, self.settings
+        self.loop.start()
+        env.process(self._control_loop())
         env.process(self._every(s.timeline_period_s, self._timeline_tick, first_s=0.0))
         show = s.progress == "on" or (s.progress == "auto" and sys.stderr.isatty() and self.horizon_s >= 30)
         if show:
@@ -319,13 +333,13 @@ class Simulation:
         self.advance_to(self.horizon_s)
         self.advance_to(math.inf)
         self.clock[0] = self.horizon_s
-        self._flush(max(self.horizon_s - self._last_stats_s, 0.0))
+        self.loop.close_final_window()
         self.recorder.finalize()
 
     def hardware_busy(self) -> dict[str, float]:
         """Mean utilisation per device class over live workers (for the summary)."""
         out: dict[str, list[float]] = {}
-        for w in self.state.workers.values():
+        for w in self.cluster.workers:
             for d, u in w.utilization.items():
                 out.setdefault(d, []).append(u)
         return {d: float(np.mean(v)) for d, v in sorted(out.items(), key=lambda kv: (kv[0] != CPU, kv[0]))}

@@ -16,6 +16,9 @@ from infaas_core.model import App, Variant
 from infaas_sim.dataplane import KEY_BITS, KEY_MASK
 from infaas_sim.timeline import Timeline
 
+DROPPED_NO_VARIANT = -2
+"""``variant`` of a query dropped before any instance took it (refused for lack of capacity)."""
+
 
 class Recorder:
     def __init__(self, apps: Sequence[App], variants: Sequence[Variant], n_queries: int | None,
@@ -52,7 +55,8 @@ class Recorder:
     def record(self, arrival_s: np.ndarray, keys: np.ndarray, start_s: np.ndarray, finish_s: np.ndarray,
                batch: np.ndarray, variant: np.ndarray, worker: np.ndarray) -> None:
         """Finished queries: served (``batch > 0``), dropped (``batch == 0`` with a start
-        time, the drop time) or rejected (``variant == -1``, no start)."""
+        time, the drop time; ``variant`` is ``DROPPED_NO_VARIANT`` for a query no instance
+        took) or rejected (``variant == -1``, no start)."""
         if keys.size == 0:
             return
         app = (keys & KEY_MASK).astype(np.int64)
@@ -60,8 +64,9 @@ class Recorder:
         status = np.full(keys.size, REJECTED, dtype=np.int8)
         served = batch > 0
         status[served] = np.where(latency_ms[served] > self.slo_ms[app[served]], LATE, COMPLETED)
-        dropped = (~served) & (variant >= 0)
+        dropped = (~served) & (variant != -1)
         status[dropped] = DROPPED
+        variant = np.where(variant >= 0, variant, -1).astype(np.int32)
         self.timeline.add("dropped", start_s[dropped])  # by drop time (not kept per query)
         if fin_max := (float(finish_s[served].max()) if served.any() else 0.0):
             self.last_finish_s = max(self.last_finish_s, fin_max)

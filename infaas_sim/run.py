@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from infaas_core.control.startup import check_run
 from infaas_core.metrics import QueryTable, summarize, write_results
 from infaas_sim.config import SimInputs
 from infaas_sim.engine import Simulation
@@ -27,7 +28,11 @@ class RunResult:
 
 
 def simulate(inputs: SimInputs, trace_name: str | None = None) -> RunResult:
-    """Run one simulation. Deterministic for ``inputs`` (``inputs.seed``), wall-clock aside."""
+    """Run one simulation. Deterministic for ``inputs`` (``inputs.seed``), wall-clock aside.
+
+    A run that cannot work (an unknown task, nothing placeable, a cluster that never runs a
+    worker) raises ``ConfigError`` before it starts (:mod:`infaas_core.control.startup`)."""
+    check_run(inputs.catalog, inputs.cluster, inputs.apps, {"name": inputs.policy, **inputs.policy_params})
     t0 = time.perf_counter()
     sim = Simulation(inputs)
     sim.run()
@@ -57,7 +62,7 @@ def simulate(inputs: SimInputs, trace_name: str | None = None) -> RunResult:
             "mean_accuracy": acc.accuracy_sum / acc.completed if acc.completed else float("nan"),
             "slo_ms": inputs.apps[i].requirements.latency_slo_ms,
         }  # fmt: skip
-    st = sim.state
+    st = sim.cluster
     s = inputs.sim
     extra = {
         "per_app": per_app,
@@ -65,7 +70,7 @@ def simulate(inputs: SimInputs, trace_name: str | None = None) -> RunResult:
         "reject_reasons": dict(sim.reject_reasons.most_common(10)),
         "peak_workers": dict(sorted(st.peak_workers.items())),
         "cluster_events": dict(sorted(st.counts.items())),
-        "final_workers": _count(w.instance_type.name for w in st.workers.values()),
+        "final_workers": _count(w.instance_type.name for w in st.workers),
         "final_replicas": _count_replicas(sim),
         "last_finish_s": rec.last_finish_s,
         "sim": {
@@ -100,6 +105,6 @@ def _count(names: Any) -> dict[str, int]:
 
 def _count_replicas(sim: Simulation) -> dict[str, int]:
     out: dict[str, int] = {}
-    for inst in sim.state.instances.values():
+    for inst in sim.cluster.instances.values():
         out[inst.variant.name] = out.get(inst.variant.name, 0) + inst.replicas
     return dict(sorted(out.items()))

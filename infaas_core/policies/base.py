@@ -9,8 +9,13 @@ A policy is one object per run. The backend calls, with a view of the cluster
 - ``autoscale_models(view)`` every ``model_autoscale_period_s`` -> load / unload actions;
 - ``autoscale_vms(view)`` every ``vm_autoscale_period_s`` -> add / remove worker actions.
 
-A period of ``None`` means the backend never calls that part. What a policy remembers
+A period of ``None`` means that part never runs. When each part runs is decided by the
+control loop (:mod:`infaas_core.control.loop`), not by the backend. What a policy remembers
 between calls lives in typed state on the object; it never reads a clock.
+
+Every policy's params carry ``observation`` (:class:`~infaas_core.control.observe.ObservationConfig`:
+how the view's window statistics are computed, the same for every backend); the base class
+parses it and hands the rest of the params to the subclass as :attr:`Policy.params`.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from typing import Any, ClassVar
 
 from infaas_core.actions import Action, Decision
 from infaas_core.catalog import Catalog
-from infaas_core.errors import UnknownNameError
+from infaas_core.control.observe import ObservationConfig
+from infaas_core.errors import ConfigError, UnknownNameError
 from infaas_core.model import App, ClusterSpec, Requirements
 from infaas_core.view import ClusterView
 
@@ -50,8 +56,15 @@ class Policy:
     vm_autoscale_period_s: float | None = None
 
     def __init__(self, ctx: PolicyContext, params: Mapping[str, Any] | None = None) -> None:
+        from infaas_core.policies.config import parse_config
+
         self.ctx = ctx
-        self.params = dict(params or {})
+        given = dict(params or {})
+        if "observation" not in given:
+            raise ConfigError("policy.observation", "missing key (compose the policy's config with Hydra)")
+        self.observation: ObservationConfig = parse_config(ObservationConfig, given.pop("observation"),
+                                                           "policy.observation")
+        self.params = given
 
     def initial_actions(self, view: ClusterView) -> list[Action]:
         return []

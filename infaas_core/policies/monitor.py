@@ -120,14 +120,14 @@ class Monitor:
         reps = max(inst.replicas, 1)
         qps_rep = inst.rate_qps / reps
         queue_bound = f_q * reps * cap
-        slow = inst.latency_ms > f_lat * inf_lat and qps_rep > f_qps * cap
+        slow = inst.observed_latency_ms > f_lat * inf_lat and qps_rep > f_qps * cap
         queued = inst.queue_len > queue_bound
         if slow or queued:
             batch = min(max(inst.batch, 1.0), float(inst.variant.max_batch))
             saturated = qps_rep >= self.cfg.saturation_fraction * batch * cap
             overloaded = queued or saturated
             return overloaded, not overloaded
-        if inst.queue_len < queue_bound and inst.latency_ms < f_unset * inf_lat:
+        if inst.queue_len < queue_bound and inst.observed_latency_ms < f_unset * inf_lat:
             return False, False
         return inst.overloaded, inst.interfered
 

@@ -11,12 +11,25 @@ offer, with the same feasibility test selection uses: relax the accuracy at the 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from infaas_core.catalog import Catalog
 from infaas_core.model import CPU, Requirements, Variant
+from infaas_core.policies.common import EstimateConfig
 
-if TYPE_CHECKING:
-    from infaas_core.policies.infaas import InfaasSelector
+
+class Feasibility(Protocol):
+    """What a rejection needs to know of selection (the selector implements it; this module
+    imports nothing of selection's, so the two do not depend on each other)."""
+
+    est: EstimateConfig
+    offered: frozenset[str]
+
+    @property
+    def catalog(self) -> Catalog: ...
+    @property
+    def tight_slo_ms(self) -> float: ...
+    def serves(self, v: Variant, slo_ms: float, batch: int = 1) -> bool: ...
 
 
 def _up(x: float) -> float:
@@ -28,16 +41,16 @@ def _down(x: float) -> float:
     return math.floor(x * 1000.0 + 1e-9) / 1000.0
 
 
-def _needed_slo_ms(sel: InfaasSelector, v: Variant, batch: int) -> float:
+def _needed_slo_ms(sel: Feasibility, v: Variant, batch: int) -> float:
     est = sel.est.latency_ms(v, batch)
     if v.hardware == CPU:  # CPU variants need an SLO above the tight bound
-        est = max(est, sel.cfg.tight_slo_ms + 0.1)
+        est = max(est, sel.tight_slo_ms + 0.1)
     return _up(est)
 
 
-def rejection(sel: InfaasSelector, req: Requirements, batch: int) -> tuple[str, str | None]:
+def rejection(sel: Feasibility, req: Requirements, batch: int) -> tuple[str, str | None]:
     """``(reason, suggestion)`` for requirements with no feasible variant."""
-    cat = sel.ctx.catalog
+    cat = sel.catalog
     if req.form == "variant":
         if req.variant not in cat:
             return f"unknown variant '{req.variant}'", None
@@ -59,7 +72,7 @@ def rejection(sel: InfaasSelector, req: Requirements, batch: int) -> tuple[str, 
         return f"no variant of {what} takes a batch of {batch}", f"batch <= {mb}"
     slo = req.latency_slo_ms
     acc_ok = [v for v in fits if v.accuracy >= req.min_accuracy]
-    lat_ok = [v for v in fits if sel._feasible_latency(v, req, batch)]
+    lat_ok = [v for v in fits if sel.serves(v, req.latency_slo_ms, batch)]
     hints: list[str] = []
     if lat_ok and req.form == "task":
         best_acc = max(v.accuracy for v in lat_ok)

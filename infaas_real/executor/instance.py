@@ -8,8 +8,10 @@ is answered promptly instead of piling up.
 A replica that dies is replaced. The queries it was serving are retried once (put back at
 the head of the queue); a query whose second attempt also dies fails with
 :class:`WorkerDied`. Nothing is dropped silently: every accepted query's future ends with
-a result or an error. The object is also the live :class:`~infaas_core.view.InstanceView`
-of this instance (observations over the last monitor window).
+a result or an error. The object is the server's mechanism for one instance: the instance a
+policy sees is the control layer's (:class:`infaas_core.control.cluster.Instance`), whose
+window counters this object adds to (:mod:`infaas_core.control.observe` turns them into the
+observed rate, latency, batch, SLO and utilisation).
 """
 
 from __future__ import annotations
@@ -19,13 +21,13 @@ import itertools
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from infaas_core.control.observe import WindowCounters
 from infaas_core.errors import BackendError
 from infaas_core.model import Variant
-from infaas_core.view import InstanceState
 from infaas_real.executor import ipc
 from infaas_real.executor.replica import Replica, ReplicaState, RunnerSpec
 
@@ -61,35 +63,14 @@ class _Pending:
     dispatched_s: float = 0.0
 
 
-@dataclass(slots=True)
-class _Window:
-    """Counters of the current monitor window."""
-
-    arrivals: int = 0
-    completions: int = 0
-    latency_sum_ms: float = 0.0
-    batches: int = 0
-    batch_sum: int = 0
-    slo_sum_ms: float = 0.0
-    slo_count: int = 0
-    busy_s: float = 0.0
-
-
-@dataclass(slots=True)
-class _Observed:
-    rate_qps: float = 0.0
-    latency_ms: float = 0.0
-    batch: float = 0.0
-    slo_ms: float = math.inf
-    busy_s: float = 0.0  # replica-seconds busy in the last window
-
-
 @dataclass(frozen=True, slots=True)
 class ExecutorSettings:
-    runner: RunnerSpec = field(default_factory=RunnerSpec)
-    max_queue: int = 64
-    max_restarts: int = 3
-    latency_decay: float = 0.5  # observed latency shrinks by this factor per idle window
+    """The ``executor`` keys of configs/serve.yaml (and ``server.max_queue_per_instance``); no
+    defaults here: the YAML is the default (``build_server_settings`` sets each)."""
+
+    runner: RunnerSpec
+    max_queue: int
+    max_restarts: int
 
 
 class Instance:
@@ -104,6 +85,7 @@ class Instance:
         settings: ExecutorSettings,
         clock: Callable[[], float],
         on_change: Callable[[Instance], None],
+        counters: Callable[[], WindowCounters],
     ) -> None:
         self.id = iid
         self.variant = variant
@@ -121,50 +103,19 @@ class Instance:
         self._restarts = 0
         self._unloading = False
         self.gone = False
-        self.loaded_s = clock()
-        self.last_routed_s = self.loaded_s
-        self.overloaded = False
-        self.interfered = False
-        self._win = _Window()
-        self.observed = _Observed()
+        self.last_arrival_s = -math.inf
+        self._counters = counters  # the current window's counters of this instance's view
         self.add_replicas(replicas)
 
-    # -- InstanceView --------------------------------------------------------------------
+    # -- InstanceMechanism ----------------------------------------------------------------
     @property
-    def state(self) -> InstanceState:
-        if self._unloading:
-            return InstanceState.UNLOADING
-        if any(r.state in (ReplicaState.IDLE, ReplicaState.BUSY) for r in self._replicas):
-            return InstanceState.READY
-        return InstanceState.LOADING
-
-    @property
-    def replicas(self) -> int:
-        return self._target
+    def serving(self) -> bool:
+        """A replica is up (idle or busy)."""
+        return any(r.state in (ReplicaState.IDLE, ReplicaState.BUSY) for r in self._replicas)
 
     @property
     def queue_len(self) -> int:
         return len(self._queue) + sum(len(b) for b in self._inflight.values())
-
-    @property
-    def rate_qps(self) -> float:
-        return self.observed.rate_qps
-
-    @property
-    def latency_ms(self) -> float:
-        return self.observed.latency_ms
-
-    @property
-    def batch(self) -> float:
-        return self.observed.batch
-
-    @property
-    def slo_ms(self) -> float:
-        return self.observed.slo_ms
-
-    @property
-    def idle_s(self) -> float:
-        return self._clock() - self.last_routed_s
 
     # -- facts for the server ------------------------------------------------------------
     @property
@@ -239,12 +190,8 @@ class Instance:
         now = self._clock()
         fut: asyncio.Future[Served] = self._loop.create_future()
         self._queue.append(_Pending(x, fut, now, slo_ms))
-        self.last_routed_s = now
-        w = self._win
-        w.arrivals += 1
-        if math.isfinite(slo_ms):
-            w.slo_sum_ms += slo_ms
-            w.slo_count += 1
+        self.last_arrival_s = now
+        self._counters().arrived(slo_ms)
         self._dispatch()
         return fut
 
@@ -291,10 +238,10 @@ class Instance:
     def on_result(self, replica: Replica, result: ipc.Result) -> None:
         taken = self._inflight.pop(result.batch_id, [])
         now = self._clock()
-        w = self._win
+        w = self._counters()
         w.busy_s += now - replica.busy_since_s
         w.batches += 1
-        w.batch_sum += len(taken)
+        w.batch_items += len(taken)
         start = 0
         pid = replica.pid or 0
         for p in taken:
@@ -371,20 +318,10 @@ class Instance:
         self._inflight.clear()
 
     # -- monitor window ------------------------------------------------------------------
-    def roll_window(self, window_s: float) -> _Observed:
-        """Close the current window: publish its averages, start a new one."""
-        w, o = self._win, self.observed
-        now = self._clock()
-        busy = w.busy_s + sum(now - r.busy_since_s for r in self._replicas if r.state is ReplicaState.BUSY)
+    def collect(self, now_s: float) -> None:
+        """A window closes: count the busy time of batches still in service up to ``now_s``."""
+        w = self._counters()
         for r in self._replicas:
             if r.state is ReplicaState.BUSY:
-                r.busy_since_s = now
-        self.observed = _Observed(
-            rate_qps=w.arrivals / window_s if window_s > 0 else 0.0,
-            latency_ms=w.latency_sum_ms / w.completions if w.completions else o.latency_ms * self.settings.latency_decay,
-            batch=w.batch_sum / w.batches if w.batches else 0.0,
-            slo_ms=w.slo_sum_ms / w.slo_count if w.slo_count else math.inf,
-            busy_s=busy,
-        )
-        self._win = _Window()
-        return self.observed
+                w.busy_s += now_s - r.busy_since_s
+                r.busy_since_s = now_s

@@ -6,8 +6,8 @@ in the request's ``parameters`` (``min_accuracy``, ``latency_slo_ms``, optionall
 
 Status codes: 200 answered; 400 malformed request (JSON, shape, datatype, parameters);
 404 unknown name; 413 body over ``max_request_bytes``; 422 no variant can satisfy the
-requirements (with the policy's reason and suggestion; a policy rejection for lack of room
-is 503); 429 the chosen instance's queue is
+requirements (with the policy's reason and suggestion; a rejection of kind "no capacity"
+is 503, by :data:`infaas_core.control.outcomes.HTTP_STATUS`); 429 the chosen instance's queue is
 full; 500 the runner failed; 503 the query could not be served (replica died twice, load
 refused, server-side timeout, or more than ``max_inflight_requests`` in flight — health and
 metrics endpoints are not counted, so they answer during a flood).
@@ -29,20 +29,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from infaas_core.actions import Reject
+from infaas_core.actions import Reject, RejectKind
 from infaas_core.catalog import Catalog
+from infaas_core.control.outcomes import HTTP_STATUS
 from infaas_core.errors import BackendError, ConfigError, NoFeasibleVariant
 from infaas_core.model import ClusterSpec, Requirements
 from infaas_core.policies.base import Policy
 from infaas_real.executor import ExecutorSettings, InferenceFailed, Overloaded, WorkerDied
 from infaas_real.server import jsonfast, protocol
 from infaas_real.server.metrics import ServerMetrics
-from infaas_real.server.state import LiveState, StateSettings
+from infaas_real.server.state import LiveState, Refused, StateSettings
 
 _JSON = "application/json"
-CAPACITY_REJECT_PREFIX = "no capacity"
-"""How an ``infaas_core`` policy's ``Reject`` reason starts when the cause is load, not the
-requirements (``infaas`` with ``when_no_room``); such rejections are answered 503."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,14 +185,18 @@ class InferenceServer:
         except NoFeasibleVariant as exc:
             decision = Reject(exc.reason, exc.suggestion)
         if isinstance(decision, Reject):
-            # A policy that declines for want of room (not because no variant could ever meet
-            # the requirements) signals overload: 503, retry later; otherwise 422.
-            status = 503 if decision.reason.startswith(CAPACITY_REJECT_PREFIX) else 422
+            # the kind, never the message, decides: infeasible 422, no capacity now 503
+            status = HTTP_STATUS[decision.kind]
+            if decision.kind is RejectKind.NO_CAPACITY:
+                metrics.dropped.labels("policy_no_capacity").inc()
             return self._count(_error(status, decision.reason, suggestion=decision.suggestion), "")
         try:
             inst, futures = state.submit(decision, r.x, r.latency_slo_ms)
         except Overloaded as exc:
             return self._count(_error(429, str(exc)), "")
+        except Refused as exc:
+            metrics.dropped.labels(exc.reason).inc()
+            return self._count(_error(503, str(exc)), "")
         except BackendError as exc:
             return self._count(_error(503, str(exc)), "")
         variant = inst.variant.name

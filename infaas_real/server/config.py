@@ -2,9 +2,11 @@
 the composed mapping into validated objects (the core never sees a ``DictConfig``).
 
 The command lines take Hydra-style overrides; they are composed with the Hydra compose API
-against the repository's ``configs/`` (``serve.yaml``, ``replay.yaml``, ``validate.yaml``
-compose the shared groups ``catalog``, ``policy``, ``cluster``, ``trace``, ``apps``).
-``hydra.run.dir=<dir>`` is taken out of the overrides and returned as the run directory.
+(:func:`infaas_edge.compose`) against the installed configs package (``serve.yaml``,
+``replay.yaml``, ``validate.yaml`` compose the shared groups ``catalog``, ``policy``,
+``cluster``, ``trace``, ``apps``). ``hydra.run.dir=<dir>`` is taken out of the overrides and
+returned as the run directory. The YAML is the only source of defaults: every key a builder
+reads is required.
 """
 
 from __future__ import annotations
@@ -17,15 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from infaas_core.catalog import Catalog, load_catalog
-from infaas_core.configs import REPO_ROOT, apps_from_mapping, cluster_from_mapping, resolve_path
+from infaas_core.configs import apps_from_mapping, cluster_from_mapping, resolve_path
 from infaas_core.errors import ConfigError
 from infaas_core.model import App, ClusterSpec
 from infaas_core.policies.base import Policy, PolicyContext, make_policy
 from infaas_real.executor import ExecutorSettings, RunnerSpec
 from infaas_real.server.app import ServerSettings, TaskShape
 from infaas_real.server.state import StateSettings
-
-CONFIG_DIR = REPO_ROOT / "configs"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,11 +36,7 @@ class Composed:
 
 def compose(config_name: str, overrides: Sequence[str]) -> Composed:
     """Compose ``configs/<config_name>.yaml`` with ``overrides``; pull out ``hydra.run.dir``."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
+    from infaas_edge import compose as edge_compose
 
     run_dir: Path | None = None
     rest: list[str] = []
@@ -51,14 +47,7 @@ def compose(config_name: str, overrides: Sequence[str]) -> Composed:
             continue  # other hydra.* settings have no meaning outside a Hydra app
         else:
             rest.append(o)
-    try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-            dc = hydra_compose(config_name=config_name, overrides=rest)
-        cfg = OmegaConf.to_container(dc, resolve=True)
-    except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError("overrides", str(exc).splitlines()[0]) from None
-    assert isinstance(cfg, dict)
-    return Composed({str(k): v for k, v in cfg.items()}, run_dir)
+    return Composed(edge_compose(config_name, rest), run_dir)
 
 
 def default_run_dir(kind: str) -> Path:
@@ -95,15 +84,28 @@ def build_policy(cfg: Mapping[str, Any], catalog: Catalog, cluster: ClusterSpec,
     return make_policy(name, PolicyContext(catalog, cluster, apps), params=params)
 
 
+def _present(d: Mapping[str, Any], key: str, prefix: str) -> Any:
+    if key not in d:
+        raise ConfigError(f"{prefix}.{key}", "missing key")
+    return d[key]
+
+
+def _str(d: Mapping[str, Any], key: str, prefix: str) -> str:
+    v = _present(d, key, prefix)
+    if not isinstance(v, str) or not v:
+        raise ConfigError(f"{prefix}.{key}", f"must be a non-empty string, got {v!r}")
+    return v
+
+
 def _int(d: Mapping[str, Any], key: str, prefix: str, lo: int = 0) -> int:
-    v = d.get(key)
+    v = _present(d, key, prefix)
     if isinstance(v, bool) or not isinstance(v, int) or v < lo:
         raise ConfigError(f"{prefix}.{key}", f"must be an integer >= {lo}, got {v!r}")
     return v
 
 
 def _float(d: Mapping[str, Any], key: str, prefix: str, lo: float = 0.0) -> float:
-    v = d.get(key)
+    v = _present(d, key, prefix)
     if isinstance(v, bool) or not isinstance(v, int | float) or v < lo:
         raise ConfigError(f"{prefix}.{key}", f"must be a number >= {lo}, got {v!r}")
     return float(v)
@@ -111,13 +113,13 @@ def _float(d: Mapping[str, Any], key: str, prefix: str, lo: float = 0.0) -> floa
 
 def build_server_settings(cfg: Mapping[str, Any]) -> tuple[ServerSettings, StateSettings, ExecutorSettings]:
     s = section(cfg, "server")
-    tasks_raw = s.get("tasks") or {}
+    tasks_raw = _present(s, "tasks", "server") or {}
     tasks = {
         str(t): TaskShape(_int(v, "features", f"server.tasks.{t}", 1), _int(v, "classes", f"server.tasks.{t}", 1))
         for t, v in tasks_raw.items()
     }
     server = ServerSettings(
-        host=str(s.get("host", "127.0.0.1")),
+        host=_str(s, "host", "server"),
         port=_int(s, "port", "server"),
         max_request_bytes=_int(s, "max_request_bytes", "server", 1),
         request_timeout_s=_float(s, "request_timeout_s", "server"),
@@ -125,24 +127,23 @@ def build_server_settings(cfg: Mapping[str, Any]) -> tuple[ServerSettings, State
         max_inflight_requests=_int(s, "max_inflight_requests", "server", 1),
         tasks=tasks,
     )
-    budget = s.get("core_budget")
+    budget = _present(s, "core_budget", "server")
     state = StateSettings(
         core_budget=(os.cpu_count() or 1) if budget is None else _int(s, "core_budget", "server", 1),
         stats_window_s=_float(s, "stats_window_s", "server"),
         startup_scale=_float(s, "startup_scale", "server"),
     )
     e = section(cfg, "executor")
-    cache = e.get("cache_dir")
+    cache = _present(e, "cache_dir", "executor")
     executor = ExecutorSettings(
         runner=RunnerSpec(
-            factory=str(e.get("runner_factory")),
+            factory=_str(e, "runner_factory", "executor"),
             cache_dir=str(resolve_path(cache, key="executor.cache_dir", must_exist=False)) if cache else None,
-            device=str(e.get("device", "cpu")),
-            cpus=_cpus(e.get("cpus"), "executor.cpus"),
+            device=_str(e, "device", "executor"),
+            cpus=_cpus(_present(e, "cpus", "executor"), "executor.cpus"),
         ),
         max_queue=_int(s, "max_queue_per_instance", "server", 1),
         max_restarts=_int(e, "max_restarts", "executor"),
-        latency_decay=_float(e, "latency_decay", "executor"),
     )
     return server, state, executor
 
@@ -158,4 +159,4 @@ def _cpus(value: Any, key: str) -> tuple[int, ...]:
 
 
 def server_cpus(cfg: Mapping[str, Any]) -> tuple[int, ...]:
-    return _cpus(section(cfg, "server").get("cpus"), "server.cpus")
+    return _cpus(_present(section(cfg, "server"), "cpus", "server"), "server.cpus")

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -37,11 +37,16 @@ class _StateCollector(Collector):
                 util.add_metric([str(w.id), d], u)
             for i in w.instances:
                 queue.add_metric([i.variant.name, str(w.id)], i.queue_len)
-                replicas.add_metric([i.variant.name, str(w.id)], i.live_replicas)
+                replicas.add_metric([i.variant.name, str(w.id)], i.mech.live_replicas)
         for s, n in by_state.items():
             workers.add_metric([s], n)
-        cost.add_metric([], self.state.cost_usd)
-        yield from (queue, replicas, util, workers, cost)
+        cost.add_metric([], self.state.cost_usd(self.state.now_s))
+        refused = CounterMetricFamily(
+            "infaas_refused_actions", "Actions and query routes the control layer refused, by reason "
+            "(the same reasons as summary.json's refused_actions)", labels=["reason"])
+        for reason, n in sorted(self.state.refused.items()):
+            refused.add_metric([reason], n)
+        yield from (queue, replicas, util, workers, cost, refused)
 
 
 class ServerMetrics:
@@ -58,6 +63,10 @@ class ServerMetrics:
         self.queue = Histogram(
             "infaas_queue_seconds", "Time a query waited for a replica",
             ["variant"], buckets=_LATENCY_BUCKETS_S, registry=self.registry,
+        )  # fmt: skip
+        self.dropped = Counter(
+            "infaas_dropped_queries", "Queries refused for lack of capacity (answered 503; dropped, a violation), by reason",
+            ["reason"], registry=self.registry,
         )  # fmt: skip
         self.registry.register(_StateCollector(state))
 

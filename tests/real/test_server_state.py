@@ -17,6 +17,7 @@ from infaas_core.view import WorkerState
 from infaas_real.executor import ExecutorSettings
 from infaas_real.server.state import LiveState, StateSettings
 
+OBSERVATION = {"observation": {"latency_decay_divisor": {"cpu": 15.0, "gpu": 1.5, "inferentia": 1.5}}}
 SLOT = InstanceType("slot", price_usd_per_hour=3600.0, vcpus=1, memory_gb=1.0, startup_s=0.2)
 WIDE = make_variant(
     name="wide-cpu2", model="wide", task="t", framework="onnx-fp32", hardware="cpu", cores=2, max_batch=1,
@@ -28,7 +29,7 @@ def _state(budget: int = 2) -> LiveState:
     cluster = ClusterSpec((SLOT,), initial_workers=(("slot", 1),), max_workers=(("slot", 3),))
     catalog = Catalog([WIDE])
     t0 = time.perf_counter()
-    return LiveState(catalog, cluster, Policy(PolicyContext(catalog, cluster)), StateSettings(core_budget=budget),
+    return LiveState(catalog, cluster, Policy(PolicyContext(catalog, cluster), OBSERVATION), StateSettings(core_budget=budget),
                      ExecutorSettings(), lambda: time.perf_counter() - t0)  # fmt: skip
 
 
@@ -45,7 +46,7 @@ def test_worker_actions_follow_startup_delay_limits_and_cost() -> None:
         assert st.workers[1].state is WorkerState.RUNNING
         st.apply([RemoveWorker(st.workers[1].id)])
         assert len(st.workers) == 1
-        assert st.cost_usd == pytest.approx(st.now_s + 0.3, abs=0.1)  # $1 per slot-second
+        assert st.cost_usd(st.now_s) == pytest.approx(st.now_s + 0.3, abs=0.1)  # $1 per slot-second
         st.apply([LoadVariant("wide-cpu2", st.workers[0].id)])  # 2 cores on a 1-vCPU slot: refused
         assert st.instances_of("wide-cpu2") == []
         v1 = st.version
@@ -79,7 +80,7 @@ def test_load_variant_adds_replicas_to_an_existing_instance_until_cores_run_out(
     t0 = time.perf_counter()
 
     async def body() -> None:
-        st = LiveState(catalog, cluster, Policy(PolicyContext(catalog, cluster)), StateSettings(core_budget=2),
+        st = LiveState(catalog, cluster, Policy(PolicyContext(catalog, cluster), OBSERVATION), StateSettings(core_budget=2),
                        ExecutorSettings(), lambda: time.perf_counter() - t0)  # fmt: skip
         await st.start()
         wid = st.workers[0].id

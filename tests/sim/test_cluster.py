@@ -75,7 +75,7 @@ def test_worker_starts_after_its_delay_and_costs_from_the_request() -> None:
                     initial=[LoadVariant("v", 0, 1)], script=[(1.0, AddWorker("cpu8"))])
     states = {t: s for t, _, s in pol.log}
     assert "1:starting" in states[10.5] and "1:running" in states[11.5]
-    assert sim.state.cost_usd(30.0) == pytest.approx(0.36 * 30 / 3600 + 0.36 * 29 / 3600)
+    assert sim.cluster.cost_usd(30.0) == pytest.approx(0.36 * 30 / 3600 + 0.36 * 29 / 3600)
 
 
 def test_actions_that_do_not_fit_are_refused_and_counted() -> None:
@@ -85,7 +85,7 @@ def test_actions_that_do_not_fit_are_refused_and_counted() -> None:
               (1.5, LoadVariant("v", 1, 1))]  # fmt: skip
     sim, _ = _run(cat, poisson(100, 50, 1), cluster(), 5.0, route_variant="v", initial=[LoadVariant("v", 0, 1)],
                   script=script)
-    r = sim.state.refused
+    r = sim.cluster.refused
     assert r["load_no_free_cores"] == 1 and r["add_worker_at_max"] == 1 and r["load_worker_not_running"] == 1
 
 
@@ -108,9 +108,9 @@ def test_unload_drains_the_queue_then_frees_memory() -> None:
     sim, _ = _run(cat, times, cluster(), 3.0, route_variant="v", initial=[LoadVariant("v", 0, 1)],
                   script=[(0.5, UnloadVariant(0, 1))])
     assert sim.recorder.total.completed == 10
-    w = sim.state.workers[0]
+    w = sim.cluster.worker(0)
     assert not w.instances and w.used_memory_mb == 0.0 and w.used_cores == 0
-    assert sim.state.counts["instance_unloads"] == 1
+    assert sim.cluster.counts["instance_unloads"] == 1
 
 
 def test_remove_worker_stops_its_cost_after_draining() -> None:
@@ -118,8 +118,8 @@ def test_remove_worker_stops_its_cost_after_draining() -> None:
     cat = Catalog([variant("v", p50_ms=1.0)])
     sim, _ = _run(cat, poisson(50, 20, 2), cluster(cpu=2, max_cpu=2), 10.0, route_variant="v",
                   initial=[LoadVariant("v", 0, 1)], script=[(2.0, RemoveWorker(1))])
-    assert 1 not in sim.state.workers and sim.state.counts["workers_removed"] == 1
-    assert sim.state.cost_usd(10.0) == pytest.approx(0.36 * (10 + 2) / 3600)
+    assert 1 not in {w.id for w in sim.cluster.workers} and sim.cluster.counts["workers_removed"] == 1
+    assert sim.cluster.cost_usd(10.0) == pytest.approx(0.36 * (10 + 2) / 3600)
 
 
 def test_accelerator_replicas_on_one_device_share_it() -> None:
@@ -136,7 +136,7 @@ def test_accelerator_replicas_on_one_device_share_it() -> None:
         sim = Simulation(inp)
         sim.run()
         res[sharing] = (sim.recorder.total.latency_sum_ms / sim.recorder.total.completed,
-                        sim.state.workers[0].utilization["gpu-x"])  # fmt: skip
+                        sim.cluster.worker(0).utilization["gpu-x"])  # fmt: skip
     assert res[False][0] < 5.0  # two independent M/D/1 at rho 0.7
     assert res[True][0] > 10 * res[False][0]  # over capacity: the queues grow
     assert res[True][1] == pytest.approx(1.0)
@@ -149,4 +149,4 @@ def test_every_change_selection_reads_bumps_the_version() -> None:
                     initial=[LoadVariant("v", 0, 1)], script=[(1.0, AddWorker("cpu8"))])
     versions = [v for _, v, _ in pol.log]
     assert versions == sorted(versions) and len(set(versions)) > 5
-    assert sim.state.workers[1].state is WorkerState.RUNNING
+    assert sim.cluster.worker(1).state is WorkerState.RUNNING

@@ -15,7 +15,7 @@ def test_queue_rule_sets_overloaded():
     """Rule: queue > f_q x replicas x 1000/inf_lat sets the flag; the cause is demand ->
     overloaded (default class: CPU with 2 replicas, f_q = 0.8; inf_lat = 120 ms -> bound 13.3)."""
     ctx, view = world()
-    inst = view.add_instance(0, "resnet50-cpu", replicas=2, batch=1.0, queue_len=14, latency_ms=100.0)
+    inst = view.add_instance(0, "resnet50-cpu", replicas=2, batch=1.0, queue_len=14, observed_latency_ms=100.0)
     p = build("infaas", ctx)
     assert _flags(p, view) == [SetFlags(inst.id, True, False)]
     inst.queue_len = 13
@@ -28,7 +28,7 @@ def test_latency_inflated_below_saturation_is_interfered():
     but below the profiled throughput -> interfered, not overloaded."""
     ctx, view = world()
     # CPU single replica: f_lat 4, f_qps 1.0; inf_lat 120 ms -> cap 8.33 q/s
-    inst = view.add_instance(0, "resnet50-cpu", batch=1.0, latency_ms=500.0, rate_qps=8.4)
+    inst = view.add_instance(0, "resnet50-cpu", batch=1.0, observed_latency_ms=500.0, rate_qps=8.4)
     p = build("infaas", ctx, **{"monitor.saturation_fraction": 1.2})  # saturation at 10 q/s
     assert _flags(p, view) == [SetFlags(inst.id, False, True)]
     inst.rate_qps = 10.5
@@ -41,15 +41,15 @@ def test_flag_hysteresis_set_keep_unset():
     ctx, view = world(workers=("inf1.2xlarge",))
     inst = view.add_instance(0, "resnet50-inf", batch=1.0, rate_qps=60.0)  # inf_lat 15, cap 66.7
     p = build("infaas", ctx)
-    inst.latency_ms = 40.0  # > 2.5 x 15 = 37.5 and 60 > 0.5 x 66.7
+    inst.observed_latency_ms = 40.0  # > 2.5 x 15 = 37.5 and 60 > 0.5 x 66.7
     assert _flags(p, view) == [SetFlags(inst.id, False, True)]  # 60 < 66.7: below saturation
     inst.interfered = True
-    inst.latency_ms = 30.0  # between 22.5 and 37.5: keep
+    inst.observed_latency_ms = 30.0  # between 22.5 and 37.5: keep
     assert _flags(p, view) == []
-    inst.latency_ms = 20.0  # < 1.5 x 15: unset
+    inst.observed_latency_ms = 20.0  # < 1.5 x 15: unset
     assert _flags(p, view) == [SetFlags(inst.id, False, False)]
     inst.interfered = False
-    inst.latency_ms = 30.0  # between, not set before: stays clear
+    inst.observed_latency_ms = 30.0  # between, not set before: stays clear
     assert _flags(p, view) == []
 
 
@@ -57,10 +57,10 @@ def test_gpu_fast_variant_latency_factor():
     """Rule: a GPU variant with inf_lat < 10 ms uses min(5, 15 / inf_lat) as its latency
     factor (trt-b1: 8 ms -> 1.875, set above 15 ms) and qps factor 0.3."""
     ctx, view = world()
-    inst = view.add_instance(1, "resnet50-trt-b1", batch=1.0, rate_qps=40.0, latency_ms=14.9)
+    inst = view.add_instance(1, "resnet50-trt-b1", batch=1.0, rate_qps=40.0, observed_latency_ms=14.9)
     p = build("infaas", ctx)
     assert _flags(p, view) == []
-    inst.latency_ms = 15.1
+    inst.observed_latency_ms = 15.1
     assert _flags(p, view) == [SetFlags(inst.id, False, True)]
 
 

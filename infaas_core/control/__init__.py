@@ -1,0 +1,1 @@
+"""The control layer both backends share (DESIGN.md, "the control layer")."""
