@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
 from infaas_core.catalog import Catalog
 from infaas_core.model import App, ClusterSpec, InstanceType, Requirements, Variant, make_variant
+from infaas_edge import compose_group, group_options, merge
 from infaas_sim import Arrivals, SimInputs, SimSettings
 
 
@@ -35,16 +40,18 @@ def one_app(variant_name: str = "v", slo_ms: float = 1e9) -> tuple[App, ...]:
 
 
 def inputs(catalog: Catalog, times: np.ndarray, *, apps: tuple[App, ...] | None = None,
-           cluster: ClusterSpec | None = None, policy: str = "static", params: dict | None = None,
+           cluster: ClusterSpec | None = None, policy: str = "static", params: Mapping[str, Any] | None = None,
            seed: int = 0, duration_s: float | None = None, **sim: object) -> SimInputs:
-    settings = SimSettings.from_mapping({"progress": "off", **sim})
+    """A run of ``policy`` on ``catalog``: its composed config with ``params`` merged over it (a
+    test policy without a config gets ``params`` as they are), ``sim`` over configs/sim/default.yaml."""
+    settings = sim_settings(progress="off", **sim)
     return SimInputs(
         catalog=catalog,
         cluster=cluster or big_cpu_cluster(),
         apps=apps or one_app(catalog.variants[0].name),
         arrivals=Arrivals.from_array(times, duration_s if duration_s is not None else float(times[-1]) if times.size else 1.0),
         policy=policy,
-        policy_params=params or {"replicas": 1},
+        policy_params=policy_params(policy, params) if policy in group_options("policy") else dict(params or {}),
         seed=seed,
         sim=settings,
     )
@@ -53,19 +60,25 @@ def inputs(catalog: Catalog, times: np.ndarray, *, apps: tuple[App, ...] | None 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
-def policy_params(name: str) -> dict:
-    """The committed ``configs/policy/<name>.yaml`` as plain params (what the CLI passes)."""
-    import yaml
+@functools.cache
+def _composed(group: str, option: str) -> dict[str, Any]:
+    return compose_group(group, option)  # composing takes ~0.1 s; tests ask for a few configs many times
 
-    return dict(yaml.safe_load((REPO / "configs" / "policy" / f"{name}.yaml").read_text()))
+
+def policy_params(name: str, updates: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``configs/policy/<name>.yaml`` composed (what the CLI passes), ``updates`` merged over it."""
+    return merge(_composed("policy", name), updates, key="policy")
+
+
+def sim_settings(**overrides: Any) -> SimSettings:
+    """``configs/sim/default.yaml`` with ``overrides`` (the YAML holds every default)."""
+    return SimSettings.from_mapping({**_composed("sim", "default"), **overrides})
 
 
 def cluster_config(name: str) -> ClusterSpec:
-    import yaml
-
     from infaas_core.configs import cluster_from_mapping
 
-    return cluster_from_mapping(yaml.safe_load((REPO / "configs" / "cluster" / f"{name}.yaml").read_text()))
+    return cluster_from_mapping(_composed("cluster", name))
 
 
 TASK = "classification-imagenet-224"
@@ -112,3 +125,8 @@ def write_catalog_csv(catalog: Catalog, path: object) -> None:
             rows.append(f"{v.name},{v.model},{v.task},{v.framework},{v.hardware},{v.cores},{v.max_batch},{b},"
                         f"{p50},{p99},{v.load_latency_ms},{v.memory_mb},{v.accuracy},{v.source}")
     Path(str(path)).write_text("\n".join(rows) + "\n")
+
+
+OBSERVATION = {"latency_decay_divisor": {"cpu": 15.0, "gpu": 1.5, "inferentia": 1.5}}
+"""``policy.observation`` for the test policies these tests define (INFaaS's divisors, as
+configs/policy/observation/infaas.yaml)."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sim_helpers import inputs, poisson, variant
+from sim_helpers import OBSERVATION, inputs, poisson, variant
 
 from infaas_core.actions import (
     Action,
@@ -20,6 +20,7 @@ from infaas_core.actions import (
     UnloadVariant,
 )
 from infaas_core.catalog import Catalog
+from infaas_core.control.resources import capacity
 from infaas_core.model import App, ClusterSpec, InstanceType, Requirements
 from infaas_core.policies.base import Policy, PolicyContext, register
 from infaas_core.view import ClusterView, InstanceState, WorkerState
@@ -42,7 +43,7 @@ class Scripted(Policy):
     model_autoscale_period_s = 0.5
 
     def __init__(self, ctx: PolicyContext, params: Mapping[str, Any] | None = None) -> None:
-        super().__init__(ctx, params)
+        super().__init__(ctx, {"observation": OBSERVATION, **(params or {})})
         self.script: list[tuple[float, Action]] = list(self.params.get("script", []))
         self.log: list[tuple[float, int, str]] = []
 
@@ -109,7 +110,7 @@ def test_unload_drains_the_queue_then_frees_memory() -> None:
                   script=[(0.5, UnloadVariant(0, 1))])
     assert sim.recorder.total.completed == 10
     w = sim.cluster.worker(0)
-    assert not w.instances and w.used_memory_mb == 0.0 and w.used_cores == 0
+    assert not w.instances and w.free == capacity(w.instance_type)
     assert sim.cluster.counts["instance_unloads"] == 1
 
 
@@ -150,3 +151,20 @@ def test_every_change_selection_reads_bumps_the_version() -> None:
     versions = [v for _, v, _ in pol.log]
     assert versions == sorted(versions) and len(set(versions)) > 5
     assert sim.cluster.worker(1).state is WorkerState.RUNNING
+
+
+def test_queries_refused_for_lack_of_capacity_are_dropped_violations_not_rejections() -> None:
+    """Results contract: a query no instance can take *now* (INFaaS with ``when_no_room:
+    reject``: its variant finds no room on the one worker the first variant fills) is
+    ``dropped`` — admitted, and a violation — never ``rejected``."""
+    cat = Catalog([variant("a", p50_ms=1.0, cores=2, model="ma"), variant("b", p50_ms=1.0, cores=2, model="mb")])
+    apps = (App("first", Requirements(variant="a", latency_slo_ms=100.0), 0.5),
+            App("second", Requirements(variant="b", latency_slo_ms=100.0), 0.5))  # fmt: skip
+    spec = ClusterSpec((InstanceType("two", 0.36, 2, 8.0, 0.0),), initial_workers=(("two", 1),),
+                       max_workers=(("two", 1),))  # fmt: skip
+    res = simulate(inputs(cat, poisson(50, 500, 3), apps=apps, cluster=spec, policy="infaas",
+                          params={"selection": {"when_no_room": "reject"}}, duration_s=10.0))
+    s = res.summary
+    full, starved = sorted(s["per_app"].values(), key=lambda a: a["dropped"])  # whichever came first loaded
+    assert s["rejected"] == 0 and full["dropped"] == 0 and starved["dropped"] == starved["queries"] > 0
+    assert s["violations"] == s["late"] + s["dropped"] and s["violation_rate"] > 0.3

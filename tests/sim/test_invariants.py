@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sim_helpers import (
+    OBSERVATION,
     TASK,
     big_cpu_cluster,
     cluster_config,
@@ -210,7 +211,7 @@ class Chaos(Policy):
     model_autoscale_period_s = 0.25
 
     def __init__(self, ctx: PolicyContext, params: Mapping[str, Any] | None = None) -> None:
-        super().__init__(ctx, params)
+        super().__init__(ctx, {"observation": OBSERVATION, **(params or {})})
         self.rng = random.Random(int(self.params.get("seed", 0)))
 
     def select(self, req: Requirements, view: ClusterView, app: str | None = None, batch: int = 1) -> Decision:
@@ -262,7 +263,7 @@ def test_every_query_ends_exactly_once_under_random_cluster_changes(seed: int, d
     q.check_exactly_once()
     acc = sim.recorder.total
     assert acc.completed + acc.dropped + acc.rejected == acc.queries == times.size
-    for w in sim.state.workers.values():
+    for w in sim.cluster.workers:
         t = w.instance_type
         assert 0 <= w.used_cores <= t.vcpus and -1e-6 <= w.used_memory_mb <= t.memory_gb * 1024 + 1e-6
         assert all(v >= -1e-6 for v in w.free_accelerator_memory_mb.values())
