@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from infaas_core.control.resources import can_host
 from infaas_core.model import CPU, ClusterSpec, Variant
 from infaas_core.policies.config import require
 
@@ -62,22 +63,18 @@ def instance_share(v: Variant, cluster: ClusterSpec, accelerator_share: str) -> 
     The share of a type a replica occupies: ``cores / vcpus`` for a CPU variant; for an
     accelerator variant ``1 / devices`` times either its memory fraction of one device
     (``accelerator_share: memory``, the paper's §6.2 accounting "proportional to its memory
-    footprint") or the whole device (``device``). Types that cannot hold ``v`` at all are
-    skipped; ``(inf, 1)`` when none can.
+    footprint") or the whole device (``device``). Types that cannot hold one replica of ``v``
+    (the core resource model's ``can_host``) are skipped; ``(inf, 1)`` when none can.
     """
     best = (float("inf"), 1.0)
     for t in cluster.instance_types:
-        if not t.offers(v.hardware):
+        if not can_host(t, v):
             continue
         if v.hardware == CPU:
-            if t.vcpus < v.cores or t.memory_gb * 1024.0 < v.memory_mb:
-                continue
             share = v.cores / t.vcpus
         else:
             n = t.accelerator_count(v.hardware)
             dev_mb = t.accelerator_memory_mb(v.hardware)
-            if dev_mb and v.memory_mb > dev_mb:
-                continue
             frac = v.memory_mb / dev_mb if (accelerator_share == "memory" and dev_mb > 0) else 1.0
             share = frac / n
         if t.price_usd_per_hour * share < best[0] * best[1]:

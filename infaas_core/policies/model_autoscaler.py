@@ -34,22 +34,33 @@ Inferentia 15 at a 1 s period); ``load_latency`` waits the variant's own load la
 ``T_v`` (paper §4.2.2). Then: drop one replica; at one replica, a downgrade loads the
 smaller variant (and replaces this one once it is ready); an idle single replica unloads.
 
-Every load checks free memory minus ``memory_slack_mb`` (and free cores on CPU), counting
-what earlier actions of the same tick already took.
+Every load checks the worker's free capacity minus ``memory_slack_mb`` of memory, with the
+core resource model (:mod:`infaas_core.control.resources`: cores and host memory on CPU; the
+device class's memory on accelerators, one replica on one device), counting what earlier
+actions of the same tick already took. The delay and the replica arithmetic are the shared
+rules of :mod:`~infaas_core.policies.rules`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from infaas_core.actions import Action, LoadVariant, UnloadVariant
 from infaas_core.catalog import Catalog
+from infaas_core.control.resources import Free, planning_room, room_of
 from infaas_core.model import CPU, Variant
 from infaas_core.policies.common import FAMILIES, EstimateConfig, family
 from infaas_core.policies.config import require
+from infaas_core.policies.rules import (
+    Sustained,
+    apply_bounds,
+    one_fewer_carries,
+    over_capacity,
+    replicas_needed,
+    replicas_to_add,
+)
 from infaas_core.view import ClusterView, InstanceState, InstanceView, WorkerState, WorkerView
 
 
@@ -76,40 +87,6 @@ class ModelAutoscalerConfig:
                 require(n >= 1, f"{key}.{name}.{fam}", "must be >= 1")
 
 
-@dataclass(slots=True)
-class _Track:
-    """What the autoscaler remembers of one instance."""
-
-    low_ticks: int = 0
-    low_since_s: float | None = None
-
-
-class Room:
-    """Free capacity of one worker, minus what this tick's actions already took."""
-
-    def __init__(self, w: WorkerView, slack_mb: float) -> None:
-        self.cores = w.free_cores
-        self.mem_mb = w.free_memory_mb - slack_mb
-        self.acc_mb = {k: v - slack_mb for k, v in w.free_accelerator_memory_mb.items()}
-
-    def fits(self, v: Variant, n: int) -> bool:
-        if v.hardware == CPU:
-            return self.cores >= v.cores * n and self.mem_mb >= v.memory_mb * n
-        return self.acc_mb.get(v.hardware, -math.inf) >= v.memory_mb * n
-
-    def most(self, v: Variant, n: int) -> int:
-        while n > 0 and not self.fits(v, n):
-            n -= 1
-        return n
-
-    def take(self, v: Variant, n: int) -> None:
-        if v.hardware == CPU:
-            self.cores -= v.cores * n
-            self.mem_mb -= v.memory_mb * n
-        else:
-            self.acc_mb[v.hardware] = self.acc_mb.get(v.hardware, 0.0) - v.memory_mb * n
-
-
 class ModelAutoscaler:
     def __init__(
         self,
@@ -123,7 +100,8 @@ class ModelAutoscaler:
         self.catalog = catalog
         self.serves = serves
         """``serves(v, slo_ms)``: selection would route a query with that SLO to ``v``."""
-        self.tracks: dict[int, _Track] = {}
+        self.low: dict[int, Sustained] = {}
+        """Instance id -> its sustained scale-down requests."""
         self.replacing: dict[tuple[int, str], tuple[int, ...]] = {}
         """(worker, new variant) -> instance ids to unload once the new one is ready."""
 
@@ -134,6 +112,20 @@ class ModelAutoscaler:
     def cap(self, v: Variant) -> int:
         return self.cfg.max_replicas[family(v.hardware)]
 
+    def _sustained(self, inst: InstanceView) -> Sustained:
+        """The scale-down delay of one instance: its family's request count, or its
+        variant's load latency (``scale_down.rule``)."""
+        low = self.low.get(inst.id)
+        if low is None:
+            sd = self.cfg.scale_down
+            v = inst.variant
+            low = self.low[inst.id] = (
+                Sustained(evaluations=sd.requests[family(v.hardware)])
+                if sd.rule == "requests"
+                else Sustained(duration_s=v.load_latency_ms / 1000.0)
+            )
+        return low
+
     # -- one tick ------------------------------------------------------------------------
     def run(self, view: ClusterView) -> list[Action]:
         out: list[Action] = self._finish_replacements(view)
@@ -142,7 +134,7 @@ class ModelAutoscaler:
         for w in view.workers:
             if w.state is not WorkerState.RUNNING:
                 continue
-            room = Room(w, self.cfg.memory_slack_mb)
+            room = planning_room(room_of(w), self.cfg.memory_slack_mb)
             groups: dict[str, list[InstanceView]] = {}
             for inst in w.instances:
                 seen.add(inst.id)
@@ -150,8 +142,8 @@ class ModelAutoscaler:
                     groups.setdefault(inst.variant.model, []).append(inst)
             for model, insts in groups.items():
                 out.extend(self._scale_model(view, w, model, insts, room))
-        for gone in set(self.tracks) - seen:
-            del self.tracks[gone]
+        for gone in set(self.low) - seen:
+            del self.low[gone]
         return out
 
     def _finish_replacements(self, view: ClusterView) -> list[Action]:
@@ -166,7 +158,7 @@ class ModelAutoscaler:
         return out
 
     def _scale_model(
-        self, view: ClusterView, w: WorkerView, model: str, insts: list[InstanceView], room: Room
+        self, view: ClusterView, w: WorkerView, model: str, insts: list[InstanceView], room: Free
     ) -> list[Action]:
         cfg = self.cfg
         needs: list[tuple[InstanceView, int]] = []
@@ -176,25 +168,23 @@ class ModelAutoscaler:
             v = inst.variant
             t1 = self.t1(v, inst)
             want = cfg.slack * inst.rate_qps
-            track = self.tracks.setdefault(inst.id, _Track())
-            if want > inst.replicas * t1:
-                up = math.ceil((want - inst.replicas * t1) / t1)
+            low = self._sustained(inst)
+            if over_capacity(inst.rate_qps, inst.replicas, t1, cfg.slack):
+                up = replicas_to_add(inst.rate_qps, inst.replicas, t1, cfg.slack)
                 needs.append((inst, up))
                 cost_a += v.load_latency_ms * up
                 if inst.replicas + up > self.cap(v):
                     cost_a += cfg.replica_cap_penalty * v.load_latency_ms
                     blocked = True
-                if not room.fits(v, up):
+                if not room.fits(w.instance_type, v, up):
                     blocked = True
-                track.low_ticks, track.low_since_s = 0, None
-            elif want <= (inst.replicas - 1) * t1 or (
-                inst.replicas == 1 and self._downgrade_target(w, inst, room, want) is not None
-            ):
-                track.low_ticks += 1
-                if track.low_since_s is None:
-                    track.low_since_s = view.now_s
+                low.observe(False, view.now_s)
             else:
-                track.low_ticks, track.low_since_s = 0, None
+                low.observe(
+                    one_fewer_carries(inst.rate_qps, inst.replicas, t1, cfg.slack)
+                    or (inst.replicas == 1 and self._downgrade_target(w, inst, room, want) is not None),
+                    view.now_s,
+                )
         if needs:
             return self._scale_up(w, insts, needs, cost_a, blocked, room)
         return self._scale_down(view, w, insts, room)
@@ -207,7 +197,7 @@ class ModelAutoscaler:
         needs: list[tuple[InstanceView, int]],
         cost_a: float,
         blocked: bool,
-        room: Room,
+        room: Free,
     ) -> list[Action]:
         upgrade = self._upgrade_target(w, insts, room)
         if upgrade is not None:
@@ -221,18 +211,18 @@ class ModelAutoscaler:
         out: list[Action] = []
         for inst, up in needs:
             v = inst.variant
-            n = room.most(v, min(up, self.cap(v) - inst.replicas))
+            n = room.most(w.instance_type, v, apply_bounds(inst.replicas + up, hi=self.cap(v)) - inst.replicas)
             if n > 0:
                 room.take(v, n)
                 out.append(LoadVariant(v.name, w.id, n))
         return out
 
     def _upgrade_target(
-        self, w: WorkerView, insts: list[InstanceView], room: Room
+        self, w: WorkerView, insts: list[InstanceView], room: Free
     ) -> tuple[Variant, int] | None:
         """The faster variant of this model that carries the model's whole demand here in
         the fewest load-milliseconds, and how many replicas of it to add."""
-        demand = self.cfg.slack * sum(i.rate_qps for i in insts)
+        demand_qps = sum(i.rate_qps for i in insts)
         floor_t1 = max(self.t1(i.variant, i) for i in insts)
         min_acc = min(i.variant.accuracy for i in insts)
         slo = min(i.slo_ms for i in insts)
@@ -244,9 +234,9 @@ class ModelAutoscaler:
             t1 = self.t1(u)
             if t1 <= floor_t1 or not self.serves(u, slo):
                 continue
-            total = math.ceil(demand / t1)
+            total = replicas_needed(demand_qps, t1, self.cfg.slack)
             n = total - have.get(u.name, 0)
-            if n <= 0 or total > self.cap(u) or not room.fits(u, n):
+            if n <= 0 or total > self.cap(u) or not room.fits(w.instance_type, u, n):
                 continue
             cost = u.load_latency_ms * n
             if best is None or (cost, -t1) < (best[0], -self.t1(best[1])):
@@ -257,21 +247,15 @@ class ModelAutoscaler:
         return self.catalog.by_model(v.model)
 
     # -- down ----------------------------------------------------------------------------
-    def _due(self, inst: InstanceView, now_s: float) -> bool:
-        track = self.tracks[inst.id]
-        sd = self.cfg.scale_down
-        if sd.rule == "requests":
-            return track.low_ticks >= sd.requests[family(inst.variant.hardware)]
-        return track.low_since_s is not None and now_s - track.low_since_s >= inst.variant.load_latency_ms / 1000.0
-
     def _scale_down(
-        self, view: ClusterView, w: WorkerView, insts: list[InstanceView], room: Room
+        self, view: ClusterView, w: WorkerView, insts: list[InstanceView], room: Free
     ) -> list[Action]:
         out: list[Action] = []
         for inst in insts:
-            if not self._due(inst, view.now_s):
+            low = self.low[inst.id]
+            if not low.due(view.now_s):
                 continue
-            self.tracks[inst.id] = _Track()
+            low.reset()
             want = self.cfg.slack * inst.rate_qps
             if inst.replicas > 1 or want <= 0.0:
                 out.append(UnloadVariant(inst.id, 1))
@@ -283,7 +267,7 @@ class ModelAutoscaler:
                 out.append(LoadVariant(d.name, w.id, 1))
         return out
 
-    def _downgrade_target(self, w: WorkerView, inst: InstanceView, room: Room, want: float) -> Variant | None:
+    def _downgrade_target(self, w: WorkerView, inst: InstanceView, room: Free, want: float) -> Variant | None:
         """The smallest variant of the same model (lower T1, accuracy no lower, meeting the
         SLO) that still carries ``want`` with one replica and fits here."""
         v = inst.variant
@@ -294,7 +278,7 @@ class ModelAutoscaler:
             if d.name in present or not w.instance_type.offers(d.hardware) or d.accuracy < v.accuracy:
                 continue
             t1 = self.t1(d)
-            if not (want <= t1 < t1_v) or not self.serves(d, inst.slo_ms) or not room.fits(d, 1):
+            if not (want <= t1 < t1_v) or not self.serves(d, inst.slo_ms) or not room.fits(w.instance_type, d):
                 continue
             if best is None or t1 < best[0]:
                 best = (t1, d)

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from infaas_core.actions import LoadVariant
+from infaas_core.control.resources import Free, room_of
 from infaas_core.errors import ConfigError
 from infaas_core.model import Requirements, Variant
 from infaas_core.policies.base import PolicyContext
@@ -56,11 +57,12 @@ def _default_pin(ctx: PolicyContext, req: Requirements, app: str) -> Variant:
 
 
 def place_replicas(
-    view: ClusterView, variant: Variant, replicas: int, reserved: dict[int, tuple[int, float]]
+    view: ClusterView, variant: Variant, replicas: int, rooms: dict[int, Free]
 ) -> list[LoadVariant]:
     """Spread ``replicas`` replicas of ``variant`` over running workers that offer its
-    hardware and have room, filling workers in id order. ``reserved`` tracks cores and
-    memory already promised by earlier placements in the same batch of actions."""
+    hardware and have room (the core resource model, :mod:`infaas_core.control.resources`),
+    filling workers in id order. ``rooms`` holds, per worker id, what is still free after the
+    earlier placements of the same batch of actions; it is filled in as workers are used."""
     actions: list[LoadVariant] = []
     left = replicas
     for w in sorted(view.workers, key=lambda w: w.id):
@@ -68,26 +70,14 @@ def place_replicas(
             break
         if w.state is not WorkerState.RUNNING or not w.instance_type.offers(variant.hardware):
             continue
-        used_cores, used_mem = reserved.get(w.id, (0, 0.0))
-        n = 0
-        while left > 0:
-            cores_needed = used_cores + variant.cores * (n + 1) if variant.is_cpu else used_cores
-            mem_needed = used_mem + variant.memory_mb * (n + 1)
-            mem_free = (
-                w.free_memory_mb
-                if variant.is_cpu
-                else w.free_accelerator_memory_mb.get(variant.hardware, 0.0)
-            )
-            if cores_needed > w.free_cores or mem_needed > mem_free:
-                break
-            n += 1
-            left -= 1
+        room = rooms.get(w.id)
+        if room is None:
+            room = rooms[w.id] = room_of(w)
+        n = room.most(w.instance_type, variant, left)
         if n:
+            room.take(variant, n)
             actions.append(LoadVariant(variant.name, w.id, n))
-            reserved[w.id] = (
-                used_cores + (variant.cores * n if variant.is_cpu else 0),
-                used_mem + variant.memory_mb * n,
-            )
+            left -= n
     if left:
         raise ConfigError(
             "policy.replicas",

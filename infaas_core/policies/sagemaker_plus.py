@@ -16,6 +16,10 @@ one replica's profiled throughput: the target load per replica is ``T1 / slack``
   1) * T1``) for ``scale_in_evaluations[family]`` consecutive evaluations, never below
   ``min_replicas``.
 
+Room is the core resource model's (:mod:`infaas_core.control.resources`) less
+``memory_slack_mb``; the delay, the cooldown and the replica arithmetic are the shared rules
+of :mod:`~infaas_core.policies.rules`.
+
 Queries go to the least-queued instance of the application's variant. Workers scale with
 the INFaaS VM autoscaler (:mod:`~infaas_core.policies.vm_autoscaler`); no monitor runs, so
 only its utilisation and placement-pressure rules fire.
@@ -29,17 +33,24 @@ the metric's excess over its target; a cooldown between scale-outs).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from infaas_core.actions import Action, LoadVariant, UnloadVariant
+from infaas_core.control.resources import Free, planning_room, room_of
 from infaas_core.model import Variant
 from infaas_core.policies.base import PolicyContext, register
 from infaas_core.policies.common import FAMILIES, EstimateConfig, family
 from infaas_core.policies.config import require
-from infaas_core.policies.model_autoscaler import Room
+from infaas_core.policies.rules import (
+    Cooldown,
+    Sustained,
+    apply_bounds,
+    one_fewer_carries,
+    over_capacity,
+    replicas_to_add,
+)
 from infaas_core.policies.static import StaticConfig, StaticPolicy
 from infaas_core.policies.vm_autoscaler import VmAutoscaler, VmAutoscalerConfig
 from infaas_core.view import ClusterView, InstanceState, InstanceView, WorkerState
@@ -82,12 +93,14 @@ class SageMakerPlusPolicy(StaticPolicy):
         self.vm_autoscale_period_s = self.smcfg.vm_autoscale_period_s
         self.vm_scaler = VmAutoscaler(self.smcfg.vm_autoscaler, ctx.cluster)
         self.pressure: dict[str, float] = {}
-        self.low_evaluations: dict[str, int] = {}
-        self.last_scale_out_s: dict[str, float] = {}
+        self.scale_in: dict[str, Sustained] = {}
+        """Variant name -> its consecutive low evaluations."""
+        self.scale_out: dict[str, Cooldown] = {}
+        """Variant name -> the cooldown since its last scale-out."""
 
     def autoscale_models(self, view: ClusterView) -> list[Action]:
         out: list[Action] = []
-        rooms: dict[int, Room] = {}
+        rooms: dict[int, Free] = {}
         for v in {p.name: p for p in self.pins.values()}.values():
             out.extend(self._scale_variant(view, v, rooms))
         return out
@@ -95,7 +108,7 @@ class SageMakerPlusPolicy(StaticPolicy):
     def autoscale_vms(self, view: ClusterView) -> list[Action]:
         return self.vm_scaler.run(view, self.pressure)
 
-    def _scale_variant(self, view: ClusterView, v: Variant, rooms: dict[int, Room]) -> list[Action]:
+    def _scale_variant(self, view: ClusterView, v: Variant, rooms: dict[int, Free]) -> list[Action]:
         sc = self.smcfg.scaling
         insts = [
             i
@@ -105,28 +118,25 @@ class SageMakerPlusPolicy(StaticPolicy):
         ]
         replicas = sum(i.replicas for i in insts)
         t1 = self.smcfg.estimates.replica_throughput_qps(v, 1)
-        want = sc.slack * sum(i.rate_qps for i in insts)
-        if want > replicas * t1 or replicas < sc.min_replicas:
-            self.low_evaluations[v.name] = 0
-            last = self.last_scale_out_s.get(v.name)
-            if last is not None and view.now_s - last < sc.scale_out_cooldown_s:
+        rate_qps = sum(i.rate_qps for i in insts)
+        low = self.scale_in.setdefault(v.name, Sustained(evaluations=sc.scale_in_evaluations[family(v.hardware)]))
+        cooldown = self.scale_out.setdefault(v.name, Cooldown(sc.scale_out_cooldown_s))
+        if over_capacity(rate_qps, replicas, t1, sc.slack) or replicas < sc.min_replicas:
+            low.reset()
+            if not cooldown.ready(view.now_s):
                 return []
-            self.last_scale_out_s[v.name] = view.now_s
-            n = max(math.ceil((want - replicas * t1) / t1), sc.min_replicas - replicas)
+            cooldown.mark(view.now_s)
+            target = replicas + replicas_to_add(rate_qps, replicas, t1, sc.slack)
+            n = apply_bounds(target, lo=sc.min_replicas) - replicas
             return self._add(view, v, n, insts, rooms)
-        if replicas > sc.min_replicas and want <= (replicas - 1) * t1:
-            n = self.low_evaluations.get(v.name, 0) + 1
-            self.low_evaluations[v.name] = n
-            if n >= sc.scale_in_evaluations[family(v.hardware)]:
-                self.low_evaluations[v.name] = 0
-                victim = max(insts, key=lambda i: (i.replicas, -i.queue_len, i.id))
-                return [UnloadVariant(victim.id, 1)]
-            return []
-        self.low_evaluations[v.name] = 0
+        if low.observe(replicas > sc.min_replicas and one_fewer_carries(rate_qps, replicas, t1, sc.slack), view.now_s):
+            low.reset()
+            victim = max(insts, key=lambda i: (i.replicas, -i.queue_len, i.id))
+            return [UnloadVariant(victim.id, 1)]
         return []
 
     def _add(
-        self, view: ClusterView, v: Variant, n: int, insts: list[InstanceView], rooms: dict[int, Room]
+        self, view: ClusterView, v: Variant, n: int, insts: list[InstanceView], rooms: dict[int, Free]
     ) -> list[Action]:
         sc = self.smcfg.scaling
         cap = sc.max_replicas_per_worker[family(v.hardware)]
@@ -141,8 +151,10 @@ class SageMakerPlusPolicy(StaticPolicy):
         for w in order:
             if n <= 0:
                 break
-            room = rooms.setdefault(w.id, Room(w, sc.memory_slack_mb))
-            k = room.most(v, min(n, cap - on.get(w.id, 0)))
+            room = rooms.get(w.id)
+            if room is None:
+                room = rooms[w.id] = planning_room(room_of(w), sc.memory_slack_mb)
+            k = room.most(w.instance_type, v, min(n, cap - on.get(w.id, 0)))
             if k > 0:
                 room.take(v, k)
                 out.append(LoadVariant(v.name, w.id, k))

@@ -15,7 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from infaas_core.actions import Action, Decision, Reject, Route
+from infaas_core.actions import Action, Decision, Reject, RejectKind, Route
+from infaas_core.control.resources import Free
 from infaas_core.model import Requirements, Variant
 from infaas_core.policies.base import Policy, PolicyContext, register
 from infaas_core.policies.config import parse_config, policy_params, require
@@ -64,10 +65,10 @@ class StaticPolicy(Policy):
         wanted: dict[str, int] = {}
         for app, v in self.pins.items():
             wanted[v.name] = max(wanted.get(v.name, 0), self.replicas[app])
-        reserved: dict[int, tuple[int, float]] = {}
+        rooms: dict[int, Free] = {}
         actions: list[Action] = []
         for name, n in wanted.items():
-            actions.extend(place_replicas(view, self.ctx.catalog.get(name), n, reserved))
+            actions.extend(place_replicas(view, self.ctx.catalog.get(name), n, rooms))
         return actions
 
     def pinned_name(self, req: Requirements, app: str | None) -> str | None:
@@ -77,8 +78,13 @@ class StaticPolicy(Policy):
     def select(self, req: Requirements, view: ClusterView, app: str | None = None, batch: int = 1) -> Decision:
         name = self.pinned_name(req, app)
         if name is None:
-            return Reject(f"{self.name} policy: application '{app}' has no pinned variant")
+            return Reject(f"{self.name} policy: application '{app}' has no pinned variant", kind=RejectKind.INFEASIBLE)
         best = least_queued(view.instances_of(name))
-        if best is None:
-            return Reject(f"{self.name} policy: no instance of pinned variant '{name}' is loaded")
-        return Route(best.id)
+        if best is not None:
+            return Route(best.id)
+        if any(v.name == name for v in self.pins.values()):  # the pin exists, with no instance now
+            return Reject(
+                f"{self.name} policy: no instance of pinned variant '{name}' is loaded", kind=RejectKind.NO_CAPACITY
+            )
+        # a variant no application is pinned to: this policy never loads it
+        return Reject(f"{self.name} policy: variant '{name}' is pinned to no application and has no instance")

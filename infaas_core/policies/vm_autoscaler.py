@@ -19,9 +19,10 @@ action; never past ``max_workers``; starting workers count toward the total):
    last ``pressure_window_s`` and after the newest worker offering that hardware came up
    (the dispatcher's ``vmscale`` request in the code).
 
-Rules 2-4 add the cheapest type that offers the hardware and can hold the variants
-concerned (our choice: the code always starts its one configured type per platform),
-unless a worker offering that hardware is already starting.
+Rules 2-4 add the cheapest type that offers the hardware and can hold one replica of each
+variant concerned (the core resource model's ``can_host``; our choice: the code always
+starts its one configured type per platform), unless a worker offering that hardware is
+already starting.
 
 Scale in, after ``sustained_evaluations`` consecutive low evaluations and the back-off:
 low means the code's conditions (min GPU <= gpu_min and min CPU <= cpu_min; avg GPU <=
@@ -29,7 +30,8 @@ gpu_avg and avg CPU <= cpu_avg; avg Inferentia <= inferentia_avg and avg CPU <= 
 plus, with ``remove_cpu_workers``, avg CPU <= cpu_avg over CPU-only workers (our
 extension: the code never removes CPU workers). The victim is the least-utilised running
 worker of a type above its initial count (GPU first, then Inferentia, then CPU); the
-cluster never drops below its initial workers.
+cluster never drops below its initial workers. The back-off and the sustained count are the
+shared rules of :mod:`~infaas_core.policies.rules`.
 """
 
 from __future__ import annotations
@@ -39,9 +41,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from infaas_core.actions import Action, AddWorker, RemoveWorker
+from infaas_core.control.resources import can_host
 from infaas_core.model import CPU, ClusterSpec, InstanceType, Variant
 from infaas_core.policies.common import FAMILIES, Family, family
 from infaas_core.policies.config import require
+from infaas_core.policies.rules import Cooldown, Sustained
 from infaas_core.view import ClusterView, InstanceState, WorkerState, WorkerView
 
 
@@ -90,8 +94,10 @@ class VmAutoscaler:
     def __init__(self, cfg: VmAutoscalerConfig, cluster: ClusterSpec) -> None:
         self.cfg = cfg
         self.cluster = cluster
-        self.last_action_s: float | None = None
-        self.low_evaluations = 0
+        self.backoff = Cooldown(cfg.backoff_s)
+        """After any worker added or removed."""
+        self.scale_in = Sustained(evaluations=cfg.scale_in.sustained_evaluations)
+        """Consecutive evaluations that found a worker to remove."""
 
     def run(self, view: ClusterView, pressure: Mapping[str, float] | None = None) -> list[Action]:
         live = [w for w in view.workers if w.state is not WorkerState.STOPPING]
@@ -99,17 +105,17 @@ class VmAutoscaler:
         counts = Counter(w.instance_type.name for w in live)
         add = self._scale_out(view, live, running, counts, pressure or {})
         victim = None if add is not None else self._scale_in_victim(running, counts)
-        self.low_evaluations = self.low_evaluations + 1 if victim is not None else 0
         now = view.now_s
-        if self.last_action_s is not None and now - self.last_action_s < self.cfg.backoff_s:
+        due = self.scale_in.observe(victim is not None, now)
+        if not self.backoff.ready(now):
             return []
         if add is not None:
-            self.last_action_s = now
-            self.low_evaluations = 0
+            self.backoff.mark(now)
+            self.scale_in.reset()
             return [AddWorker(add)]
-        if victim is not None and self.low_evaluations >= self.cfg.scale_in.sustained_evaluations:
-            self.last_action_s = now
-            self.low_evaluations = 0
+        if victim is not None and due:
+            self.backoff.mark(now)
+            self.scale_in.reset()
             return [RemoveWorker(victim.id)]
         return []
 
@@ -176,14 +182,7 @@ class VmAutoscaler:
 
     def _cheapest(self, hardware: str, vs: list[Variant], counts: Counter[str]) -> InstanceType | None:
         for t in self.cluster.types_offering(hardware):  # cheapest first
-            if not self._room(t, counts):
-                continue
-            if hardware == CPU:
-                fits = all(v.cores <= t.vcpus and v.memory_mb <= t.memory_gb * 1024.0 for v in vs)
-            else:
-                dev_mb = t.accelerator_memory_mb(hardware)
-                fits = all(dev_mb == 0 or v.memory_mb <= dev_mb for v in vs)
-            if fits:
+            if self._room(t, counts) and all(can_host(t, v) for v in vs):
                 return t
         return None
 

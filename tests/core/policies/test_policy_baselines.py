@@ -4,10 +4,11 @@ variant, replica autoscaling on its load, never switches variant)."""
 from __future__ import annotations
 
 import pytest
-from policy_world import APPS, build, world
+from policy_world import APPS, build, cluster, req, world
 
-from infaas_core.actions import AddWorker, LoadVariant, Reject, Route, UnloadVariant
+from infaas_core.actions import AddWorker, LoadVariant, Reject, RejectKind, Route, UnloadVariant
 from infaas_core.errors import ConfigError
+from infaas_core.model import ClusterSpec, InstanceType
 
 PINS = {"fixed_variants": {"photos": "resnet50-cpu", "search": "mobilenet-trt-b1"}}
 
@@ -33,9 +34,44 @@ def test_clipper_plus_routes_to_least_queued_instance_of_the_pinned_variant():
 
 
 def test_pinned_policy_rejects_when_its_variant_is_not_loaded():
+    """Rule: the app's pin exists but has no instance now -> a no-capacity reject (dropped,
+    a violation), not an infeasible one."""
     ctx, view = world()
     d = build("static", ctx, **PINS).select(APPS[1].requirements, view, app="search")
     assert isinstance(d, Reject) and "mobilenet-trt-b1" in d.reason
+    assert d.kind is RejectKind.NO_CAPACITY
+
+
+def test_pinned_policy_rejects_what_no_pin_can_serve_as_infeasible():
+    """Rule: an application without a pinned variant, or a variant no application is pinned
+    to (this policy never loads it), is infeasible."""
+    ctx, view = world()
+    p = build("static", ctx, **PINS)
+    d = p.select(req(model="mobilenet", latency_slo_ms=50), view, app="nobody")
+    assert isinstance(d, Reject) and "has no pinned variant" in d.reason and d.kind is RejectKind.INFEASIBLE
+    d = p.select(req(variant="resnet152-cpu"), view)
+    assert isinstance(d, Reject) and d.kind is RejectKind.INFEASIBLE
+
+
+def test_initial_placement_counts_host_and_accelerator_memory_apart():
+    """Rule (core resource model): a CPU replica takes cores and host memory, an accelerator
+    replica its device's memory; placing CPU replicas first leaves the GPU memory whole
+    (2 x resnet50-cpu, then 20 x 800 MB of mobilenet-trt-b1 on one 16 GB V100)."""
+    ctx, view = world(workers=("p3.2xlarge",))
+    p = build("static", ctx, **PINS, replicas={"photos": 2, "search": 20})
+    assert p.initial_actions(view) == [LoadVariant("resnet50-cpu", 0, 2), LoadVariant("mobilenet-trt-b1", 0, 20)]
+
+
+def test_initial_placement_needs_one_device_per_replica():
+    """Rule (core resource model): an accelerator replica must fit on one device; two 3 GB
+    devices do not hold a 4 GB replica."""
+    g2 = InstanceType("g.2x3gb", 1.0, 8, 32.0, 60.0, (("gpu-v100", 2),), (("gpu-v100", 3.0),))
+    base = cluster()
+    spec = ClusterSpec((*base.instance_types, g2), (("g.2x3gb", 1),), (*base.max_workers, ("g.2x3gb", 1)))
+    ctx, view = world(spec=spec, workers=("g.2x3gb",))
+    pins = {"fixed_variants": {"photos": "resnet152-trt-b1", "search": "mobilenet-trt-b1"}}
+    with pytest.raises(ConfigError, match="resnet152-trt-b1"):
+        build("static", ctx, **pins).initial_actions(view)
 
 
 def test_unknown_fixed_variant_names_its_key():

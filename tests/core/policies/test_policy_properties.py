@@ -3,11 +3,12 @@ SnapshotView the tests build views with."""
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from policy_world import TASK, build, req, world
 
-from infaas_core.actions import LoadAndRoute, Reject, Route
+from infaas_core.actions import LoadAndRoute, Reject, RejectKind, Route
+from infaas_core.control.resources import room_of
 from infaas_core.view import InstanceState, WorkerState
 
 VARIANTS = ["resnet50-cpu", "resnet50-trt-b1", "resnet50-trt-b8", "mobilenet-cpu", "mobilenet-trt-b1",
@@ -35,14 +36,25 @@ def views(draw):
     return ctx, view
 
 
+def _ready_and_loading():
+    """Known-bad input: one variant with a LOADING instance (worker 0) and a READY one with
+    room (worker 1), both idle; a Route to the LOADING one was once drawn."""
+    ctx, view = world(workers=("m5.2xlarge", "m5.2xlarge"))
+    view.add_instance(0, "resnet50-cpu", state=InstanceState.LOADING)
+    view.add_instance(1, "resnet50-cpu", state=InstanceState.READY)
+    return ctx, view
+
+
 @settings(max_examples=150, deadline=None)
 @given(views(), st.floats(0.0, 0.85), st.sampled_from([20.0, 40.0, 80.0, 150.0, 400.0]),
        st.sampled_from(["infaas", "infaas_cost"]))  # fmt: skip
+@example(_ready_and_loading(), 0.75, 150.0, "infaas")
 def test_selection_only_returns_decisions_that_meet_the_requirements(world_view, acc, slo, name):
     """Properties: a Route goes to a non-unloading instance on a running worker whose
     variant meets accuracy and (estimated) SLO, never a CPU one for a tight SLO, and to a
     free one whenever a free ready instance of that variant exists; a LoadAndRoute names a
-    running worker offering the hardware with room that does not hold the variant yet."""
+    running worker offering the hardware with room (the core resource model) that does not
+    hold the variant yet; a no-capacity Reject comes only when some variant is feasible."""
     ctx, view = world_view
     p = build(name, ctx)
     r = req(min_accuracy=acc, latency_slo_ms=slo)
@@ -80,13 +92,12 @@ def test_selection_only_returns_decisions_that_meet_the_requirements(world_view,
         w = view.worker(d.worker_id)
         assert w.state is WorkerState.RUNNING and w.instance_type.offers(v.hardware)
         assert all(i.variant.name != v.name for i in w.instances)
-        if v.is_cpu:
-            assert w.free_cores >= v.cores and w.free_memory_mb >= v.memory_mb
-        else:
-            assert w.free_accelerator_memory_mb[v.hardware] >= v.memory_mb
+        assert room_of(w).fits(w.instance_type, v)
         assert feasible(v)
     else:
         assert isinstance(d, Reject) and d.reason
+        if d.kind is RejectKind.NO_CAPACITY:
+            assert any(feasible(v) for v in ctx.catalog.by_task(TASK))
 
 
 @settings(max_examples=50, deadline=None)

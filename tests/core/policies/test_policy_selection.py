@@ -1,10 +1,12 @@
-"""INFaaS per-query selection (infaas_core/policies/infaas.py), driven with hand-built views."""
+"""INFaaS per-query selection (infaas_core/policies/infaas_selection.py), driven with hand-built views."""
 
 from __future__ import annotations
 
-from policy_world import M5, build, req, world
+import pytest
+from policy_world import M5, build, cluster, req, world
 
-from infaas_core.actions import LoadAndRoute, Reject, Route
+from infaas_core.actions import LoadAndRoute, Reject, RejectKind, Route
+from infaas_core.model import ClusterSpec, InstanceType
 from infaas_core.policies.common import EstimateConfig, cost_per_query_usd
 from infaas_core.view import InstanceState
 
@@ -99,6 +101,7 @@ def test_no_room_routes_to_least_queued_busy_instance_and_asks_for_capacity():
     r = build("infaas", ctx, **{"selection.when_no_room": "reject"})
     d = r.select(req(min_accuracy=0.75, latency_slo_ms=40), view)
     assert isinstance(d, Reject) and "no capacity" in d.reason
+    assert d.kind is RejectKind.NO_CAPACITY  # feasible, just no room now: dropped, not rejected
 
 
 def test_nothing_meets_accuracy_rejects_with_reason_and_suggestion():
@@ -106,7 +109,7 @@ def test_nothing_meets_accuracy_rejects_with_reason_and_suggestion():
     requirement (paper Algorithm 1, suggestVariant)."""
     ctx, view = world()
     d = build("infaas", ctx).select(req(min_accuracy=0.9, latency_slo_ms=200), view)
-    assert isinstance(d, Reject)
+    assert isinstance(d, Reject) and d.kind is RejectKind.INFEASIBLE
     assert "min_accuracy 0.9" in d.reason
     assert d.suggestion == "min_accuracy <= 0.8 at latency_slo_ms 200"
 
@@ -248,3 +251,55 @@ def test_very_loose_slo_loads_a_tighter_fit_once_then_stays():
     cpu = view.add_instance(0, "resnet50-cpu")
     assert build("infaas", ctx).select(req(model="resnet50"), view) == Route(cpu.id)
     assert gpu.id != cpu.id
+
+
+@pytest.mark.parametrize("name", ["infaas", "infaas_cost"])
+@pytest.mark.parametrize("loading_on", [0, 1])
+def test_a_ready_instance_with_room_wins_over_a_loading_one(name, loading_on):
+    """Rule: while a READY instance of the variant has room, no query is routed to a LOADING
+    instance of it (both idle and not overloaded, on running workers). Regression for a
+    draw of test_selection_only_returns_decisions_that_meet_the_requirements: a Route to
+    the LOADING instance while a READY one with room existed."""
+    ctx, view = world(workers=("m5.2xlarge", "m5.2xlarge"))
+    insts = [view.add_instance(w, "resnet50-cpu",
+                               state=InstanceState.LOADING if w == loading_on else InstanceState.READY)
+             for w in (0, 1)]  # fmt: skip
+    ready = insts[1 - loading_on]
+    p = build(name, ctx)
+    r = req(min_accuracy=0.75, latency_slo_ms=200)
+    assert [p.select(r, view) for _ in range(6)] == [Route(ready.id)] * 6
+
+
+def test_a_load_must_fit_on_one_device_not_the_pooled_devices():
+    """Rule (core resource model): an accelerator replica needs its memory on one device of
+    the worker; two 3 GB devices do not hold a 4 GB replica although 6 GB are free in all."""
+    g2 = InstanceType("g.2x3gb", 1.0, 8, 32.0, 60.0, (("gpu-v100", 2),), (("gpu-v100", 3.0),))
+    base = cluster()
+    spec = ClusterSpec((*base.instance_types, g2), (("g.2x3gb", 1),), (*base.max_workers, ("g.2x3gb", 1)))
+    ctx, view = world(spec=spec, workers=("g.2x3gb", "p3.2xlarge"))
+    assert view.worker(0).free_accelerator_memory_mb["gpu-v100"] == 6144.0
+    r = req(min_accuracy=0.8, latency_slo_ms=30)  # only resnet152-trt-b1 (4000 MB) qualifies
+    assert build("infaas", ctx).select(r, view) == LoadAndRoute("resnet152-trt-b1", 1)
+    ctx, view = world(spec=spec, workers=("g.2x3gb",))
+    d = build("infaas", ctx, **{"selection.when_no_room": "reject"}).select(r, view)
+    assert isinstance(d, Reject) and d.kind is RejectKind.NO_CAPACITY
+
+
+def test_a_ready_instance_is_preferred_even_when_a_loading_one_is_less_loaded():
+    """Rule: among a variant's eligible instances only the READY ones are routed to while any
+    is ready, even when the LOADING one has the lower request rate per replica."""
+    ctx, view = world(workers=("p3.2xlarge", "p3.2xlarge", "p3.2xlarge"))
+    view.add_instance(0, "resnet50-trt-b1", state=InstanceState.LOADING)
+    busy = view.add_instance(1, "resnet50-trt-b1", rate_qps=50.0)
+    idle = view.add_instance(2, "resnet50-trt-b1", rate_qps=10.0)
+    p = build("infaas", ctx)
+    r = req(min_accuracy=0.75, latency_slo_ms=40)
+    assert [p.select(r, view) for _ in range(4)] == [Route(idle.id), Route(busy.id)] * 2
+
+
+def test_only_loading_instances_are_routed_to_when_none_is_ready():
+    """Rule: a variant whose eligible instances are all loading still takes the query (it is
+    running: a query waits out the rest of the load instead of a whole new one)."""
+    ctx, view = world()
+    a = view.add_instance(1, "resnet50-trt-b1", state=InstanceState.LOADING)
+    assert build("infaas", ctx).select(req(min_accuracy=0.75, latency_slo_ms=40), view) == Route(a.id)

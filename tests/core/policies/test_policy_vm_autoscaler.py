@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from policy_world import build, world
+from policy_world import build, cluster, world
 
 from infaas_core.actions import AddWorker, RemoveWorker
+from infaas_core.model import ClusterSpec, InstanceType
 from infaas_core.view import WorkerState
 
 
@@ -135,3 +136,18 @@ def test_added_cpu_workers_are_removed_when_idle():
     assert out[14] == [RemoveWorker(1)] and out[:14] == [[]] * 14
     q = build("infaas", ctx, **{"vm_autoscaler.scale_in.remove_cpu_workers": False})
     assert all(_tick(q, view, 2.0 * i) == [] for i in range(30))
+
+
+def test_the_added_type_must_hold_one_replica_on_one_device():
+    """Rule (core resource model): the cheapest type offering the hardware is skipped when
+    one replica of an overloaded variant does not fit on one of its devices (two 3 GB
+    devices, 6 GB pooled, for a 4 GB resnet152-trt-b1): the next cheapest is added."""
+    g2 = InstanceType("g.2x3gb", 1.0, 8, 32.0, 60.0, (("gpu-v100", 2),), (("gpu-v100", 3.0),))
+    base = cluster()
+    spec = ClusterSpec((*base.instance_types, g2), base.initial_workers, (*base.max_workers, ("g.2x3gb", 2)))
+    ctx, view = world(spec=spec, workers=("p3.2xlarge",))
+    view.add_instance(0, "resnet152-trt-b1", overloaded=True)
+    assert _tick(build("infaas", ctx), view, 0.0) == [AddWorker("p3.2xlarge")]
+    ctx, view = world(spec=spec, workers=("p3.2xlarge",))
+    view.add_instance(0, "resnet50-trt-b1", overloaded=True)  # 2 GB: the cheaper type holds it
+    assert _tick(build("infaas", ctx), view, 0.0) == [AddWorker("g.2x3gb")]
