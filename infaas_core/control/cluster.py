@@ -153,6 +153,10 @@ class Instance:
     def queue_len(self) -> int:
         return int(self.mech.queue_len) if self.mech is not None else 0
 
+    @queue_len.setter
+    def queue_len(self, n: int) -> None:  # hand-built views only (a snapshot queue holds a number)
+        self.mech.queue_len = n
+
     @property
     def idle_s(self) -> float:
         last = self.mech.last_arrival_s if self.mech is not None else -math.inf

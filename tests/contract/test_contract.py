@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-
 from harness import HARNESSES, VARIANT, Harness, SimHarness
+
 from infaas_core.actions import (
     AddWorker,
     LoadAndRoute,
