@@ -30,6 +30,7 @@ import numpy as np
 
 from infaas_core.catalog import Catalog
 from infaas_core.configs import REPO_ROOT
+from infaas_core.control.startup import check_run
 from infaas_core.errors import ConfigError
 from infaas_core.metrics import (
     COMPLETED,
@@ -263,7 +264,9 @@ def run_replay(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     seed = int(cfg.get("seed", 0))
     trace = trace_from_config(section(cfg, "trace"), seed, REPO_ROOT)
     settings = settings_from(cfg)
-    result = _run(replay(trace, build_apps(cfg), build_catalog(cfg), seed, settings))
+    apps, catalog = build_apps(cfg), build_catalog(cfg)
+    check_run(catalog, None, apps)  # names only: the server owns the cluster
+    result = _run(replay(trace, apps, catalog, seed, settings))
     write_results(run_dir, result.summary, result.table if settings.write_queries else None)
     return result.summary
 

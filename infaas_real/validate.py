@@ -47,6 +47,7 @@ import numpy as np
 
 from infaas_core.catalog import Catalog
 from infaas_core.configs import REPO_ROOT
+from infaas_core.control.startup import check_run
 from infaas_core.errors import BackendError, ConfigError
 from infaas_core.metrics import (
     write_results,
@@ -57,6 +58,7 @@ from infaas_real.replay import ReplaySettings, _run, replay
 from infaas_real.server.config import (
     build_apps,
     build_catalog,
+    build_cluster,
     compose,
     default_run_dir,
     section,
@@ -196,6 +198,7 @@ def main(overrides: Sequence[str]) -> int:
     v = section(cfg, "validate")
     seed = int(cfg.get("seed", 0))
     catalog, apps = build_catalog(cfg), build_apps(cfg)
+    check_run(catalog, build_cluster(cfg), apps, section(cfg, "policy"))  # before the server starts
     variant = pinned_variant(cfg, catalog, apps)
     replicas = int(v.get("replicas", 1))
     duration_s = float(v["duration_s"])

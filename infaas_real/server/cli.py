@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Sequence
 
+from infaas_core.control.startup import check_run
 from infaas_real.server.app import InferenceServer
 from infaas_real.server.config import (
     build_apps,
@@ -30,6 +31,7 @@ def build_server(overrides: Sequence[str]) -> tuple[InferenceServer, dict[str, o
     catalog = build_catalog(cfg)
     cluster = build_cluster(cfg)
     apps = build_apps(cfg)
+    check_run(catalog, cluster, apps, cfg.get("policy"))  # before a port is bound or a worker spawned
     policy = build_policy(cfg, catalog, cluster, apps)
     server, state, executor = build_server_settings(cfg)
     return InferenceServer(catalog, cluster, policy, server, state, executor), cfg
