@@ -100,8 +100,8 @@ def test_every_query_ends_exactly_once(sc: dict) -> None:
     assert counts[COMPLETED] + counts[LATE] == s["completed"]
     assert counts[REJECTED] == s["rejected"] and counts[DROPPED] == s["dropped"] and counts[LATE] == s["late"]
     assert s["completed"] + s["dropped"] + s["rejected"] == s["queries"]
-    if not sc["sim"]["drop_late"]:
-        assert s["dropped"] == 0
+    if not sc["sim"]["drop_late"]:  # then a drop is only a refusal for lack of capacity: no instance took it
+        assert (q.variant[q.status == DROPPED] < 0).all()
     served = q.batch_size > 0
     assert (q.start_s[served] >= q.arrival_s[served] - 1e-12).all()
     assert (q.finish_s[served] > q.start_s[served]).all()
@@ -265,5 +265,5 @@ def test_every_query_ends_exactly_once_under_random_cluster_changes(seed: int, d
     assert acc.completed + acc.dropped + acc.rejected == acc.queries == times.size
     for w in sim.cluster.workers:
         t = w.instance_type
-        assert 0 <= w.used_cores <= t.vcpus and -1e-6 <= w.used_memory_mb <= t.memory_gb * 1024 + 1e-6
+        assert 0 <= w.free_cores <= t.vcpus and -1e-6 <= w.free_memory_mb <= t.memory_gb * 1024 + 1e-6
         assert all(v >= -1e-6 for v in w.free_accelerator_memory_mb.values())
