@@ -25,13 +25,18 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 from infaas_core.errors import ConfigError
 from infaas_core.model import CPU, InstanceType, Variant
 
+Family = Literal["cpu", "gpu", "inferentia"]
+FAMILIES: tuple[Family, ...] = ("cpu", "gpu", "inferentia")
 
-def family_of(hardware: str) -> str:
-    """``cpu``, ``inferentia`` (a class starting ``inf``) or ``gpu`` (every other accelerator)."""
+
+def family_of(hardware: str) -> Family:
+    """``cpu``, ``inferentia`` (a class starting ``inf``) or ``gpu`` (every other accelerator):
+    INFaaS keys its constants by these three platforms."""
     if hardware == CPU:
         return "cpu"
     if hardware.startswith("inf"):
@@ -46,9 +51,8 @@ class ObservationConfig:
     latency_decay_divisor: dict[str, float]
 
     def validate(self, key: str) -> None:
-        fams = ("cpu", "gpu", "inferentia")
-        if set(self.latency_decay_divisor) != set(fams):
-            raise ConfigError(f"{key}.latency_decay_divisor", f"needs exactly the keys {', '.join(fams)}")
+        if set(self.latency_decay_divisor) != set(FAMILIES):
+            raise ConfigError(f"{key}.latency_decay_divisor", f"needs exactly the keys {', '.join(FAMILIES)}")
         for fam, d in self.latency_decay_divisor.items():
             if d < 1.0:
                 raise ConfigError(f"{key}.latency_decay_divisor.{fam}", "must be >= 1 (a divisor)")

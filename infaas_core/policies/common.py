@@ -18,20 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from infaas_core.control.observe import FAMILIES as FAMILIES
+from infaas_core.control.observe import Family as Family
+from infaas_core.control.observe import family_of
 from infaas_core.control.resources import can_host
 from infaas_core.model import CPU, ClusterSpec, Variant
 from infaas_core.policies.config import require
 
-Family = Literal["cpu", "gpu", "inferentia"]
-FAMILIES: tuple[Family, ...] = ("cpu", "gpu", "inferentia")
-
-
-def family(hardware: str) -> Family:
-    if hardware == CPU:
-        return "cpu"
-    if hardware.startswith("inf"):
-        return "inferentia"
-    return "gpu"
+family = family_of
+"""The hardware family of a device class (:func:`infaas_core.control.observe.family_of`)."""
 
 
 @dataclass(frozen=True, slots=True)
