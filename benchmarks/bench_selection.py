@@ -28,6 +28,7 @@ from infaas_core.catalog import Catalog
 from infaas_core.model import ClusterSpec, InstanceType, Requirements, make_variant
 from infaas_core.policies import PolicyContext, make_policy
 from infaas_core.view_snapshot import SnapshotView
+from infaas_edge import policy_params
 
 TASK = "classification-imagenet-224"
 
@@ -100,7 +101,7 @@ def _timer_overhead_ns(n: int = 20000) -> int:
 
 def measure(policy_name: str, calls: int, bump: bool) -> dict[str, float]:
     ctx, view, reqs = build_world()
-    policy = make_policy(policy_name, ctx, {})
+    policy = make_policy(policy_name, ctx, policy_params(policy_name))
     select = policy.select
     clock = time.perf_counter_ns
     overhead = _timer_overhead_ns()

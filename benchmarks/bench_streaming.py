@@ -22,6 +22,7 @@ def run(queries: int, rate_qps: float, seed: int = 0) -> dict[str, Any]:
     from infaas_core.catalog import Catalog
     from infaas_core.model import App, ClusterSpec, InstanceType, Requirements, make_variant
     from infaas_core.workload import generate_chunks
+    from infaas_edge import compose_group, policy_params
     from infaas_sim import Arrivals, SimInputs, SimSettings, simulate
 
     v = make_variant(name="v", model="m", task="t", framework="onnx", hardware="cpu", cores=1, max_batch=32,
@@ -30,7 +31,7 @@ def run(queries: int, rate_qps: float, seed: int = 0) -> dict[str, Any]:
     t = InstanceType("big", 1.0, 64, 256.0, 0.0)
     cluster = ClusterSpec((t,), (("big", 1),), (("big", 1),))
     duration_s = queries / rate_qps
-    settings = SimSettings(stream=True, progress="off", chunk_s=1.0)
+    settings = SimSettings.from_mapping({**compose_group("sim", "default"), "stream": True, "progress": "off", "chunk_s": 1.0})
     chunk = max(int(rate_qps * settings.chunk_s), 1024)
 
     def chunks() -> Any:
@@ -38,7 +39,7 @@ def run(queries: int, rate_qps: float, seed: int = 0) -> dict[str, Any]:
 
     inputs = SimInputs(Catalog([v]), cluster, (App("a", Requirements(variant="v", latency_slo_ms=50.0), 1.0),),
                        Arrivals(chunks, duration_s, None, "poisson"), policy="static",
-                       policy_params={"replicas": 16}, seed=seed, sim=settings)
+                       policy_params=policy_params("static", updates={"replicas": 16}), seed=seed, sim=settings)
     t0 = time.perf_counter()
     res = simulate(inputs)
     wall = time.perf_counter() - t0

@@ -17,31 +17,20 @@ from typing import Any
 
 from infaas_core.errors import ConfigError
 from infaas_real.profiling import hostinfo
-from infaas_real.profiling.artifacts import REPO_ROOT, ArtifactStore, default_cache_dir
+from infaas_real.profiling.artifacts import ArtifactStore, default_cache_dir
 from infaas_real.profiling.measure import MeasureConfig
 from infaas_real.profiling.run import ProfilePlan, Profiler, write_table
 from infaas_real.zoo import ZOO_NAMES, get_zoo
 
-CONFIG_DIR = REPO_ROOT / "configs"
 CPU_FRAMEWORKS = ("torch-fp32", "onnx-fp32", "onnx-int8")
 GPU_FRAMEWORKS = ("torch-fp16", "torch-bf16", "tensorrt-fp16")
 
 
 def compose(overrides: list[str]) -> dict[str, Any]:
-    """The profile config as a plain dict (Hydra compose API; writes nothing)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
+    """The profile config as a plain dict (Hydra compose API on the installed configs; writes nothing)."""
+    from infaas_edge import compose as edge_compose
 
-    try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-            cfg = hydra_compose("profile", overrides=overrides)
-    except HydraException as exc:
-        raise ConfigError("overrides", str(exc).splitlines()[0]) from None
-    out = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(out, dict)
-    return {str(k): v for k, v in out.items()}
+    return edge_compose("profile", overrides)
 
 
 def _device(cfg: dict[str, Any]) -> str:

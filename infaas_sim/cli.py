@@ -1,11 +1,12 @@
 """``infaas-sim`` (also ``python -m infaas_sim``): the Hydra application.
 
 Composes ``configs/config.yaml`` (groups ``policy``, ``trace``, ``cluster``, ``catalog``,
-``apps``, ``sim``; ``seed``), runs one simulation per job, writes ``summary.json``,
-``queries.parquet`` (unless ``sim.stream``) and ``timeline.parquet`` into the Hydra run
-directory and prints a compact summary. Bad input — a broken profile table, trace file or
-config value, or a config that does not compose — prints one line naming the file or key
-and the reason, and exits with status 2 (no traceback).
+``apps``, ``sim``; ``seed``), found as the installed package ``infaas_configs``
+(:func:`infaas_edge.config_dir`, so a wheel install needs no source tree), runs one simulation
+per job, writes ``summary.json``, ``queries.parquet`` (unless ``sim.stream``) and
+``timeline.parquet`` into the Hydra run directory and prints a compact summary. Bad input — a
+broken profile table, trace file or config value, or a config that does not compose — prints
+one line naming the file or key and the reason, and exits with status 2 (no traceback).
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from infaas_core.configs import REPO_ROOT
 from infaas_core.errors import InfaasError
+from infaas_edge import config_dir
 
-CONFIG_DIR = REPO_ROOT / "configs"
+CONFIG_DIR = config_dir()
 CONFIG_NAME = "config"
 EXIT_BAD_INPUT = 2
 # Hydra flags after which composing the config ourselves would be wrong or useless

@@ -1,13 +1,14 @@
-"""Policy configuration: ``configs/policy/<name>.yaml`` turned into frozen dataclasses.
+"""Policy configuration: a policy's params mapping turned into frozen dataclasses.
 
-Every constant a policy uses lives in its yaml file with its meaning and source; the code
-holds none. A policy parses its mapping at construction with :func:`parse_config`:
+Every constant a policy uses lives in ``configs/policy/<name>.yaml`` (composed with Hydra
+``defaults:``) with its meaning and source; the code holds none, and this package never reads
+YAML. The edge (the command lines, through :mod:`infaas_edge`) composes a policy's full params
+and the policy parses them at construction with :func:`parse_config`:
 
 - an unknown key, a missing key or a value of the wrong type raises
   :class:`~infaas_core.errors.ConfigError` naming the full dotted key (``policy.monitor.gpu.qps_factor``);
-- :func:`policy_params` fills keys the caller left out from the policy's own yaml file
-  (when the repository's ``configs/`` is present), so the code has no defaults that could
-  drift from the yaml: the yaml *is* the default.
+- nothing is filled in: a policy built without its params fails naming the first missing key,
+  so the code has no defaults that could drift from the YAML (the YAML *is* the default).
 
 The parser understands the field types the policy configs use: ``bool``, ``int``,
 ``float``, ``str``, ``Literal[...]``, ``X | None``, ``dict[str, int | float | str]`` and
@@ -17,70 +18,14 @@ nested dataclasses.
 from __future__ import annotations
 
 import dataclasses
-import os
 import types
 import typing
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, TypeVar
 
 from infaas_core.errors import ConfigError
 
 T = TypeVar("T")
-
-_CONFIG_DIR_ENV = "INFAAS_POLICY_CONFIG_DIR"
-
-
-def policy_config_dir() -> Path:
-    """``configs/policy`` of this repository (override with ``$INFAAS_POLICY_CONFIG_DIR``)."""
-    env = os.environ.get(_CONFIG_DIR_ENV)
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "configs" / "policy"
-
-
-def load_policy_yaml(name: str) -> dict[str, Any] | None:
-    """The mapping in ``configs/policy/<name>.yaml``, or ``None`` when the file is absent."""
-    path = policy_config_dir() / f"{name}.yaml"
-    if not path.is_file():
-        return None
-    import yaml
-
-    data = yaml.safe_load(path.read_text())
-    if not isinstance(data, dict):
-        raise ConfigError(f"policy ({path})", "the file must hold a mapping")
-    return data
-
-
-def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` updated by ``over``; nested mappings merge key by key."""
-    out: dict[str, Any] = dict(base)
-    for k, v in over.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
-def policy_params(name: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``params`` completed from ``configs/policy/<name>.yaml`` (the yaml is the default).
-
-    ``name`` and ``params['name']`` may differ (a yaml may select another registered policy
-    class); the defaults come from the file of the registered ``name``.
-    """
-    given = _plain(params or {})
-    base = load_policy_yaml(name)
-    return given if base is None else deep_merge(base, given)
-
-
-def _plain(obj: Any) -> Any:
-    """A plain-dict copy (DictConfig and other mappings become dicts)."""
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
-    return obj
 
 
 def parse_config(cls: type[T], data: Any, key: str) -> T:

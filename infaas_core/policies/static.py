@@ -19,7 +19,7 @@ from infaas_core.actions import Action, Decision, Reject, RejectKind, Route
 from infaas_core.control.resources import Free
 from infaas_core.model import Requirements, Variant
 from infaas_core.policies.base import Policy, PolicyContext, register
-from infaas_core.policies.config import parse_config, policy_params, require
+from infaas_core.policies.config import parse_config, require
 from infaas_core.policies.pinned import pinned_variants, place_replicas
 from infaas_core.view import ClusterView, InstanceState, InstanceView
 
@@ -52,7 +52,6 @@ class StaticPolicy(Policy):
 
     def __init__(self, ctx: PolicyContext, params: Mapping[str, Any] | None = None) -> None:
         super().__init__(ctx, params)
-        self.params = policy_params(self.name, params)
         self.cfg = parse_config(self.config_cls, self.params, "policy")
         require(self.cfg.name == self.name, "policy.name", f"this yaml is for '{self.cfg.name}', not '{self.name}'")
         self.pins: dict[str, Variant] = pinned_variants(ctx, self.params)

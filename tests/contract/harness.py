@@ -116,7 +116,7 @@ class ServerHarness(Harness):
 
     def __init__(self) -> None:
         from infaas_core.policies.base import Policy, PolicyContext
-        from infaas_real.executor import ExecutorSettings
+        from infaas_real.executor import ExecutorSettings, RunnerSpec
         from infaas_real.server.state import LiveState, StateSettings
 
         catalog = Catalog([VARIANT])
@@ -127,7 +127,7 @@ class ServerHarness(Harness):
         async def build() -> LiveState:
             st = LiveState(catalog, SPEC, Policy(PolicyContext(catalog, SPEC), params),
                            StateSettings(core_budget=4, stats_window_s=3600.0, startup_scale=1.0),
-                           ExecutorSettings(), lambda: time.perf_counter() - t0)  # fmt: skip
+                           ExecutorSettings(RunnerSpec(), max_queue=64, max_restarts=3), lambda: time.perf_counter() - t0)  # fmt: skip
             await st.start()
             return st
 

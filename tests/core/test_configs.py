@@ -14,8 +14,9 @@ from omegaconf import OmegaConf
 from infaas_core.configs import REPO_ROOT, apps_from_mapping, cluster_from_mapping, resolve_path
 from infaas_core.errors import ConfigError
 from infaas_core.workload import trace_from_config
+from infaas_edge import config_dir
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = config_dir()  # the installed configs package (configs/ in a checkout)
 DEVICE_CLASSES = {"gpu-v100", "gpu-t4", "gpu-a10g", "gpu-l4", "inferentia"}
 
 

@@ -14,7 +14,7 @@ from infaas_core.catalog import Catalog
 from infaas_core.model import ClusterSpec, InstanceType, make_variant
 from infaas_core.policies.base import Policy, PolicyContext
 from infaas_core.view import WorkerState
-from infaas_real.executor import ExecutorSettings
+from infaas_real.executor import ExecutorSettings, RunnerSpec
 from infaas_real.server.state import LiveState, StateSettings
 
 OBSERVATION = {"observation": {"latency_decay_divisor": {"cpu": 15.0, "gpu": 1.5, "inferentia": 1.5}}}
@@ -29,8 +29,8 @@ def _state(budget: int = 2) -> LiveState:
     cluster = ClusterSpec((SLOT,), initial_workers=(("slot", 1),), max_workers=(("slot", 3),))
     catalog = Catalog([WIDE])
     t0 = time.perf_counter()
-    return LiveState(catalog, cluster, Policy(PolicyContext(catalog, cluster), OBSERVATION), StateSettings(core_budget=budget),
-                     ExecutorSettings(), lambda: time.perf_counter() - t0)  # fmt: skip
+    return LiveState(catalog, cluster, Policy(PolicyContext(catalog, cluster), OBSERVATION), StateSettings(core_budget=budget, stats_window_s=1.0, startup_scale=1.0),
+                     ExecutorSettings(RunnerSpec(), max_queue=64, max_restarts=3), lambda: time.perf_counter() - t0)  # fmt: skip
 
 
 def test_worker_actions_follow_startup_delay_limits_and_cost() -> None:
@@ -80,8 +80,8 @@ def test_load_variant_adds_replicas_to_an_existing_instance_until_cores_run_out(
     t0 = time.perf_counter()
 
     async def body() -> None:
-        st = LiveState(catalog, cluster, Policy(PolicyContext(catalog, cluster), OBSERVATION), StateSettings(core_budget=2),
-                       ExecutorSettings(), lambda: time.perf_counter() - t0)  # fmt: skip
+        st = LiveState(catalog, cluster, Policy(PolicyContext(catalog, cluster), OBSERVATION), StateSettings(core_budget=2, stats_window_s=1.0, startup_scale=1.0),
+                       ExecutorSettings(RunnerSpec(), max_queue=64, max_restarts=3), lambda: time.perf_counter() - t0)  # fmt: skip
         await st.start()
         wid = st.workers[0].id
         st.apply([LoadVariant(small.name, wid), LoadVariant(small.name, wid), LoadVariant(small.name, wid)])

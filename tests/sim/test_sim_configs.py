@@ -65,19 +65,29 @@ def test_documented_overrides_work() -> None:
     assert inputs.sim.latency_model == "deterministic"
 
 
-def test_the_default_sim_group_equals_the_dataclass_defaults() -> None:
-    """configs/sim/default.yaml and SimSettings agree (one source of truth per knob)."""
+def _sim_default() -> dict:
     import yaml
 
-    d = yaml.safe_load((CONFIG_DIR / "sim" / "default.yaml").read_text())
-    assert SimSettings.from_mapping(d) == SimSettings()
+    return yaml.safe_load((CONFIG_DIR / "sim" / "default.yaml").read_text())
+
+
+def test_the_default_sim_group_is_the_only_source_of_defaults() -> None:
+    """Rule: configs/sim/default.yaml holds every setting; SimSettings has no defaults of its
+    own, so leaving a key out fails naming it (the two cannot drift apart)."""
+    d = _sim_default()
+    assert SimSettings.from_mapping(d).latency_model == d["latency_model"]
+    with pytest.raises(TypeError):
+        SimSettings()  # type: ignore[call-arg]
+    for key in d:
+        with pytest.raises(ConfigError, match=rf"sim\.{key}: missing key"):
+            SimSettings.from_mapping({k: v for k, v in d.items() if k != key})
 
 
 def test_unknown_sim_key_and_unknown_latency_model_name_their_key() -> None:
     with pytest.raises(ConfigError, match=r"sim\.latency_modell"):
-        SimSettings.from_mapping({"latency_modell": "profile"})
+        SimSettings.from_mapping({**_sim_default(), "latency_modell": "profile"})
     with pytest.raises(ConfigError, match=r"sim\.latency_model.*known: deterministic, exponential, profile"):
-        SimSettings.from_mapping({"latency_model": "gaussian"})
+        SimSettings.from_mapping({**_sim_default(), "latency_model": "gaussian"})
 
 
 def test_check_composes_reports_a_bad_override_in_one_line() -> None:

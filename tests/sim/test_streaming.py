@@ -9,11 +9,11 @@ import sys
 
 import numpy as np
 import pytest
-from sim_helpers import REPO, big_cpu_cluster, one_app, variant
+from sim_helpers import REPO, big_cpu_cluster, one_app, policy_params, sim_settings, variant
 
 from infaas_core.catalog import Catalog
 from infaas_core.workload import generate, generate_chunks
-from infaas_sim import Arrivals, SimInputs, SimSettings, simulate
+from infaas_sim import Arrivals, SimInputs, simulate
 
 
 def _peak_rss_mb(queries: int) -> dict:
@@ -47,8 +47,8 @@ def test_streaming_counts_equal_the_recorded_run() -> None:
         else:
             arr = Arrivals.from_array(full, 20.0, "poisson")
         inp = SimInputs(cat, big_cpu_cluster(), one_app("v", slo_ms=8.0), arr, policy="static",
-                        policy_params={"replicas": 2}, seed=5,
-                        sim=SimSettings(stream=stream, progress="off", drop_late=True))
+                        policy_params=policy_params("static", {"replicas": 2}), seed=5,
+                        sim=sim_settings(stream=stream, progress="off", drop_late=True))
         res = simulate(inp)
         assert (res.queries is None) == stream
         return res.summary

@@ -1,5 +1,6 @@
-"""Policy configs and the registry: every configs/policy/*.yaml builds its policy, every key
-is required (so none is dead), unknown / missing / bad keys name themselves."""
+"""Policy configs and the registry: every configs/policy/*.yaml composes (Hydra ``defaults:``)
+and builds its policy, every key is required (so none is dead), unknown / missing / bad keys
+name themselves, and a variant states only what differs from the config it composes."""
 
 from __future__ import annotations
 
@@ -11,24 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from policy_world import build, world
 
 from infaas_core.errors import ConfigError, UnknownNameError
 from infaas_core.policies import known_policies, make_policy
-from infaas_core.policies.infaas_policy import InfaasConfig
+from infaas_core.policies.infaas import InfaasConfig
 from infaas_core.policies.sagemaker_plus import SageMakerPlusConfig
 from infaas_core.policies.static import StaticConfig
+from infaas_edge import config_dir, group_options, policy_params
 
-REPO = Path(__file__).resolve().parents[3]
-POLICY_YAMLS = sorted((REPO / "configs" / "policy").glob("*.yaml"))
-POLICY_SRC = REPO / "infaas_core" / "policies"
-
-
-def _yaml(path: Path) -> dict[str, Any]:
-    data = yaml.safe_load(path.read_text())
-    assert isinstance(data, dict)
-    return data
+BUILTIN = ("clipper_plus", "infaas", "infaas_cost", "infaas_no_model_autoscale", "sagemaker_plus", "static")
+POLICY_SRC = Path(__file__).resolve().parents[3] / "infaas_core" / "policies"
 
 
 def _leaves(d: dict[str, Any], prefix: str = "") -> list[str]:
@@ -52,42 +46,96 @@ def _drop(d: dict[str, Any], dotted: str) -> dict[str, Any]:
     return d
 
 
-@pytest.fixture
-def no_yaml_defaults(tmp_path, monkeypatch):
-    """Make the policies see no configs/policy dir, so params must be complete."""
-    monkeypatch.setenv("INFAAS_POLICY_CONFIG_DIR", str(tmp_path))
+def _without(d: dict[str, Any], *dotted: str) -> dict[str, Any]:
+    for key in dotted:
+        d = _drop(d, key)
+    return d
 
 
-def test_every_policy_has_a_yaml_and_every_yaml_a_policy():
-    """Rule: one configs/policy/<name>.yaml per built-in policy, named by its `name`
-    (other tests may register extra policies of their own)."""
-    builtin = {"infaas", "infaas_cost", "infaas_no_model_autoscale", "clipper_plus", "sagemaker_plus", "static"}
-    assert {p.stem for p in POLICY_YAMLS} == builtin
-    assert builtin <= set(known_policies())
-    for p in POLICY_YAMLS:
-        assert _yaml(p)["name"] == p.stem
-        assert p.read_text().startswith("# @package policy")
+@pytest.fixture(scope="module")
+def composed() -> dict[str, dict[str, Any]]:
+    return {name: policy_params(name) for name in BUILTIN}
 
 
-@pytest.mark.parametrize("path", POLICY_YAMLS, ids=lambda p: p.stem)
-def test_every_policy_yaml_builds_its_policy_from_the_file_alone(path, no_yaml_defaults):
-    """Rule: the yaml (as a backend passes it) is complete and valid."""
+def test_every_policy_has_a_config_and_every_config_a_policy(composed):
+    """Rule: one configs/policy/<name>.yaml per built-in policy, named by its `name`, in
+    package `policy` (so `policy=<name>` selects it); other tests may register extra policies."""
+    assert group_options("policy") == BUILTIN
+    assert set(BUILTIN) <= set(known_policies())
+    for name in BUILTIN:
+        assert composed[name]["name"] == name
+        assert (config_dir() / "policy" / f"{name}.yaml").read_text().startswith("# @package policy")
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_every_composed_policy_config_builds_its_policy(name, composed):
+    """Rule: the composed config (what a backend passes) is complete and valid."""
     ctx, view = world()
-    p = make_policy(path.stem, ctx, _yaml(path))
-    assert p.name == path.stem
+    p = make_policy(name, ctx, composed[name])
+    assert p.name == name
     p.initial_actions(view)
 
 
-@pytest.mark.parametrize("path", POLICY_YAMLS, ids=lambda p: p.stem)
-def test_every_yaml_key_is_required_so_none_is_dead(path, no_yaml_defaults):
+@pytest.mark.parametrize("name", BUILTIN)
+def test_every_config_key_is_required_so_none_is_dead(name, composed):
     """Rule: removing any key fails naming it -> each key maps to a config field."""
     ctx, _ = world()
-    data = _yaml(path)
+    data = composed[name]
     for leaf in _leaves(data):
         with pytest.raises(ConfigError) as e:
-            make_policy(path.stem, ctx, _drop(data, leaf))
+            make_policy(name, ctx, _drop(data, leaf))
         # a key of a family table (max_replicas.cpu) is reported by its table
         assert e.value.key in (f"policy.{leaf}", f"policy.{leaf}".rsplit(".", 1)[0]), leaf
+
+
+def test_a_policy_built_without_its_config_fails_naming_the_missing_key():
+    """Rule: the code holds no defaults (the YAML is the default, and only the edge reads it)."""
+    ctx, _ = world()
+    for name in BUILTIN:
+        with pytest.raises(ConfigError) as e:
+            make_policy(name, ctx, {})
+        assert e.value.key == "policy.observation" and "missing" in e.value.reason
+        observation = policy_params(name)["observation"]
+        with pytest.raises(ConfigError) as e:
+            make_policy(name, ctx, {"observation": observation})
+        assert e.value.key == "policy.name" and "missing" in e.value.reason
+
+
+def test_variants_state_only_what_differs(composed):
+    """Rule (STYLE.md habit 15): a variant composes the config it differs from and sets only
+    its own keys; shared blocks are written once."""
+    infaas, static = composed["infaas"], composed["static"]
+    assert composed["infaas_cost"]["selection"]["ordering"] == "cost"
+    assert _without(composed["infaas_cost"], "name", "selection.ordering") == _without(
+        infaas, "name", "selection.ordering"
+    )
+    no_mas = composed["infaas_no_model_autoscale"]
+    assert no_mas["model_autoscale_period_s"] is None and no_mas["model_autoscaler"] is None
+    assert _without(no_mas, "name", "model_autoscale_period_s", "model_autoscaler") == _without(
+        infaas, "name", "model_autoscale_period_s", "model_autoscaler"
+    )
+    assert _without(composed["clipper_plus"], "name", "replicas") == _without(static, "name", "replicas")
+    assert composed["sagemaker_plus"]["vm_autoscaler"] == infaas["vm_autoscaler"]
+    assert composed["sagemaker_plus"]["fixed_variants"] == static["fixed_variants"]
+    blocks = {str(composed[n]["observation"]) for n in BUILTIN}
+    assert blocks == {str({"latency_decay_divisor": {"cpu": 15.0, "gpu": 1.5, "inferentia": 1.5}})}
+    files = sorted((config_dir() / "policy").rglob("*.yaml"))
+    for block in ("latency_decay_divisor:", "backoff_s:", "monitor:"):
+        assert sum(block in f.read_text() for f in files) == 1, block
+
+
+def test_command_line_overrides_reach_the_composed_params():
+    """`policy.selection.ordering=cost` and `policy.observation...` overrides compose as on the CLI."""
+    p = policy_params("infaas", ["policy.selection.ordering=cost", "policy.observation.latency_decay_divisor.cpu=10"])
+    assert p["selection"]["ordering"] == "cost" and p["observation"]["latency_decay_divisor"]["cpu"] == 10
+    ctx, _ = world()
+    assert make_policy("infaas", ctx, p).cfg.selection.ordering == "cost"  # type: ignore[attr-defined]
+    with pytest.raises(UnknownNameError) as e:
+        policy_params("infass")
+    assert "infaas_cost" in str(e.value)
+    with pytest.raises(ConfigError) as e2:
+        policy_params("infaas", ["policy.selection.ordering"])
+    assert e2.value.key == "overrides"
 
 
 def _fields(cls: type, seen: set[str]) -> None:
@@ -131,14 +179,6 @@ def test_bad_values_name_their_key():
         assert e.value.key.startswith(f"policy.{key}"), (key, e.value.key)
 
 
-def test_code_defaults_are_the_yaml():
-    """Rule: params left out come from configs/policy/<name>.yaml, never from code."""
-    ctx, _ = world()
-    full = make_policy("infaas", ctx, _yaml(REPO / "configs/policy/infaas.yaml"))
-    empty = make_policy("infaas", ctx, {})
-    assert full.cfg == empty.cfg  # type: ignore[attr-defined]
-
-
 def test_name_promises_are_checked():
     """Rule: infaas_cost orders by cost; infaas_no_model_autoscale has no model autoscaler;
     a yaml's name must match the policy it builds."""
@@ -146,7 +186,9 @@ def test_name_promises_are_checked():
     with pytest.raises(ConfigError):
         build("infaas_cost", ctx, **{"selection.ordering": "infaas"})
     with pytest.raises(ConfigError):
-        make_policy("infaas", ctx, {"name": "static"})
+        make_policy("infaas", ctx, policy_params("static"))
+    with pytest.raises(ConfigError):
+        make_policy("infaas", ctx, policy_params("infaas", ["policy.name=static"]))
     p = build("infaas_no_model_autoscale", ctx)
     assert p.model_autoscale_period_s is None and p.vm_autoscale_period_s == 2.0
 
