@@ -25,7 +25,7 @@ run: $(STAMP)
 	$(BIN)/infaas-sim-report $(RUN_DIR)
 
 lint: $(STAMP)
-	$(BIN)/ruff check infaas_core infaas_sim infaas_real tests benchmarks
+	$(BIN)/ruff check infaas_core infaas_sim infaas_real infaas_edge tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -114,6 +114,11 @@ class Instance:
         return any(r.state in (ReplicaState.IDLE, ReplicaState.BUSY) for r in self._replicas)
 
     @property
+    def unloading(self) -> bool:
+        """Takes no more queries: draining, then going away."""
+        return self._unloading
+
+    @property
     def queue_len(self) -> int:
         return len(self._queue) + sum(len(b) for b in self._inflight.values())
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from infaas_core.control.observe import WindowCounters
 from infaas_core.model import Variant, make_variant
 from infaas_real.executor import (
     ExecutorSettings,
@@ -55,11 +56,11 @@ def _run(body: Callable[[], Awaitable[None]]) -> None:
 def _instance(variant: Variant, replicas: int = 1, **settings: Any) -> Instance:
     t0 = time.perf_counter()
     return Instance(0, variant, 0, replicas, ExecutorSettings(**{"runner": RunnerSpec(), "max_queue": 64, "max_restarts": 3, **settings}),
-                    lambda: time.perf_counter() - t0, lambda _i: None)  # fmt: skip
+                    lambda: time.perf_counter() - t0, lambda _i: None, WindowCounters)  # fmt: skip
 
 
 async def _ready(inst: Instance) -> None:
-    while inst.state != "ready":
+    while not inst.serving:
         await asyncio.sleep(0.02)
 
 
@@ -109,7 +110,7 @@ def test_a_killed_replica_loses_no_query_and_is_replaced(digits: tuple[np.ndarra
         # every query ends: a result, or a clear WorkerDied (retried once already)
         assert all(isinstance(r, Served | WorkerDied) for r in results), results
         assert sum(isinstance(r, Served) for r in results) >= len(results) - 8  # at most one batch lost twice
-        while old_pid in inst.replica_pids or inst.state != "ready":  # death seen, replacement up
+        while old_pid in inst.replica_pids or not inst.serving:  # death seen, replacement up
             await asyncio.sleep(0.02)
         assert (await inst.submit(x[:1], 100.0)).replica_pid != old_pid
         inst.kill()
@@ -124,7 +125,7 @@ def test_unload_drains_the_queue_then_goes_away(digits: tuple[np.ndarray, Any]) 
         inst = _instance(_variant())
         futures = [inst.submit(x[:1], 100.0) for _ in range(10)]
         inst.unload()
-        assert inst.state == "unloading"
+        assert inst.unloading
         with pytest.raises(Overloaded, match="unloading"):
             inst.submit(x[:1], 100.0)
         assert len(await asyncio.gather(*futures)) == 10

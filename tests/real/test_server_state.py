@@ -48,7 +48,7 @@ def test_worker_actions_follow_startup_delay_limits_and_cost() -> None:
         assert len(st.workers) == 1
         assert st.cost_usd(st.now_s) == pytest.approx(st.now_s + 0.3, abs=0.1)  # $1 per slot-second
         st.apply([LoadVariant("wide-cpu2", st.workers[0].id)])  # 2 cores on a 1-vCPU slot: refused
-        assert st.instances_of("wide-cpu2") == []
+        assert list(st.instances_of("wide-cpu2")) == []
         v1 = st.version
         st.apply([SetScaleDown(st.workers[0].id, frozenset({"wide"}))])
         assert st.version == v1 + 1 and st.workers[0].scale_down_to_cpu == {"wide"}

@@ -127,6 +127,5 @@ def write_catalog_csv(catalog: Catalog, path: object) -> None:
     Path(str(path)).write_text("\n".join(rows) + "\n")
 
 
-OBSERVATION = {"latency_decay_divisor": {"cpu": 15.0, "gpu": 1.5, "inferentia": 1.5}}
-"""``policy.observation`` for the test policies these tests define (INFaaS's divisors, as
-configs/policy/observation/infaas.yaml)."""
+OBSERVATION = compose_group("policy", "static")["observation"]
+"""``policy.observation`` for the test policies these tests define (configs/policy/observation/infaas.yaml)."""
