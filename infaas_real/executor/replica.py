@@ -27,12 +27,12 @@ _SPAWN = mp.get_context("spawn")
 
 @dataclass(frozen=True, slots=True)
 class RunnerSpec:
-    """How worker processes build their runner."""
+    """How worker processes build their runner (``executor.*`` of configs/serve.yaml)."""
 
-    factory: str = "infaas_real.runtime:load_runner"
-    cache_dir: str | None = None
-    device: str = "cpu"  # where accelerator variants run (e.g. "cuda"); CPU variants always run on "cpu"
-    cpus: tuple[int, ...] = ()  # cores the worker processes may run on; () = wherever the OS puts them
+    factory: str  # "module:function" building a runner for a variant
+    cache_dir: str | None  # artifact cache (None: the default cache)
+    device: str  # where accelerator variants run (e.g. "cuda"); CPU variants always run on "cpu"
+    cpus: tuple[int, ...]  # cores the worker processes may run on; () = wherever the OS puts them
 
 
 class ReplicaState(StrEnum):

@@ -20,7 +20,7 @@ import contextlib
 import gc
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -51,13 +51,15 @@ class TaskShape:
 
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    max_request_bytes: int = 1 << 20
-    request_timeout_s: float = 30.0
-    limit_concurrency: int = 4096
-    max_inflight_requests: int = 512
-    tasks: dict[str, TaskShape] = field(default_factory=dict)
+    """``server.*`` of configs/serve.yaml (the YAML holds every default)."""
+
+    host: str
+    port: int
+    max_request_bytes: int
+    request_timeout_s: float
+    limit_concurrency: int
+    max_inflight_requests: int
+    tasks: dict[str, TaskShape]
 
 
 @dataclass(frozen=True, slots=True)
