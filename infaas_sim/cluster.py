@@ -45,7 +45,7 @@ class SimMechanism:
         self.cluster: Cluster | None = None
         self._tables: dict[str, tuple[list[float], list[float]]] = {}
         self.accel_factor: dict[int, dict[str, float]] = {}
-        self.on_collect: Callable[[float], None] = lambda now_s: None  # the engine flushes results
+        self.on_collect: Callable[[float, float], None] = lambda t0_s, now_s: None  # the engine counts [t0, now)
         self.on_gone: Callable[[Instance], None] = lambda inst: None  # ... and keeps a gone one's
         self._last_collect_s = 0.0
 
@@ -112,9 +112,9 @@ class SimMechanism:
     def collect(self, now_s: float) -> None:
         """The engine counts each queue's window (and records its finished queries); then the
         sharing stretch of the next window is set from this window's nominal demand."""
-        window_s = now_s - self._last_collect_s
-        self._last_collect_s = now_s
-        self.on_collect(now_s)
+        t0_s, self._last_collect_s = self._last_collect_s, now_s
+        window_s = now_s - t0_s
+        self.on_collect(t0_s, now_s)
         for w in self._c().workers:
             factors = self.accel_factor.get(w.id)
             if not factors:

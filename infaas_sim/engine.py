@@ -106,7 +106,6 @@ class Simulation:
         self._drop_t: list[float] = []  # refused for lack of capacity: dropped (a violation)
         self._drop_k: list[int] = []
         self.reject_reasons: Counter[str] = Counter()
-        self._last_collect_s = 0.0
         period = self.policy.monitor_period_s
         self.stats_period_s = s.stats_period_s or period or 1.0
         self.loop = ControlLoop(self.policy, self.cluster, self.stats_period_s, on_window=self._window_done)
@@ -275,10 +274,9 @@ class Simulation:
             self._orphans.append(self._parts(q, fl))
         self._active.pop(q.id, None)
 
-    def _collect(self, now_s: float) -> None:
-        """A window closes (the control layer asks): count each queue's window, record
-        every query that started, was dropped or was refused since the last window."""
-        t0, self._last_collect_s = self._last_collect_s, now_s
+    def _collect(self, t0: float, now_s: float) -> None:
+        """A window ``[t0, now_s)`` closes (the control layer asks): count each queue's window,
+        record every query that started, was dropped or was refused in it."""
         parts, self._orphans = self._orphans, []
         slo_ms = self.recorder.slo_ms
         for inst in self.cluster.instances.values():

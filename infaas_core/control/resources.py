@@ -12,8 +12,9 @@ This is the one definition every policy, both backends and the snapshot view use
 - an instance type can host a variant at all when it offers the variant's hardware and an
   empty worker of that type has room for one replica.
 
-A worker's :class:`Usage` is what its instances' replicas occupy; the free capacity a view
-reports is the type's capacity minus that usage (:func:`free_of`).
+A worker's :class:`Free` starts at its type's :func:`capacity`; the control layer takes from it
+as replicas load and gives back as they leave, so the free capacity a view reports is always
+the type's capacity minus what its replicas occupy.
 """
 
 from __future__ import annotations
@@ -91,14 +92,6 @@ def capacity(itype: InstanceType) -> Free:
             d: itype.accelerator_memory_mb(d) * n for d, n in itype.accelerators if n > 0
         },
     )
-
-
-def free_of(itype: InstanceType, occupied: list[tuple[Variant, int]] | tuple[tuple[Variant, int], ...]) -> Free:
-    """Free capacity of a worker of ``itype`` whose replicas are ``(variant, count)`` pairs."""
-    free = capacity(itype)
-    for v, n in occupied:
-        free.take(v, n)
-    return free
 
 
 def room_of(w: WorkerView) -> Free:

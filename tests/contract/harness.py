@@ -91,20 +91,18 @@ class SimHarness(Harness):
         self.cluster = Cluster(Catalog([VARIANT]), SPEC, OBSERVATION, lambda: self.clock[0], self.mech)
         self.mech.cluster = self.cluster
         self.mech.on_collect = self._collect
-        self._t0 = 0.0
         self.cluster.add_initial_workers()
 
     def _schedule(self, at_s: float, fn: Callable[[], None]) -> None:
         ev = self.env.timeout(max(at_s - self.env.now, 0.0))
         ev.callbacks.append(lambda _ev: fn())
 
-    def _collect(self, now_s: float) -> None:
+    def _collect(self, t0_s: float, now_s: float) -> None:
         import numpy as np
 
         # the engine's path: each queue counts its window into its instance's counters
         for inst in self.cluster.instances.values():
-            inst.mech.close_window(self._t0, now_s, np.zeros(1), inst.counters)
-        self._t0 = now_s
+            inst.mech.close_window(t0_s, now_s, np.zeros(1), inst.counters)
 
     def settle(self) -> None:
         self.env.run(until=self.env.now + 60.0)
