@@ -66,13 +66,16 @@ class ControlLoop:
         if actions:
             self.cluster.apply(actions)
 
-    def _window(self) -> None:
+    def _close(self) -> None:
         now = self.cluster.now_s
-        span = now - self._last_window_s
+        span = max(now - self._last_window_s, 0.0)
         self._last_window_s = now
         self.cluster.close_window(span)
         if self.on_window is not None:
             self.on_window(span)
+
+    def _window(self) -> None:
+        self._close()
         if self.policy.monitor_period_s == self.stats_period_s:
             self._act(self.policy.monitor)
 
@@ -96,9 +99,4 @@ class ControlLoop:
 
     def close_final_window(self) -> None:
         """End of a run: close the window in progress (results, no policy decision)."""
-        now = self.cluster.now_s
-        span = max(now - self._last_window_s, 0.0)
-        self._last_window_s = now
-        self.cluster.close_window(span)
-        if self.on_window is not None:
-            self.on_window(span)
+        self._close()
