@@ -222,6 +222,8 @@ async def replay(
         "errors": dict(errors.most_common(5)),
         "variant_share": {all_names[i]: float(c / done.sum()) for i, c in enumerate(served) if c},
         "infer_ms_mean": float(np.nanmean(infer_ms)) if done.any() else math.nan,
+        # what the control layer refused during the replay, by reason (the simulator's key)
+        "refused_actions": _refused_during(snap0, snap1),
     }
     cost0 = float(snap0.get("cost_usd", 0.0))
     cost1 = float((snap1 or {}).get("cost_usd", cost0))
@@ -291,3 +293,10 @@ def main(overrides: Sequence[str]) -> int:
         f"accuracy measured {s['accuracy_measured']:.3f}; results in {run_dir}"
     )
     return 0
+
+
+def _refused_during(before: dict[str, Any], after: dict[str, Any] | None) -> dict[str, int]:
+    """Refusals counted between two ``/v2/infaas/state`` snapshots, by reason."""
+    old = before.get("refused_actions", {})
+    new = (after or {}).get("refused_actions", old)
+    return {k: int(n) - int(old.get(k, 0)) for k, n in sorted(new.items()) if int(n) > int(old.get(k, 0))}

@@ -30,6 +30,7 @@ def test_replay_writes_the_results_schema(tmp_path: Path) -> None:
     assert s["completed"] > 0 and s["latency_ms"]["p50"] > 0
     assert s["accuracy_measured"] >= 0.85  # the labels the answers predicted, checked
     assert s["generator_lateness_ms"]["p50"] < 50
+    assert isinstance(s["refused_actions"], dict)  # the simulator's key, by reason (control layer)
     q = pd.read_parquet(out / "queries.parquet")
     assert tuple(q.columns) == QUERY_COLUMNS
     assert len(q) == s["queries"] and q["query_id"].is_unique
