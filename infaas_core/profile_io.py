@@ -29,15 +29,22 @@ Mapping to variants (documented in docs/workloads.md):
   percentile stands in for it; ``max_batch`` = the largest batch with a measurement;
   cores = 1; load latency and memory are unknown and set to 0. The source string says all
   of this (``PROTEUS_SOURCE``);
-- a row with an empty latency cell is a missing measurement and is skipped; a variant left
+- a row with a ``50th_pct`` but an empty ``90th_pct`` (all 40 GPU vision variants of the
+  reference table: 160 rows) is kept with its p99 **estimated** as p50 × the median
+  ``90th_pct / 50th_pct`` of the rows of the same ``Accel`` that have both (the same
+  p90-as-p99 convention; ``PROTEUS_FALLBACK_P90_OVER_P50`` = 1.15 if that ``Accel`` has no
+  complete row); such a variant's source says so (``proteus_source``);
+- a row with an empty ``50th_pct`` is a missing measurement and is skipped; a variant left
   with no measured batch is left out; a second row for the same variant and batch is
-  ignored (the first is kept). Each of these is counted in one ``warnings.warn``.
+  ignored (the first is kept). Each of these, and the estimated rows, is counted in one
+  ``warnings.warn``.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import statistics
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -97,6 +104,21 @@ PROTEUS_TASKS: tuple[tuple[str, str], ...] = (
 )
 PROTEUS_CORES = 1
 PROTEUS_SOURCE = "modeled:proteus-p90-as-p99;load-latency-and-memory-unknown-set-0;cores-assumed-1"
+PROTEUS_FALLBACK_P90_OVER_P50 = 1.15
+"""p90/p50 used for a p50-only row when its ``Accel`` has no row with both (the accelerator
+model's documented GPU jitter, ``catalogs/accelerators.yaml`` ``p99_over_p50``)."""
+
+
+def proteus_source(estimated_ratio: float | None = None) -> str:
+    """The ``source`` of a Proteus variant; ``estimated_ratio`` when some p99s were estimated."""
+    if estimated_ratio is None:
+        return PROTEUS_SOURCE
+    return (
+        "modeled:proteus-p90-as-p99;p50-only-rows-p99-estimated-as-p50"
+        f"x{estimated_ratio:.4f}-median-p90/p50-of-accel;"
+        "load-latency-and-memory-unknown-set-0;cores-assumed-1"
+    )
+
 
 
 def read_profile_table(path: Path, format: str = "auto") -> list[Variant]:
@@ -350,7 +372,8 @@ def _read_proteus(
     idx = _check_header(path, header_line, header, PROTEUS_REQUIRED, exact=False)
     # variant -> (model, accel, accuracy, first line); points: variant -> {batch: (p50, p90)}
     meta: dict[str, tuple[str, str, float, int]] = {}
-    points: dict[str, dict[int, tuple[float, float]]] = {}
+    points: dict[str, dict[int, tuple[float, float | None]]] = {}
+    ratios: dict[str, list[float]] = {}  # Accel -> p90/p50 of its rows with both
     skipped_rows = 0
     duplicate_rows = 0
     for line, cells in rows:
@@ -394,29 +417,37 @@ def _read_proteus(
                 "Accuracy",
                 f"variant '{name}' has accuracy {accuracy * 100} here but {ref[2] * 100} on line {ref[3]}",
             )
-        if not raw50 or not raw90:
+        if not raw50:
             skipped_rows += 1
             continue
         p50 = parse_float_cell(path, line, "50th_pct", raw50)
-        p90 = parse_float_cell(path, line, "90th_pct", raw90)
+        p90 = parse_float_cell(path, line, "90th_pct", raw90) if raw90 else None
         for col, val in (("50th_pct", p50), ("90th_pct", p90)):
-            if val <= 0:
+            if val is not None and val <= 0:
                 raise InputError(path, line, col, f"must be > 0, got {val}")
-        if p90 < p50:
+        if p90 is not None and p90 < p50:
             raise InputError(path, line, "90th_pct", f"p90 {p90} < p50 {p50}")
         if batch in points[name]:
             duplicate_rows += 1
             continue
         points[name][batch] = (p50, p90)
+        if p90 is not None:
+            ratios.setdefault(accel, []).append(p90 / p50)
     if not meta:
         raise InputError(path, header_line, None, "no rows after the header")
+    accel_ratio = {a: statistics.median(r) for a, r in ratios.items()}
     out: list[Variant] = []
     left_out: list[str] = []
+    estimated_rows = 0
     for name, (model, accel, accuracy, _line) in meta.items():
-        pts = points[name]
-        if not pts:
+        raw_pts = points[name]
+        if not raw_pts:
             left_out.append(name)
             continue
+        ratio = accel_ratio.get(accel, PROTEUS_FALLBACK_P90_OVER_P50)
+        pts = {b: (p50, p90 if p90 is not None else p50 * ratio) for b, (p50, p90) in raw_pts.items()}
+        n_est = sum(1 for _, p90 in raw_pts.values() if p90 is None)
+        estimated_rows += n_est
         framework, hardware = PROTEUS_ACCEL[accel]
         out.append(
             make_variant(
@@ -430,13 +461,15 @@ def _read_proteus(
                 load_latency_ms=0.0,
                 memory_mb=0.0,
                 accuracy=accuracy,
-                source=PROTEUS_SOURCE,
+                source=proteus_source(ratio if n_est else None),
                 points=pts,
             )
         )
-    if skipped_rows or duplicate_rows or left_out:
+    if skipped_rows or duplicate_rows or left_out or estimated_rows:
         warnings.warn(
-            f"{path}: {skipped_rows} rows with an empty latency cell skipped as missing "
+            f"{path}: {estimated_rows} rows with a p50 but no p90 kept with p99 estimated as "
+            "p50 x the median p90/p50 of their Accel; "
+            f"{skipped_rows} rows with an empty latency cell skipped as missing "
             f"measurements; {duplicate_rows} duplicate (variant, batch) rows ignored (first kept); "
             f"{len(left_out)} variants with no measured batch left out"
             + (f": {', '.join(left_out)}" if left_out else ""),

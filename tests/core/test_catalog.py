@@ -98,7 +98,9 @@ def test_proteus_reference_profiles_load_as_a_catalog() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         c = load_catalog(path)
-    assert len(c) == 98
+    assert len(c) == 138  # 98 + the 40 GPU vision variants whose p99 is estimated (p50 only)
+    gpu_vision = [v for v in c.by_task("classification-imagenet-224") if v.hardware != "cpu"]
+    assert len(gpu_vision) == 44 and {v.hardware for v in gpu_vision} == {"gpu-pascal", "gpu-ampere"}
     cls = c.by_task("classification-imagenet-224")
     assert [v.accuracy for v in cls] == sorted(v.accuracy for v in cls)
     assert cls[0].model == "mobilenet0.25" and cls[-1].model == "resnest269"

@@ -13,7 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from infaas_core.errors import InputError
-from infaas_core.profile_io import INFAAS_COLUMNS, PROTEUS_SOURCE, read_profile_table
+from infaas_core.profile_io import (
+    INFAAS_COLUMNS,
+    PROTEUS_FALLBACK_P90_OVER_P50,
+    PROTEUS_SOURCE,
+    proteus_source,
+    read_profile_table,
+)
 
 HEADER = ",".join(INFAAS_COLUMNS)
 GOOD_ROWS = [
@@ -226,18 +232,33 @@ def test_proteus_format_maps_columns_and_skips_missing_measurements(tmp_path: Pa
         "resnet50_v1,onnxruntime_cpu,100,1,96.9,97.4,97,90,120,77.36,97.6",
         "resnet50_v1,onnxruntime_cpu,100,2,150.0,160.0,155,140,200,77.36,97.6",
         "resnet50_v1,onnxruntime_cpu,100,2,151.0,161.0,155,140,200,77.36,97.6",  # duplicate: first kept
-        "resnet50_v1,onnxruntime_gpu_ampere,,1,32.6,,32.6,26,67,77.36,97.6",  # no p90 -> skipped
+        "resnet50_v1,onnxruntime_cpu,100,4,,,,,,77.36,97.6",  # no p50 -> skipped
+        "resnet50_v1,onnxruntime_gpu_ampere,,1,32.6,,32.6,26,67,77.36,97.6",  # no p90 -> p99 estimated
         "prajjwal1/bert-tiny,onnxruntime_gpu_pascal,1000,1,1.7,1.8,1.7,1.6,3,83.2,86",
+        "mobilenet1.0,onnxruntime_gpu_pascal,,1,2.0,,2.0,1.9,3,73.3,90",  # no p90 -> p99 estimated
     ]
     p = _write(tmp_path, rows, header=PROTEUS_HEADER)
-    with pytest.warns(UserWarning, match=r"1 rows with an empty latency cell .* 1 duplicate .* 1 variants with no measured batch left out: resnet50_v1-onnxruntime_gpu_ampere"):
+    with pytest.warns(UserWarning, match=r"2 rows with a p50 but no p90 kept .* 1 rows with an empty latency cell .* 1 duplicate .* 0 variants with no measured batch left out"):
         vs = read_profile_table(p)
-    assert [v.name for v in vs] == ["resnet50_v1-onnxruntime_cpu", "prajjwal1--bert-tiny-onnxruntime_gpu_pascal"]
+    assert [v.name for v in vs] == [
+        "resnet50_v1-onnxruntime_cpu",
+        "resnet50_v1-onnxruntime_gpu_ampere",
+        "prajjwal1--bert-tiny-onnxruntime_gpu_pascal",
+        "mobilenet1.0-onnxruntime_gpu_pascal",
+    ]
     r = vs[0]
     assert (r.framework, r.hardware, r.task, r.max_batch) == ("onnxruntime", "cpu", "classification-imagenet-224", 2)
     assert r.accuracy == pytest.approx(0.7736) and r.latency_ms(2, "p99") == 160.0
     assert r.source == PROTEUS_SOURCE and r.load_latency_ms == 0.0 and r.memory_mb == 0.0
-    assert vs[1].hardware == "gpu-pascal" and vs[1].task == "text-classification"
+    assert vs[2].hardware == "gpu-pascal" and vs[2].task == "text-classification"
+    # no complete gpu_ampere row: the documented fallback factor
+    ampere = vs[1]
+    assert ampere.latency_ms(1, "p99") == pytest.approx(32.6 * PROTEUS_FALLBACK_P90_OVER_P50)
+    assert ampere.source == proteus_source(PROTEUS_FALLBACK_P90_OVER_P50) and "p99-estimated" in ampere.source
+    # gpu_pascal has one complete row (bert-tiny, p90/p50 = 1.8/1.7): its median is the factor
+    mob = vs[3]
+    assert mob.latency_ms(1, "p99") == pytest.approx(2.0 * 1.8 / 1.7)
+    assert mob.source.startswith("modeled:") and "p50-only-rows-p99-estimated-as-p50x1.0588" in mob.source
 
 
 def test_proteus_broken_cell_is_located(tmp_path: Path) -> None:
@@ -260,10 +281,19 @@ def test_proteus_reference_table_loads() -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         vs = read_profile_table(path)
-    assert len(caught) == 1 and "160 rows with an empty latency cell" in str(caught[0].message)
-    assert "40 variants with no measured batch left out" in str(caught[0].message)
-    assert len(vs) == 98
+    assert len(caught) == 1 and "160 rows with a p50 but no p90 kept" in str(caught[0].message)
+    assert "0 variants with no measured batch left out" in str(caught[0].message)
+    assert len(vs) == 138
     assert {v.hardware for v in vs} == {"cpu", "gpu-pascal", "gpu-ampere"}
     for v in vs:
         assert all(lo <= hi for lo, hi in zip(v.latency_p50_ms, v.latency_p99_ms))
         assert 0.0 <= v.accuracy <= 1.0
+    # the 40 GPU vision variants (p50 only in the table) are kept, their p99 estimated and labelled
+    vision_gpu = [v for v in vs if v.task == "classification-imagenet-224" and v.hardware != "cpu"]
+    estimated = [v for v in vision_gpu if "p99-estimated" in v.source]
+    assert len(vision_gpu) == 44 and len(estimated) == 40  # + the 4 resnest on pascal, p90 measured
+    assert {v.hardware for v in estimated} == {"gpu-pascal", "gpu-ampere"}
+    for v in estimated:
+        assert v.source.startswith("modeled:")
+        assert all(1.0 <= hi / lo < 1.1 for lo, hi in zip(v.latency_p50_ms, v.latency_p99_ms))
+    assert {"resnet50_v1-onnxruntime_gpu_pascal", "efficientnet-b0-onnxruntime_gpu_ampere"} <= {v.name for v in vs}
