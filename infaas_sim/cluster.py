@@ -26,7 +26,7 @@ from infaas_core.catalog import Catalog
 from infaas_core.control.cluster import Cluster, Instance, Worker
 from infaas_core.model import InstanceType
 from infaas_sim.dataplane import Queue
-from infaas_sim.latency import LatencyModel
+from infaas_sim.latency import LatencyModel, NoiseStream
 
 Schedule = Callable[[float, Callable[[], None]], None]
 
@@ -48,6 +48,7 @@ class SimMechanism:
         self.on_collect: Callable[[float, float], None] = lambda t0_s, now_s: None  # the engine counts [t0, now)
         self.on_gone: Callable[[Instance], None] = lambda inst: None  # ... and keeps a gone one's
         self._last_collect_s = 0.0
+        self.advance_args: tuple[NoiseStream, float, bool] | None = None  # lets a queue bring itself to the view's time
 
     def _c(self) -> Cluster:
         assert self.cluster is not None, "SimMechanism used before its cluster was attached"
@@ -72,6 +73,7 @@ class SimMechanism:
         if tables is None:
             tables = self._tables[v.name] = self.model.tables(v)
         q = Queue(inst.id, v, inst.worker_id, tables, self.clock)
+        q._adv = self.advance_args
         if not v.is_cpu:
             q.factor = self.accel_factor[inst.worker_id].get(v.hardware, 1.0)
         ready_s = self.clock[0] + v.load_latency_ms / 1000.0

@@ -65,7 +65,7 @@ class Queue:
     """The queue and replicas of one instance (the simulator's ``InstanceMechanism``)."""
 
     __slots__ = (
-        "_clock", "b_fin", "b_size", "b_start", "busy_s", "carry_bfin", "carry_bsize", "carry_bstart",
+        "_adv", "_clock", "b_fin", "b_size", "b_start", "busy_s", "carry_bfin", "carry_bsize", "carry_bstart",
         "carry_fin", "carry_lat", "factor", "head", "id", "last_routed_s", "mark", "max_batch", "p50_s",
         "pd", "pk", "pt", "servers", "sig", "variant", "worker_id",
     )  # fmt: skip
@@ -96,13 +96,20 @@ class Queue:
         self.carry_bfin = _EMPTY_F
         self.carry_bsize = _EMPTY_I
         self._clock = clock  # shared one-element list holding the view's now_s
+        self._adv: tuple[NoiseStream, float, bool] | None = None  # (noise, batch timeout, drop_late) of the run
 
     # -- InstanceMechanism ----------------------------------------------------------------
     @property
     def queue_len(self) -> int:
+        """Queries waiting or in service at the view's time, exactly: the queue is first
+        brought to that time (every query that arrived before it is already routed, so the
+        batches that start before it are decided)."""
         now = self._clock[0]
+        servers = self.servers
+        if self._adv is not None and self.head < len(self.pt) and servers and servers[0][0] < now:
+            self.advance(now, *self._adv)
         in_service = 0
-        for free, b in self.servers:
+        for free, b in servers:
             if free > now:
                 in_service += b
         return len(self.pt) - self.head + in_service

@@ -75,6 +75,7 @@ class Simulation:
         self.cluster = Cluster(inputs.catalog, inputs.cluster, self.policy.observation, lambda: clock[0],
                                self.mechanism)
         self.mechanism.cluster = self.cluster
+        self.mechanism.advance_args = (self.noise, s.batch_timeout_ms / 1000.0, s.drop_late)
         self.mechanism.on_collect = self._collect
         self.mechanism.on_gone = self._keep_results
         self.view = self.cluster
@@ -209,7 +210,9 @@ class Simulation:
         cache: dict[int, list[Any]] = {}
         get = cache.get
         resolve = self._resolve
+        clock = self.clock
         for a, t, k in zip(self._A[lo:hi], T[lo:hi], K[lo:hi]):
+            clock[0] = t  # each decision sees the cluster at its query's arrival
             d = selectors[a]()
             e = get(id(d))
             if e is None or e[0] is not d:
@@ -234,8 +237,6 @@ class Simulation:
         infeasible ``Reject`` rejects it."""
         reason: str | None = None
         if type(d) is Route or type(d) is LoadAndRoute:
-            if type(d) is LoadAndRoute:
-                self.clock[0] = t  # the load starts with this query
             inst, reason = self.cluster.route(d)  # type: ignore[arg-type]
             if inst is not None:
                 q: Queue = inst.mech

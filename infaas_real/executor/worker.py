@@ -35,12 +35,12 @@ def import_factory(spec: str) -> Callable[..., Any]:
     return fn
 
 
-def _input_cols(runner: Any, variant: Variant) -> int:
-    """Feature count per row: ``input_shape`` is ``[batch, features]`` or ``[features]``."""
-    shape = [int(d) if isinstance(d, int | np.integer) else -1 for d in getattr(runner, "input_shape", ())]
-    if not shape or shape[-1] <= 0:
+def _item_shape(runner: Any, variant: Variant) -> tuple[int, ...]:
+    """One item's input shape, as the runner says it (``(64,)``, ``(3, 224, 224)``)."""
+    shape = tuple(int(d) if isinstance(d, int | np.integer) else -1 for d in getattr(runner, "input_shape", ()))
+    if not shape or min(shape) <= 0:
         raise RuntimeError(f"runner of {variant.name} does not say its input shape: {shape}")
-    return shape[-1]
+    return shape
 
 
 def worker_main(
@@ -60,14 +60,14 @@ def worker_main(
         runner = import_factory(runner_factory)(
             variant, cache_dir=Path(cache_dir) if cache_dir else None, device=device
         )
-        cols = _input_cols(runner, variant)
-        runner.run(np.zeros((1, cols), dtype=np.float32))
+        item = _item_shape(runner, variant)
+        runner.run(np.zeros((1, *item), dtype=np.float32))  # warm-up
     except Exception:
         conn.send_bytes(ipc.encode_failed(0, traceback.format_exc(limit=3)))
         return
     conn.send_bytes(
         ipc.encode_ready(
-            {"pid": os.getpid(), "input_cols": cols, "max_batch": int(getattr(runner, "max_batch", variant.max_batch))}
+            {"pid": os.getpid(), "input_shape": list(item), "max_batch": int(getattr(runner, "max_batch", variant.max_batch))}
         )
     )
     perf = time.perf_counter

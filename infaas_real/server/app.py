@@ -39,14 +39,9 @@ from infaas_real.executor import ExecutorSettings, InferenceFailed, Overloaded, 
 from infaas_real.server import jsonfast, protocol
 from infaas_real.server.metrics import ServerMetrics
 from infaas_real.server.state import LiveState, Refused, StateSettings
+from infaas_real.server.tasks import TaskIO, task_io
 
 _JSON = "application/json"
-
-
-@dataclass(frozen=True, slots=True)
-class TaskShape:
-    features: int
-    classes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +54,12 @@ class ServerSettings:
     request_timeout_s: float
     limit_concurrency: int
     max_inflight_requests: int
-    tasks: dict[str, TaskShape]
 
 
 @dataclass(frozen=True, slots=True)
 class _Target:
     form: str  # task | model | variant
-    shape: TaskShape
+    io: TaskIO
 
 
 class InferenceServer:
@@ -88,14 +82,12 @@ class InferenceServer:
         self.metrics: ServerMetrics | None = None
         self.targets: dict[str, _Target] = {}
         self._inflight = 0
-        for task in catalog.tasks:
-            if task not in settings.tasks:
-                raise ConfigError(f"server.tasks.{task}", "input/output shape of this task is not configured")
+        ios = {task: task_io(task) for task in catalog.tasks}  # shapes from each task's zoo
         for v in catalog:
-            shape = settings.tasks[v.task]
-            self.targets.setdefault(v.task, _Target("task", shape))
-            self.targets.setdefault(v.model, _Target("model", shape))
-            self.targets[v.name] = _Target("variant", shape)
+            io = ios[v.task]
+            self.targets.setdefault(v.task, _Target("task", io))
+            self.targets.setdefault(v.model, _Target("model", io))
+            self.targets[v.name] = _Target("variant", io)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -132,7 +124,7 @@ class InferenceServer:
         if t is None:
             return _error(404, f"unknown task, model or variant '{name}'")
         return Response(
-            protocol.model_metadata(name, t.shape.features, t.shape.classes, f"infaas-{t.form}", ["1"]),
+            protocol.model_metadata(name, t.io.input_shape, t.io.classes, f"infaas-{t.form}", ["1"], uint8=True),
             media_type=_JSON,
         )
 
@@ -174,7 +166,8 @@ class InferenceServer:
             return self._count(_error(404, f"unknown task, model or variant '{name}'"), "")
         try:
             body = await _read_body(request, self.settings.max_request_bytes)
-            r = protocol.parse_infer(body, request.headers.get(protocol.HEADER_LEN), t.shape.features)
+            r = protocol.parse_infer(body, request.headers.get(protocol.HEADER_LEN), t.io.input_shape,
+                                     t.io.uint8_to_input)
             req = Requirements(
                 **{t.form: name}, min_accuracy=r.min_accuracy, latency_slo_ms=r.latency_slo_ms
             )

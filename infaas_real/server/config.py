@@ -24,7 +24,7 @@ from infaas_core.errors import ConfigError
 from infaas_core.model import App, ClusterSpec
 from infaas_core.policies.base import Policy, PolicyContext, make_policy
 from infaas_real.executor import ExecutorSettings, RunnerSpec
-from infaas_real.server.app import ServerSettings, TaskShape
+from infaas_real.server.app import ServerSettings
 from infaas_real.server.state import StateSettings
 
 
@@ -113,11 +113,6 @@ def _float(d: Mapping[str, Any], key: str, prefix: str, lo: float = 0.0) -> floa
 
 def build_server_settings(cfg: Mapping[str, Any]) -> tuple[ServerSettings, StateSettings, ExecutorSettings]:
     s = section(cfg, "server")
-    tasks_raw = _present(s, "tasks", "server") or {}
-    tasks = {
-        str(t): TaskShape(_int(v, "features", f"server.tasks.{t}", 1), _int(v, "classes", f"server.tasks.{t}", 1))
-        for t, v in tasks_raw.items()
-    }
     server = ServerSettings(
         host=_str(s, "host", "server"),
         port=_int(s, "port", "server"),
@@ -125,7 +120,6 @@ def build_server_settings(cfg: Mapping[str, Any]) -> tuple[ServerSettings, State
         request_timeout_s=_float(s, "request_timeout_s", "server"),
         limit_concurrency=_int(s, "limit_concurrency", "server", 1),
         max_inflight_requests=_int(s, "max_inflight_requests", "server", 1),
-        tasks=tasks,
     )
     budget = _present(s, "core_budget", "server")
     state = StateSettings(

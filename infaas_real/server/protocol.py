@@ -1,7 +1,9 @@
 """KServe v2 (Open Inference Protocol) request parsing and response encoding.
 
-Only what this server serves: one FP32 input ``[batch, features]`` and one FP32 output
-``[batch, classes]``. Both the JSON tensor form and the *binary tensor data* extension
+Only what this server serves: one input ``[batch, *input_shape]`` — FP32 as the task's
+models take it, or UINT8 raw values that the task's zoo turns into that (ImageNet pixels are
+normalised as torchvision expects) — and one FP32 output ``[batch, classes]``; the shapes come
+from the task's zoo (:mod:`infaas_real.server.tasks`). Both the JSON tensor form and the *binary tensor data* extension
 (the ``Inference-Header-Content-Length`` header: a JSON header of that many bytes followed
 by raw little-endian tensors — what ``tritonclient.http`` sends by default) are accepted,
 and the response uses binary output when the request asks for it.
@@ -13,6 +15,7 @@ Every malformed request raises :class:`ProtocolError` with the HTTP status to an
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +39,7 @@ class ProtocolError(Exception):
 @dataclass(frozen=True, slots=True)
 class InferRequest:
     request_id: str | None
-    x: np.ndarray  # float32 [rows, features]
+    x: np.ndarray  # float32 [rows, *input_shape]
     min_accuracy: float
     latency_slo_ms: float
     app: str | None
@@ -54,8 +57,14 @@ def _number(params: dict[str, Any], key: str, default: float) -> float:
     return float(v)
 
 
-def parse_infer(body: bytes, header_len: str | None, features: int) -> InferRequest:
-    """Parse an infer request body; ``features`` is the input's feature count."""
+Uint8ToInput = Callable[[np.ndarray], np.ndarray]
+_DTYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1")}
+
+
+def parse_infer(body: bytes, header_len: str | None, input_shape: tuple[int, ...],
+                uint8_to_input: Uint8ToInput | None = None) -> InferRequest:
+    """Parse an infer request body; ``input_shape`` is one item's input shape. UINT8 input
+    is accepted when ``uint8_to_input`` is given (it makes the float32 input of the models)."""
     if header_len is not None:
         try:
             n = int(header_len)
@@ -78,7 +87,7 @@ def parse_infer(body: bytes, header_len: str | None, features: int) -> InferRequ
     inputs = req.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise _bad(f"inputs: exactly one input tensor '{INPUT_NAME}' expected")
-    x = _input_tensor(inputs[0], binary, features)
+    x = _input_tensor(inputs[0], binary, input_shape, uint8_to_input)
     min_acc = _number(params, "min_accuracy", 0.0)
     slo = _number(params, "latency_slo_ms", math.inf)
     if not 0.0 <= min_acc <= 1.0:
@@ -99,39 +108,54 @@ def parse_infer(body: bytes, header_len: str | None, features: int) -> InferRequ
     )
 
 
-def _input_tensor(t: dict[str, Any], binary: memoryview, features: int) -> np.ndarray:
+def _input_tensor(t: dict[str, Any], binary: memoryview, item: tuple[int, ...],
+                  uint8_to_input: Uint8ToInput | None) -> np.ndarray:
     name = t.get("name")
     if name != INPUT_NAME:
         raise _bad(f"inputs[0].name: expected '{INPUT_NAME}', got {name!r}")
     dtype = t.get("datatype")
-    if dtype != "FP32":
-        raise _bad(f"inputs[0].datatype: expected FP32, got {dtype!r}")
+    allowed = ("FP32", "UINT8") if uint8_to_input is not None else ("FP32",)
+    if dtype not in allowed:
+        raise _bad(f"inputs[0].datatype: expected {' or '.join(allowed)}, got {dtype!r}")
+    np_dtype = _DTYPES[str(dtype)]
     shape = t.get("shape")
+    want = f"[batch >= 1, {', '.join(map(str, item))}]"
     if (
         not isinstance(shape, list)
-        or len(shape) != 2
+        or len(shape) != 1 + len(item)
         or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
         or shape[0] < 1
-        or shape[1] != features
+        or tuple(shape[1:]) != item
     ):
-        raise _bad(f"inputs[0].shape: expected [batch >= 1, {features}], got {shape!r}")
-    count = shape[0] * shape[1]
+        raise _bad(f"inputs[0].shape: expected {want}, got {shape!r}")
+    count = int(np.prod(shape))
     tparams = t.get("parameters") or {}
     size = tparams.get("binary_data_size") if isinstance(tparams, dict) else None
     if size is not None:
-        if size != count * 4 or len(binary) != size:
-            raise _bad(f"inputs[0]: binary_data_size {size} does not match shape {shape} as FP32 ({count * 4} bytes, {len(binary)} sent)")
-        return np.frombuffer(binary, dtype="<f4").reshape(shape)
-    data = t.get("data")
-    if data is None:
-        raise _bad("inputs[0]: neither 'data' nor binary data given")
-    try:
-        x = np.asarray(data, dtype=np.float32)
-    except (ValueError, TypeError):
-        raise _bad("inputs[0].data: not a list of numbers") from None
-    if x.size != count:
-        raise _bad(f"inputs[0].data: {x.size} values for shape {shape}")
-    return x.reshape(shape)
+        nbytes = count * np_dtype.itemsize
+        if size != nbytes or len(binary) != size:
+            raise _bad(f"inputs[0]: binary_data_size {size} does not match shape {shape} as {dtype} "
+                       f"({nbytes} bytes, {len(binary)} sent)")
+        x = np.frombuffer(binary, dtype=np_dtype).reshape(shape)
+    else:
+        data = t.get("data")
+        if data is None:
+            raise _bad("inputs[0]: neither 'data' nor binary data given")
+        try:
+            raw: np.ndarray = np.asarray(data, dtype=np.float64 if dtype == "UINT8" else np.float32)
+        except (ValueError, TypeError):
+            raise _bad("inputs[0].data: not a list of numbers") from None
+        if raw.size != count:
+            raise _bad(f"inputs[0].data: {raw.size} values for shape {shape}")
+        if dtype == "UINT8":
+            if not ((raw >= 0) & (raw <= 255) & (raw == np.floor(raw))).all():
+                raise _bad("inputs[0].data: UINT8 values must be integers in 0..255")
+            raw = raw.astype(np.uint8)
+        x = raw.reshape(shape)
+    if dtype == "UINT8":
+        assert uint8_to_input is not None
+        return np.ascontiguousarray(uint8_to_input(x), dtype=np.float32)
+    return x
 
 
 def _wants_binary(req: dict[str, Any], params: dict[str, Any]) -> bool:
@@ -171,13 +195,17 @@ def error_body(message: str, **extra: Any) -> bytes:
     return jsonfast.dumps({"error": message, **extra})
 
 
-def model_metadata(name: str, features: int, classes: int, platform: str, versions: list[str]) -> bytes:
+def model_metadata(name: str, input_shape: tuple[int, ...], classes: int, platform: str, versions: list[str],
+                   uint8: bool = False) -> bytes:
+    inputs: list[dict[str, Any]] = [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, *input_shape]}]
+    if uint8:  # the same input may come as raw UINT8 values (normalised by the server)
+        inputs[0]["parameters"] = {"datatypes": ["FP32", "UINT8"]}
     return jsonfast.dumps(
         {
             "name": name,
             "versions": versions,
             "platform": platform,
-            "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, features]}],
+            "inputs": inputs,
             "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, classes]}],
         }
     )

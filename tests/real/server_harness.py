@@ -67,10 +67,11 @@ class Server:
         except urllib.error.HTTPError as e:
             return e.code, e.read()
 
-    def post(self, path: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    def post(self, path: str, body: bytes, headers: dict[str, str] | None = None,
+             timeout_s: float = 30.0) -> tuple[int, bytes]:
         req = urllib.request.Request(self.url + path, data=body, method="POST", headers=headers or {})
         try:
-            with urllib.request.urlopen(req, timeout=30) as r:
+            with urllib.request.urlopen(req, timeout=timeout_s) as r:
                 return r.status, r.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()

@@ -20,7 +20,7 @@ def _json_body(**over: object) -> bytes:
 
 
 def test_json_tensor_and_requirements_are_read() -> None:
-    r = parse_infer(_json_body(), None, features=4)
+    r = parse_infer(_json_body(), None, input_shape=(4,))
     assert r.x.shape == (2, 4) and r.x.dtype == np.float32
     assert r.x[1, 3] == 7.0
     assert (r.min_accuracy, r.latency_slo_ms, r.app) == (0.9, 50.0, "a")
@@ -30,7 +30,7 @@ def test_json_tensor_and_requirements_are_read() -> None:
 def test_binary_tensor_extension_round_trips_through_the_client_encoding() -> None:
     x = np.arange(12, dtype=np.float32).reshape(3, 4)
     body, hlen = encode_request(x, {"latency_slo_ms": 10})
-    r = parse_infer(body, str(hlen), features=4)
+    r = parse_infer(body, str(hlen), input_shape=(4,))
     np.testing.assert_array_equal(r.x, x)
     assert r.binary_output is True
     y = np.ones((3, 10), dtype=np.float32)
@@ -69,7 +69,7 @@ def test_json_response_has_the_v2_fields() -> None:
 )
 def test_malformed_requests_are_400_naming_the_field(body: bytes, fragment: str) -> None:
     with pytest.raises(ProtocolError) as err:
-        parse_infer(body, None, features=4)
+        parse_infer(body, None, input_shape=(4,))
     assert err.value.status == 400
     assert fragment in err.value.message
 
@@ -78,6 +78,6 @@ def test_binary_size_must_match_the_shape() -> None:
     x = np.zeros((2, 4), np.float32)
     body, hlen = encode_request(x, {})
     with pytest.raises(ProtocolError, match="binary_data_size"):
-        parse_infer(body[:-4], str(hlen), features=4)
+        parse_infer(body[:-4], str(hlen), input_shape=(4,))
     with pytest.raises(ProtocolError, match=HEADER_LEN):
-        parse_infer(body, str(len(body) + 1), features=4)
+        parse_infer(body, str(len(body) + 1), input_shape=(4,))
