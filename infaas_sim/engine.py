@@ -10,11 +10,12 @@ The cluster the policy reads is the control layer's
 (:class:`~infaas_sim.cluster.SimMechanism`) and the data plane (:mod:`infaas_sim.dataplane`).
 
 Before any control event at time ``t`` runs, :meth:`Simulation.advance_to` brings the data
-plane to ``t``: the arrivals in ``[t_prev, t)`` are routed (the policy's ``select`` is called
-per query, with the view as of ``t_prev`` — a policy may cache its decision until
-``view.version`` changes) and appended to their instances' queues, then each instance's
-batch recursion runs up to ``t`` (:mod:`infaas_sim.dataplane`). Within a window queries
-are routed application by application, in arrival order within each.
+plane to ``t``: the arrivals in ``[t_prev, t)`` are routed in arrival order (the policy's
+``select`` is called per query with ``view.now_s`` at that query's arrival; a queue whose
+length is read is first brought to that time, so the view is exact for every decision — a
+policy may cache its decision until ``view.version`` changes) and appended to their
+instances' queues, then each instance's batch recursion runs up to ``t``
+(:mod:`infaas_sim.dataplane`). Windows (``sim.route_period_s``) only group the work.
 
 Every observation window the queues are flushed: finished queries go to the
 :class:`~infaas_sim.recorder.Recorder`, and each queue's raw counts of the window go to the
