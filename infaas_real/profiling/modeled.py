@@ -11,11 +11,19 @@ A documented scaling model (``flops-roofline-v1``), calibrated per device on Res
   device — batch-1 latency and throughput at a large batch (``catalogs/accelerators.yaml``);
 - ``κ_fw``: compute-time factor of a framework relative to the calibrated one (torch eager
   fp16 vs TensorRT);
+- ``fam``: the architecture's compute efficiency relative to ResNet-50 (``family_efficiency``
+  in ``accelerators.yaml``, from published same-harness throughput; depthwise / SE networks
+  reach 0.13–0.31 of ResNet-50's FLOP rate), so the compute term is
+  ``κ_fw · b · F / (η · P · fam)``;
 - ``latency_p99_ms = p50 × p99_over_p50``; ``load_latency_ms = start_ms(framework) + fp32
   artifact bytes / disk rate``; ``memory_mb = runtime_mb + fp16 weights + batch-max
   activations`` (activations ≈ 4 bytes × FLOPs/1000 per item, a coarse rule).
 
-Every row says ``source=modeled:<model_version>-calibrated-<calibration model>-published``.
+Every row says ``source=modeled:<model_version>-calibrated-<calibration model>-published;
+family-factor=<fam>(<basis>)``.
+
+:func:`cpu_thread_rows` models 4- and 8-core CPU variants from measured 1- and 2-thread rows
+(an Amdahl fit per architecture and framework); see its docstring.
 """
 
 from __future__ import annotations
@@ -61,10 +69,23 @@ def calibrate(name: str, spec: Mapping[str, Any], gflops: float) -> Calibrated:
     return Calibrated(name, overhead, efficiency, float(spec["peak_tflops"]), float(spec["memory_gb_per_s"]))
 
 
-def latency_ms(dev: Calibrated, gflops: float, weight_bytes: float, batch: int, factor: float) -> float:
-    compute = factor * batch * gflops * 1e9 / (dev.efficiency * dev.peak_tflops * 1e12) * 1000.0
+def latency_ms(dev: Calibrated, gflops: float, weight_bytes: float, batch: int, factor: float,
+               family: float = 1.0) -> float:  # fmt: skip
+    compute = factor * batch * gflops * 1e9 / (dev.efficiency * dev.peak_tflops * 1e12 * family) * 1000.0
     memory = weight_bytes / (dev.memory_gb_per_s * 1e9) * 1000.0
     return dev.overhead_ms + max(compute, memory)
+
+
+def family_factor(cfg: Mapping[str, Any], arch: str) -> tuple[float, str]:
+    """``(factor, basis)`` of ``arch`` from ``cfg["family_efficiency"]`` (1.0 if the table is absent)."""
+    table = cfg.get("family_efficiency")
+    if not table:
+        return 1.0, "none"
+    entry = table.get("architectures", {}).get(arch) or table["default"]
+    factor = float(entry["factor"])
+    if not 0.0 < factor <= 1.0:
+        raise ConfigError(f"family_efficiency.{arch}.factor", f"must be in (0, 1], got {factor}")
+    return factor, str(entry["basis"])
 
 
 def modeled_rows(accuracies: Mapping[str, float], task: str, *,
@@ -73,7 +94,7 @@ def modeled_rows(accuracies: Mapping[str, float], task: str, *,
     cfg = yaml.safe_load(accelerators.read_text())
     arch_stats = json.loads(stats.read_text())
     cal_model = cfg["calibration_model"]
-    source = f"modeled:{cfg['model_version']}-calibrated-{cal_model}-published"
+    base_source = f"modeled:{cfg['model_version']}-calibrated-{cal_model}-published"
     ratio = float(cfg["p99_over_p50"])
     rows: list[dict[str, Any]] = []
     for dev_name, spec in cfg["devices"].items():
@@ -83,6 +104,8 @@ def modeled_rows(accuracies: Mapping[str, float], task: str, *,
                 continue
             gflops = float(arch_stats[arch]["gflops"])
             params = float(arch_stats[arch]["params_m"]) * 1e6
+            fam, basis = family_factor(cfg, arch)
+            source = f"{base_source};family-factor={fam:g}({basis})"
             w16 = 2.0 * params
             for fw, factor in spec["frameworks"].items():
                 load_ms = float(spec["start_ms"][fw]) + 4.0 * params / (float(cfg["disk_gb_per_s"]) * 1e9) * 1000
@@ -91,7 +114,7 @@ def modeled_rows(accuracies: Mapping[str, float], task: str, *,
                     mem_mb = float(spec["runtime_mb"]) + w16 / 2**20 + act_mb
                     name = variant_name(arch, fw, dev_name, 1, mb)
                     for b in (x for x in spec["batches"] if x <= mb):
-                        p50 = latency_ms(dev, gflops, w16, b, float(factor))
+                        p50 = latency_ms(dev, gflops, w16, b, float(factor), fam)
                         rows.append({
                             "variant": name, "model": arch, "task": task, "framework": fw,
                             "hardware": dev_name, "cores": 1, "max_batch": mb, "batch": b,
@@ -100,3 +123,56 @@ def modeled_rows(accuracies: Mapping[str, float], task: str, *,
                             "accuracy": round(acc, 5), "source": source,
                         })  # fmt: skip
     return rows
+
+
+CPU_MODELED_CORES: tuple[int, ...] = (4, 8)
+CPU_THREADS_SOURCE = "modeled:cpu-threads-amdahl("
+
+
+def amdahl_serial_fraction(t1: float, t2: float) -> float:
+    """Serial fraction ``s`` of ``t(n) = t1 · (s + (1 - s) / n)`` through (1, t1) and (2, t2),
+    clamped to [0, 1] (a 2-thread run slower than 1 thread — a disturbed measurement — gives
+    s = 1: no speed-up assumed; a super-linear one gives s = 0)."""
+    return min(1.0, max(0.0, 2.0 * t2 / t1 - 1.0))
+
+
+def cpu_thread_rows(rows: list[dict[str, Any]], cores: tuple[int, ...] = CPU_MODELED_CORES) -> list[dict[str, Any]]:
+    """Modeled CPU rows with ``cores`` threads from measured 1- and 2-thread rows.
+
+    Per (model, framework, task): ``s`` = the median over the batches measured with both 1 and
+    2 threads of :func:`amdahl_serial_fraction` of their p50s; then for every 1-thread row,
+    ``p50(n) = p50(1) · (s + (1 - s) / n)`` and p99 scales by the same factor. Load latency
+    and memory are the 1-thread variant's. Since ``s`` is in [0, 1], more cores are never
+    slower. Each row's source says ``modeled:cpu-threads-amdahl(...)`` with ``s``, the number
+    of batches fitted and the measured source it was fitted on.
+    """
+    import statistics
+
+    by_key: dict[tuple[str, str, str], dict[int, dict[int, float]]] = {}
+    for r in rows:
+        if r["hardware"] != "cpu" or not str(r["source"]).startswith("measured:"):
+            continue
+        key = (r["model"], r["framework"], r["task"])
+        by_key.setdefault(key, {}).setdefault(int(r["cores"]), {})[int(r["batch"])] = float(r["latency_p50_ms"])
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        if r["hardware"] != "cpu" or int(r["cores"]) != 1 or not str(r["source"]).startswith("measured:"):
+            continue
+        series = by_key[(r["model"], r["framework"], r["task"])]
+        one, two = series.get(1, {}), series.get(2, {})
+        common = sorted(set(one) & set(two))
+        if not common:
+            continue
+        s = statistics.median(amdahl_serial_fraction(one[b], two[b]) for b in common)
+        for n in cores:
+            scale = s + (1.0 - s) / n
+            mb = int(r["max_batch"])
+            out.append({
+                **r,
+                "variant": variant_name(r["model"], r["framework"], "cpu", n, mb), "cores": n,
+                "latency_p50_ms": round(float(r["latency_p50_ms"]) * scale, 4),
+                "latency_p99_ms": round(float(r["latency_p99_ms"]) * scale, 4),
+                "source": f"{CPU_THREADS_SOURCE}s={s:.4f};fit-on-{len(common)}-batches-of-"
+                          f"measured-1-and-2-thread-p50;{r['source']})",
+            })  # fmt: skip
+    return out

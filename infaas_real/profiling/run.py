@@ -27,7 +27,7 @@ import numpy as np
 from infaas_real.profiling import hostinfo
 from infaas_real.profiling.artifacts import FRAMEWORK_KIND, ArtifactStore, content_hash
 from infaas_real.profiling.measure import MeasureConfig, Measurement, measure_runner, predict
-from infaas_real.zoo.base import Zoo, ZooModel
+from infaas_real.zoo.base import Zoo, ZooModel, check_accuracy_resolution
 
 COLUMNS = (
     "variant", "model", "task", "framework", "hardware", "cores", "max_batch", "batch",
@@ -102,6 +102,9 @@ class Profiler:
         models = self.zoo.models()
         if self.plan.models is not None:
             models = tuple(self.zoo.model(m) for m in self.plan.models)
+        for m in models:  # refuse before minutes of measuring, not only at _emit
+            if m.accuracy is not None:
+                check_accuracy_resolution(self.zoo, m)
         threads = self.plan.threads if self.hardware == "cpu" else (1,)
         return [(m, fw, t) for m in models for fw in self.plan.frameworks for t in threads]
 
@@ -252,6 +255,8 @@ class Profiler:
     def _emit(self, result: ProfileResult, model: ZooModel, fw: str, threads: int, m: Measurement,
               art_hash: str, exporter: str) -> None:  # fmt: skip
         accuracy = m.accuracy if m.accuracy is not None else model.accuracy
+        if m.accuracy is None:
+            check_accuracy_resolution(self.zoo, model)
         if accuracy is None:
             raise RuntimeError(f"{model.name}: no accuracy (zoo gives none and has no labels)")
         for mb in self.plan.max_batches:

@@ -22,7 +22,10 @@ class ZooModel:
     (training config and seed, weights file and its content hash...) and goes into the
     artifact cache key. ``accuracy`` is the published top-1, or ``None`` when the profiler
     measures it on the zoo's labelled split. ``convolutional`` marks CNNs (their per-item
-    latency should fall as the batch grows).
+    latency should fall as the batch grows). ``accuracy_resolution`` is the input side
+    length (px) at which a published ``accuracy`` was measured (``None``: measured by the
+    profiler on the zoo's own inputs); :func:`check_accuracy_resolution` refuses a row whose
+    accuracy was measured at another resolution than the zoo's input.
     """
 
     name: str
@@ -31,6 +34,7 @@ class ZooModel:
     accuracy: float | None = None
     convolutional: bool = False
     accuracy_source: str = ""
+    accuracy_resolution: int | None = None
 
 
 class Zoo(ABC):
@@ -72,3 +76,20 @@ class Zoo(ABC):
     def config_key(self) -> Mapping[str, Any]:
         """What of the zoo's own configuration changes its artifacts (hashed into the key)."""
         return {"zoo": self.name, "task": self.task, "input_shape": list(self.input_shape)}
+
+
+def check_accuracy_resolution(zoo: Zoo, model: ZooModel) -> None:
+    """Raise :class:`~infaas_core.errors.ConfigError` when ``model``'s published accuracy was
+    measured at another input resolution than ``zoo`` runs it at (a row would carry an
+    accuracy the variant does not reach: e.g. torchvision's EfficientNet-B4 83.4 % is at
+    380 px)."""
+    from infaas_core.errors import ConfigError
+
+    res = model.accuracy_resolution
+    side = zoo.input_shape[-1]
+    if res is not None and res != side:
+        raise ConfigError(
+            f"zoo.{zoo.name}.models.{model.name}",
+            f"published accuracy was measured at {res} px but the zoo runs it at {side} px; "
+            "refusing to emit a row with an accuracy for another resolution",
+        )

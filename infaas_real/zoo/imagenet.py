@@ -9,6 +9,12 @@ Accuracy is the published ImageNet-1K top-1 that torchvision ships in its weight
 (``get_model_weights(name).DEFAULT.meta["_metrics"]["ImageNet-1K"]["acc@1"]``), read at run
 time — metadata only. With random weights it is the accuracy the architecture reaches once
 trained, which is what a model-less selector trades against latency.
+
+That figure holds only at the resolution torchvision measured it at (the centre crop of the
+weights' ``transforms()``). The zoo runs every model at 224 px, so the default architectures
+are those whose published accuracy is a 224-px figure; ``efficientnet_b1`` … ``b4`` (240, 288,
+300, 380 px — ``RESOLUTION_MISMATCHED``) were dropped, and the profiler refuses a row whose
+accuracy resolution differs from the input (``check_accuracy_resolution``).
 """
 
 from __future__ import annotations
@@ -33,21 +39,27 @@ ARCHITECTURES: tuple[str, ...] = (
     "mobilenet_v3_large",
     "regnet_y_400mf",
     "efficientnet_b0",
-    "efficientnet_b1",
-    "efficientnet_b2",
     "resnet18",
-    "efficientnet_b3",
     "resnet34",
     "densenet121",
     "resnet50",
-    "efficientnet_b4",
     "convnext_tiny",
     "resnet101",
     "resnet152",
     "vgg16",
     "vit_b_16",
 )
-"""Default architectures, roughly by compute (GFLOPs) ascending."""
+"""Default architectures, roughly by compute (GFLOPs) ascending: those whose torchvision
+accuracy was measured at 224 px, the zoo's input."""
+
+RESOLUTION_MISMATCHED: dict[str, int] = {
+    "efficientnet_b1": 240,
+    "efficientnet_b2": 288,
+    "efficientnet_b3": 300,
+    "efficientnet_b4": 380,
+}
+"""Architectures dropped from the defaults: the resolution (px, torchvision's
+``weights.transforms().crop_size``) their published accuracy was measured at, not 224."""
 
 NON_CONVOLUTIONAL = frozenset({"vit_b_16"})
 
@@ -58,6 +70,14 @@ def published_top1(arch: str) -> float:
 
     meta = get_model_weights(arch).DEFAULT.meta  # type: ignore[attr-defined]
     return float(meta["_metrics"]["ImageNet-1K"]["acc@1"]) / 100.0
+
+
+def published_resolution(arch: str) -> int:
+    """The input side (px) torchvision's published accuracy of ``arch`` was measured at."""
+    from torchvision.models import get_model_weights
+
+    crop = get_model_weights(arch).DEFAULT.transforms().crop_size  # type: ignore[attr-defined]
+    return int(crop[0])
 
 
 def _file_sha256(path: Path) -> str:
@@ -116,6 +136,7 @@ class ImagenetZoo(Zoo):
                     accuracy=published_top1(arch),
                     convolutional=arch not in NON_CONVOLUTIONAL,
                     accuracy_source="published: torchvision weights metadata ImageNet-1K acc@1",
+                    accuracy_resolution=published_resolution(arch),
                 )
             )
         return tuple(out)

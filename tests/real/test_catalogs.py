@@ -6,6 +6,7 @@ batch for CNNs."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,43 @@ def test_catalog_configs_point_at_the_committed_tables() -> None:
     for name in ("digits", "imagenet"):
         cfg = yaml.safe_load((ROOT / "configs" / "catalog" / f"{name}.yaml").read_text())
         assert (ROOT / cfg["path"]).is_file() and cfg["name"] == name
+
+
+def test_imagenet_accuracies_are_for_the_resolution_the_variants_run_at() -> None:
+    """Every imagenet row's accuracy is torchvision's figure at 224 px, the zoo's input: the
+    architectures whose published accuracy is at another resolution are not in the catalog."""
+    pytest.importorskip("torchvision")
+    from infaas_real.zoo.imagenet import RESOLUTION_MISMATCHED, published_resolution
+
+    catalog = load_catalog(CATALOGS / "imagenet.csv")
+    assert not set(RESOLUTION_MISMATCHED) & set(catalog.models)
+    assert {m: published_resolution(m) for m in catalog.models} == dict.fromkeys(catalog.models, 224)
+
+
+def test_imagenet_cpu4_and_cpu8_variants_are_modeled_amdahl_and_monotone() -> None:
+    """Every measured 1-thread CPU variant has -cpu4- and -cpu8- siblings (cores 4 / 8),
+    labelled modeled:cpu-threads-amdahl(s=...), equal to the fit p50(1)·(s + (1 - s)/n) and
+    never slower with more cores (at batch 1 and every other batch)."""
+    catalog = load_catalog(CATALOGS / "imagenet.csv")
+    one = [v for v in catalog.cpu_variants() if v.cores == 1 and v.source.startswith("measured:")]
+    assert one
+    for v in one:
+        prev = v
+        for n in (4, 8):
+            m = catalog.get(v.name.replace("-cpu1-", f"-cpu{n}-"))
+            assert m.cores == n and m.hardware == "cpu" and m.accuracy == v.accuracy
+            match = re.match(r"modeled:cpu-threads-amdahl\(s=([0-9.]+);", m.source)
+            assert match, m.source
+            s = float(match.group(1))
+            assert 0.0 <= s <= 1.0 and m.batches == v.batches
+            for p1, pn in zip(v.latency_p50_ms, m.latency_p50_ms):
+                assert pn == pytest.approx(p1 * (s + (1 - s) / n), abs=p1 * 6e-5 + 2e-4)  # s printed to 4 dp
+            assert m.latency_ms(1) <= prev.latency_ms(1) + 1e-9
+            assert all(a <= b + 1e-9 for a, b in zip(m.latency_p50_ms, prev.latency_p50_ms))
+            prev = m
+
+
+def test_imagenet_modeled_accelerator_rows_name_their_family_factor() -> None:
+    catalog = load_catalog(CATALOGS / "imagenet.csv")
+    acc = [v for v in catalog if v.hardware != "cpu"]
+    assert acc and all(re.search(r"family-factor=[0-9.]+\(", v.source) for v in acc if v.source.startswith("modeled:"))

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -58,3 +60,33 @@ def test_unknown_zoo_and_task_name_the_known_ones() -> None:
     with pytest.raises(UnknownNameError, match="digits"):
         get_zoo("cifar")
     assert zoo_for_task("classification-imagenet-224") == "imagenet"
+
+
+def test_default_imagenet_architectures_have_224px_accuracy() -> None:
+    """The zoo runs every model at 224 px, so only architectures whose published accuracy is a
+    224-px figure are defaults (EfficientNet-B1..B4: 240/288/300/380 px, dropped)."""
+    from infaas_real.zoo.imagenet import ARCHITECTURES, RESOLUTION_MISMATCHED, published_resolution
+
+    zoo = get_zoo("imagenet")
+    assert all(m.accuracy_resolution == 224 for m in zoo.models())
+    assert not set(RESOLUTION_MISMATCHED) & set(ARCHITECTURES)
+    assert {a: published_resolution(a) for a in RESOLUTION_MISMATCHED} == RESOLUTION_MISMATCHED
+
+
+def test_profiler_refuses_a_row_whose_accuracy_resolution_differs(tmp_path: Path) -> None:
+    from infaas_core.errors import ConfigError
+    from infaas_real.profiling.artifacts import ArtifactStore
+    from infaas_real.profiling.run import ProfilePlan, Profiler
+    from infaas_real.zoo.base import check_accuracy_resolution
+    from infaas_real.zoo.imagenet import ImagenetZoo
+
+    zoo = ImagenetZoo(architectures=["resnet50", "efficientnet_b4"])
+    b4 = zoo.model("efficientnet_b4")
+    assert b4.accuracy_resolution == 380
+    check_accuracy_resolution(zoo, zoo.model("resnet50"))  # 224 px: fine
+    with pytest.raises(ConfigError, match=r"efficientnet_b4: published accuracy was measured at 380 px but the zoo runs it at 224 px"):
+        check_accuracy_resolution(zoo, b4)
+    plan = ProfilePlan(frameworks=("onnx-fp32",), threads=(1,), batches=(1,), max_batches=(1,))
+    profiler = Profiler(zoo, plan, ArtifactStore(zoo, tmp_path), tmp_path, log=lambda _: None)
+    with pytest.raises(ConfigError, match="380 px"):
+        profiler.tasks()  # before anything is measured
