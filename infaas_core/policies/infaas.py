@@ -91,7 +91,10 @@ class InfaasPolicy(Policy):
         return [] if self.model_scaler is None else self.model_scaler.run(view)
 
     def autoscale_vms(self, view: ClusterView) -> list[Action]:
-        return [] if self.vm_scaler is None else self.vm_scaler.run(view, self.selector.pressure)
+        if self.vm_scaler is None:
+            return []
+        self.selector.blacklist_busy_workers(view)  # the VM daemon's per-iteration worker blacklist
+        return self.vm_scaler.run(view, self.selector.pressure)
 
 
 @register("infaas_cost")

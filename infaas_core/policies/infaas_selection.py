@@ -56,7 +56,7 @@ from infaas_core.control.resources import room_of
 from infaas_core.errors import InfaasError
 from infaas_core.model import CPU, Requirements, Variant
 from infaas_core.policies.base import PolicyContext
-from infaas_core.policies.common import EstimateConfig, cost_per_query_usd
+from infaas_core.policies.common import EstimateConfig, cost_per_query_usd, family
 from infaas_core.policies.config import require
 from infaas_core.policies.suggest import rejection
 from infaas_core.view import ClusterView, InstanceState, InstanceView, WorkerState, WorkerView
@@ -65,6 +65,23 @@ from infaas_core.view import ClusterView, InstanceState, InstanceView, WorkerSta
 @dataclass(frozen=True, slots=True)
 class CostConfig:
     accelerator_share: Literal["memory", "device"]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerBlacklistConfig:
+    """Workers selection avoids for a while (INFAAS.md §2.7 point 4, §3.3)."""
+
+    duration_s: float
+    burst_guard: bool
+    burst_requests: int
+    burst_interval_s: float
+    utilisation: bool
+    util_threshold: float
+
+    def validate(self, key: str) -> None:
+        require(self.duration_s >= 0, f"{key}.duration_s", "must be >= 0")
+        require(self.burst_requests >= 1, f"{key}.burst_requests", "must be >= 1")
+        require(self.burst_interval_s > 0, f"{key}.burst_interval_s", "must be > 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +96,9 @@ class SelectionConfig:
     min_search_candidates: int
     truncate: Literal["after_filter", "before_filter"]
     when_no_room: Literal["route_overloaded", "reject"]
+    when_all_blacklisted: Literal["escape", "load_next"]
+    blacklisted_share: float
+    worker_blacklist: WorkerBlacklistConfig
     cost: CostConfig
 
     def validate(self, key: str) -> None:
@@ -87,6 +107,7 @@ class SelectionConfig:
         require(self.min_search_candidates >= 1, f"{key}.min_search_candidates", "must be >= 1")
         require(self.metadata_lookup_ms > 0, f"{key}.metadata_lookup_ms", "must be > 0")
         require(self.search_budget_fraction > 0, f"{key}.search_budget_fraction", "must be > 0")
+        require(0.0 <= self.blacklisted_share <= 1.0, f"{key}.blacklisted_share", "must be in [0, 1]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,17 +130,24 @@ class _Static:
     loads: tuple[_Cand, ...]  # sorted by load_key
     loose: bool
     min_load_score_ms: float
+    escape: _Cand | None  # the smallest max_batch covering the batch (accelerators before CPU)
 
 
 class _Entry:
-    """A cached decision: routes replayed round-robin until the view's version changes."""
+    """A cached decision: routes replayed round-robin until the view's version changes
+    (``wids``: the worker of each, for the burst guard)."""
 
-    __slots__ = ("i", "req", "routes")
+    __slots__ = ("i", "req", "routes", "wids")
 
-    def __init__(self, req: Requirements, routes: tuple[Decision, ...]) -> None:
+    def __init__(self, req: Requirements, routes: tuple[Decision, ...], wids: tuple[int, ...]) -> None:
         self.req = req  # holding it keeps id(req) unique while the entry lives
         self.routes = routes
+        self.wids = wids
         self.i = 0
+
+
+_Decided = tuple[tuple[Decision, ...], tuple[int, ...], bool]
+"""``(decisions, their workers (-1: none), cacheable)``."""
 
 
 def _running(view: ClusterView, worker_id: int) -> bool:
@@ -181,7 +209,8 @@ class _Index:
 
 
 class InfaasSelector:
-    """Per-query selection. One object per run; holds only caches and :attr:`pressure`."""
+    """Per-query selection. One object per run; holds caches, :attr:`pressure`, the escape's
+    split counters and the worker blacklist."""
 
     def __init__(self, ctx: PolicyContext, cfg: SelectionConfig, est: EstimateConfig) -> None:
         self.ctx = ctx
@@ -193,6 +222,12 @@ class InfaasSelector:
         )
         self.pressure: dict[str, float] = {}
         """Hardware class -> last time (view.now_s) a feasible query found no room to load."""
+        self.blacklist: dict[int, float] = {}
+        """Worker id -> until when (view.now_s) selection avoids it (burst guard, utilisation)."""
+        self._bl_expiry = math.inf
+        self._escape_acc: dict[tuple[Requirements, int], float] = {}
+        self._bursts: dict[int, list[float]] = {}
+        self._burst = cfg.worker_blacklist.burst_guard
         self._version = -1
         self._cache: dict[tuple[int, int], _Entry] = {}
         self._eq_cache: dict[tuple[Requirements, int], _Entry] = {}
@@ -201,6 +236,8 @@ class InfaasSelector:
 
     # -- the hot path --------------------------------------------------------------------
     def select(self, req: Requirements, view: ClusterView, batch: int = 1) -> Decision:
+        if self.blacklist and view.now_s >= self._bl_expiry:
+            self._expire(view.now_s)
         if view.version != self._version:
             self._cache.clear()
             self._eq_cache.clear()
@@ -210,30 +247,92 @@ class InfaasSelector:
         if e is None:
             e = self._eq_cache.get((req, batch))
             if e is None:
-                decisions, cacheable = self._decide(req, view, batch)
+                decisions, wids, cacheable = self._decide(req, view, batch)
                 if not cacheable:
+                    if self._burst:
+                        self._count(wids[0], view)
                     return decisions[0]
-                e = _Entry(req, decisions)
+                e = _Entry(req, decisions, wids)
                 self._eq_cache[(req, batch)] = e
                 self._cache[(id(req), batch)] = e
         routes = e.routes
         n = len(routes)
-        if n == 1:
-            return routes[0]
-        i = e.i
-        e.i = i + 1
-        return routes[i % n]
+        i = 0
+        if n > 1:
+            i = e.i % n
+            e.i += 1
+        if self._burst:
+            self._count(e.wids[i], view)
+        return routes[i]
+
+    # -- the worker blacklist (INFAAS.md §2.7 point 4, §3.3) ----------------------------------
+    def _count(self, wid: int, view: ClusterView) -> None:
+        """The code's per-worker burst guard (``queryfe_server.cc:1606-1657``): a worker's
+        count restarts whenever a request comes ``burst_interval_s`` or more after the count
+        started; at ``burst_requests`` the count restarts and the worker is blacklisted for
+        ``duration_s`` (only with more than one worker, never an Inferentia worker)."""
+        if wid < 0:
+            return
+        now = view.now_s
+        st = self._bursts.get(wid)
+        if st is None:
+            self._bursts[wid] = [now, 1.0]
+            return
+        wb = self.cfg.worker_blacklist
+        if now - st[0] < wb.burst_interval_s:
+            st[1] += 1.0
+            if st[1] >= wb.burst_requests:
+                st[0], st[1] = now, 0.0
+                try:
+                    w = view.worker(wid)
+                except (KeyError, InfaasError):
+                    return
+                live = sum(1 for x in view.workers if x.state is not WorkerState.STOPPING)
+                if live > 1 and not any(family(d) == "inferentia" for d in w.instance_type.device_classes):
+                    self.ban(wid, now)
+        else:
+            st[0], st[1] = now, 0.0
+
+    def ban(self, wid: int, now_s: float) -> None:
+        """Blacklist worker ``wid`` for ``worker_blacklist.duration_s`` from ``now_s``."""
+        until = now_s + self.cfg.worker_blacklist.duration_s
+        if until <= now_s:
+            return
+        self.blacklist[wid] = max(self.blacklist.get(wid, until), until)
+        self._bl_expiry = min(self._bl_expiry, until)
+        self._version = -1  # cached routes may use it
+
+    def _expire(self, now_s: float) -> None:
+        self.blacklist = {w: t for w, t in self.blacklist.items() if t > now_s}
+        self._bl_expiry = min(self.blacklist.values(), default=math.inf)
+        self._version = -1
+
+    def blacklist_busy_workers(self, view: ClusterView) -> None:
+        """The VM daemon's rule (``master_vm_daemon.cc:224-262``), run with the VM autoscaler:
+        a worker above ``util_threshold`` on CPU, or on a GPU class strictly between it and 1
+        (the code's ``< 100``), is blacklisted for ``duration_s``."""
+        wb = self.cfg.worker_blacklist
+        if not wb.utilisation:
+            return
+        now = view.now_s
+        for w in view.workers:
+            if w.state is not WorkerState.RUNNING:
+                continue
+            for d, u in w.utilization.items():
+                if (d == CPU and u > wb.util_threshold) or (
+                    d != CPU and family(d) == "gpu" and wb.util_threshold < u < 1.0
+                ):
+                    self.ban(w.id, now)
+                    break
 
     # -- a miss --------------------------------------------------------------------------
-    def _decide(
-        self, req: Requirements, view: ClusterView, batch: int
-    ) -> tuple[tuple[Decision, ...], bool]:
-        """``(decisions, cacheable)``: one decision, or routes to replay round-robin."""
+    def _decide(self, req: Requirements, view: ClusterView, batch: int) -> _Decided:
+        """One decision, or routes to replay round-robin (with their workers)."""
         st = self._static.get((req, batch))
         if st is None:
             st = self._static[(req, batch)] = self._build_static(req, batch)
         if st.reject is not None:
-            return (st.reject,), True
+            return (st.reject,), (-1,), True
         idx = self._index
         if idx is None:
             idx = self._index = _Index(view)
@@ -260,32 +359,45 @@ class InfaasSelector:
                 best, best_insts = c, insts
         infaas = self.cfg.ordering == "infaas"
         if best is not None and (not infaas or best.run_score_ms < st.min_load_score_ms):
-            return self._routes(best_insts), True
-        for c in st.loads:
-            if lists(c.name)[0]:
-                continue
-            # Against a free running variant, load only one that scores better (the code's
-            # shared score) AND would rank better once running (a tighter fit): loads then
-            # converge on the tightest fit instead of cascading through every candidate.
-            if best is not None and not (
-                c.load_score_ms < best.run_score_ms and c.run_key[:2] < best.run_key[:2]
-            ):
-                continue
-            w = self._place(idx, c.variant)
-            if w is None:
-                continue
-            return (LoadAndRoute(c.name, w.id),), False
-        if best is not None:
-            return self._routes(best_insts), True
+            return self._to(idx, best, best_insts)
+        want: str | None = None
+        if best is None and self.cfg.when_all_blacklisted == "escape" and st.escape is not None:
+            busy_cands = [c for c in st.by_run if lists(c.name)[1]]
+            if busy_cands:  # every running instance a query could use is blacklisted
+                for c in busy_cands:  # a blacklisted GPU variant asks for a GPU worker (the code's vmscale)
+                    if family(c.variant.hardware) == "gpu":
+                        self.pressure[c.variant.hardware] = view.now_s
+                got = self._escape(idx, st, req, batch, busy_cands)
+                if got is not None:
+                    return got
+                want = st.escape.variant.hardware
+        if want is None:
+            for c in st.loads:
+                if lists(c.name)[0]:
+                    continue
+                # Against a free running variant, load only one that scores better (the code's
+                # shared score) AND would rank better once running (a tighter fit): loads then
+                # converge on the tightest fit instead of cascading through every candidate.
+                if best is not None and not (
+                    c.load_score_ms < best.run_score_ms and c.run_key[:2] < best.run_key[:2]
+                ):
+                    continue
+                w = self._place(idx, c.variant)
+                if w is None:
+                    continue
+                return (LoadAndRoute(c.name, w.id),), (w.id,), False
+            if best is not None:
+                return self._to(idx, best, best_insts)
+            want = st.loads[0].variant.hardware if st.loads else st.cands[0].variant.hardware
         # Nothing running fits and nothing can be loaded: ask the VM autoscaler for room.
-        want = st.loads[0].variant.hardware if st.loads else st.cands[0].variant.hardware
         self.pressure[want] = view.now_s
         if self.cfg.when_no_room == "route_overloaded":
             for c in st.by_run:
                 busy = lists(c.name)[1]
                 if busy:
                     ranked = sorted(busy, key=lambda i: (i.queue_len / max(i.replicas, 1), i.id))
-                    return self._routes(ranked, by_rate=False), True
+                    routes, wids = self._routes(ranked, by_rate=False)
+                    return routes, wids, True
         names = ", ".join(c.name for c in st.cands[:3])
         return (
             (Reject(
@@ -294,16 +406,71 @@ class InfaasSelector:
                 f"(needs {want}); the VM autoscaler has been asked for capacity",
                 kind=RejectKind.NO_CAPACITY,
             ),),
+            (-1,),
             True,
         )
 
-    def _routes(self, insts: list[InstanceView], by_rate: bool = True) -> tuple[Decision, ...]:
+    def _escape(self, idx: _Index, st: _Static, req: Requirements, batch: int,
+                busy_cands: list[_Cand]) -> _Decided | None:
+        """INFaaS's way out when every running candidate is blacklisted
+        (``queryfe_server.cc:997-1020``): ``blacklisted_share`` of such queries go to the
+        fastest blacklisted variant (the blacklist refreshes every monitor period, so it keeps
+        some load), the rest to :attr:`_Static.escape` on the least-utilised running worker
+        of its hardware that holds it or has room for it (loaded there if it does not hold
+        it). The split is deterministic: an accumulator per (requirements, batch) sends
+        exactly every 1/share-th query (every 10th) to the blacklisted variant. Never
+        cached (the split must hold between view versions). ``None``: the target fits
+        nowhere."""
+        key = (req, batch)
+        acc = self._escape_acc.get(key, 0.0) + self.cfg.blacklisted_share
+        if acc >= 1.0 - 1e-9:
+            self._escape_acc[key] = acc - 1.0
+            fastest = min(busy_cands, key=lambda c: (c.est_ms, c.run_key))
+            busy = idx.lists(fastest.name)[1]
+            inst = min(busy, key=lambda i: (i.worker_id in self.blacklist, i.queue_len / max(i.replicas, 1), i.id))
+            return (Route(inst.id),), (inst.worker_id,), False
+        self._escape_acc[key] = acc
+        assert st.escape is not None
+        v = st.escape.variant
+        held = {i.worker_id: i for i in idx.view.instances_of(v.name) if i.state is not InstanceState.UNLOADING}
+        for w in self._ordered(idx, v.hardware):
+            h = held.get(w.id)
+            if h is not None:
+                return (Route(h.id),), (w.id,), False
+            if not idx.holds(w.id, v.name) and room_of(w).fits(w.instance_type, v):  # (not while it unloads there)
+                return (LoadAndRoute(v.name, w.id),), (w.id,), False
+        return None
+
+    def _to(self, idx: _Index, c: _Cand, insts: list[InstanceView]) -> _Decided:
+        """Routes to ``insts`` of candidate ``c``, avoiding blacklisted workers: if all of them
+        are, ``c`` is loaded on another worker with room (the code's "not running" worker
+        pick), else they are used anyway (a blacklist is a preference, not a refusal)."""
+        if self.blacklist:
+            ok = [i for i in insts if i.worker_id not in self.blacklist]
+            if not ok:
+                w = self._place(idx, c.variant)
+                if w is not None:
+                    return (LoadAndRoute(c.name, w.id),), (w.id,), False
+            else:
+                insts = ok
+        routes, wids = self._routes(insts)
+        return routes, wids, True
+
+    def _routes(self, insts: list[InstanceView], by_rate: bool = True) -> tuple[tuple[Decision, ...], tuple[int, ...]]:
         if by_rate:
             insts = sorted(insts, key=lambda i: (i.rate_qps / max(i.replicas, 1), i.id))
-        return tuple(Route(i.id) for i in insts[: self.cfg.worker_candidates])
+        top = insts[: self.cfg.worker_candidates]
+        return tuple(Route(i.id) for i in top), tuple(i.worker_id for i in top)
+
+    def _ordered(self, idx: _Index, hardware: str) -> list[WorkerView]:
+        """Running workers offering ``hardware``, least utilised first, blacklisted ones last."""
+        ws = idx.workers_for(hardware)
+        if not self.blacklist:
+            return ws
+        return [w for w in ws if w.id not in self.blacklist] + [w for w in ws if w.id in self.blacklist]
 
     def _place(self, idx: _Index, v: Variant) -> WorkerView | None:
-        for w in idx.workers_for(v.hardware):
+        for w in self._ordered(idx, v.hardware):
             if not idx.holds(w.id, v.name) and room_of(w).fits(w.instance_type, v):
                 return w
         return None
@@ -350,11 +517,15 @@ class InfaasSelector:
             ok = [v for v in usable if self.serves(v, req.latency_slo_ms, batch)][:n]
         if not ok:
             reason, suggestion = rejection(self, req, batch)
-            return _Static(Reject(reason, suggestion), (), (), (), loose, math.inf)
+            return _Static(Reject(reason, suggestion), (), (), (), loose, math.inf, None)
         cands = tuple(self._cand(v, i, req, batch, loose) for i, v in enumerate(ok))
         by_run = tuple(sorted(cands, key=lambda c: c.run_key))
         loads = tuple(sorted(cands, key=lambda c: c.load_key))
-        return _Static(None, cands, by_run, loads, loose, min(c.load_score_ms for c in cands))
+        # The code's min_valid_batch: the smallest max_batch that covers the batch, first by
+        # batch-1 latency among equals (its variant index); CPU variants are registered with
+        # max_batch 128 there (profile_model.sh:43), so an accelerator plan wins if feasible.
+        escape = min(cands, key=lambda c: (c.is_cpu, c.variant.max_batch, c.variant.latency_ms(1), c.run_key[2]))
+        return _Static(None, cands, by_run, loads, loose, min(c.load_score_ms for c in cands), escape)
 
     def _cand(self, v: Variant, i: int, req: Requirements, batch: int, loose: bool) -> _Cand:
         est = self.est.latency_ms(v, batch)

@@ -70,20 +70,150 @@ def test_overloaded_running_variant_goes_to_another_worker_running_it():
     assert d == Route(free.id) and d != Route(busy.id)
 
 
-def test_overloaded_everywhere_loads_on_another_worker():
-    """Rule: every instance of the best variant overloaded -> load the best non-running
-    option on a worker that does not already hold it."""
+def test_overloaded_everywhere_loads_on_another_worker_with_load_next():
+    """Rule (``when_all_blacklisted: load_next``, our earlier rule): every instance of the
+    best variant overloaded -> load the best non-running option on a worker that does not
+    already hold it (loose SLO: the CPU variant again, on the GPU worker's CPUs)."""
     ctx, view = world()
     view.add_instance(0, "resnet50-cpu", overloaded=True)
-    d = build("infaas", ctx).select(req(min_accuracy=0.75, latency_slo_ms=200), view)
+    d = build("infaas", ctx, **{"selection.when_all_blacklisted": "load_next"}).select(
+        req(min_accuracy=0.75, latency_slo_ms=200), view)
     assert d == LoadAndRoute("resnet50-cpu", 1)
+
+
+def _escape_world() -> tuple[object, object, object]:
+    ctx, view = world()
+    cpu = view.add_instance(0, "resnet50-cpu", overloaded=True, queue_len=40)
+    return ctx, view, cpu
+
+
+def test_all_blacklisted_escapes_to_the_smallest_max_batch_accelerator_plan():
+    """Rule (``when_all_blacklisted: escape``, queryfe_server.cc:997-1020): every running
+    candidate blacklisted -> the feasible variant with the smallest max_batch covering the
+    batch (resnet50-trt-b1: max_batch 1, the fastest at batch 1 among the max_batch-1
+    plans; CPU variants rank last as the code's max_batch 128) is loaded on the
+    least-utilised worker of its hardware."""
+    ctx, view, _ = _escape_world()
+    d = build("infaas", ctx).select(req(min_accuracy=0.75, latency_slo_ms=200), view)
+    assert d == LoadAndRoute("resnet50-trt-b1", 1)
+
+
+def test_escape_sends_every_tenth_query_to_the_fastest_blacklisted_variant():
+    """Rule: blacklisted_share (0.1, blist_skip_thresh) of the escaping queries go to the
+    fastest blacklisted variant, deterministically every 10th; the rest to the escape
+    target, also while the view version stays the same (escape decisions are not cached).
+    Once the target is held (here: blacklisted too) it is routed to, not loaded again."""
+    ctx, view, cpu = _escape_world()
+    p = build("infaas", ctx)
+    r = req(min_accuracy=0.75, latency_slo_ms=200)
+    got = [p.select(r, view) for _ in range(100)]
+    to_cpu = [i for i, d in enumerate(got) if d == Route(cpu.id)]
+    assert to_cpu == list(range(9, 100, 10))  # exactly 10 of 100, every 10th
+    assert all(d == LoadAndRoute("resnet50-trt-b1", 1) for i, d in enumerate(got) if i not in to_cpu)
+    trt = view.add_instance(1, "resnet50-trt-b1", state=InstanceState.LOADING, overloaded=True)
+    assert all(p.select(r, view) == Route(trt.id) for _ in range(30))  # trt-b1 is also the fastest blacklisted
+    # a share of 0 never goes back to the blacklisted variant
+    ctx, view, cpu = _escape_world()
+    q = build("infaas", ctx, **{"selection.blacklisted_share": 0.0})
+    assert all(q.select(r, view) == LoadAndRoute("resnet50-trt-b1", 1) for _ in range(30))
+
+
+def test_escape_counts_per_requirement_and_batch():
+    """Rule: the split is kept per (requirements, batch): two applications escaping at once
+    each send every 10th of their own queries to the blacklisted variant."""
+    ctx, view, cpu = _escape_world()
+    p = build("infaas", ctx)
+    a, b = req(min_accuracy=0.75, latency_slo_ms=200), req(min_accuracy=0.75, latency_slo_ms=300)
+    picks = [(p.select(a, view), p.select(b, view)) for _ in range(10)]
+    assert [x for x, _ in picks].count(Route(cpu.id)) == 1
+    assert [y for _, y in picks].count(Route(cpu.id)) == 1
+
+
+def test_escape_target_fits_nowhere_falls_back_to_no_room_and_asks_for_its_hardware():
+    """Rule: when the escape target fits on no worker (and none holds it), selection does
+    what ``when_no_room`` says and records pressure for the target's hardware."""
+    ctx, view = world()
+    cpu = view.add_instance(0, "resnet50-cpu", overloaded=True)
+    view.worker(1).free_accelerator_memory_mb["gpu-v100"] = 100.0
+    view.now_s = 5.0
+    p = build("infaas", ctx)
+    assert p.select(req(min_accuracy=0.75, latency_slo_ms=200), view) == Route(cpu.id)
+    assert p.selector.pressure == {"gpu-v100": 5.0}
+
+
+def test_not_all_blacklisted_does_not_escape():
+    """Rule: the escape applies only when no running candidate has a free instance."""
+    ctx, view = world(workers=("m5.2xlarge", "p3.2xlarge", "m5.2xlarge"))
+    view.add_instance(0, "resnet50-cpu", overloaded=True)
+    free = view.add_instance(2, "resnet50-cpu")
+    p = build("infaas", ctx)
+    assert all(p.select(req(min_accuracy=0.75, latency_slo_ms=200), view) == Route(free.id) for _ in range(20))
+
+
+def test_burst_guard_blacklists_a_worker_for_two_seconds():
+    """Rule (queryfe_server.cc:1606-1657): 200 requests to one worker within 1 s of the
+    count's start blacklist it for 2 s (more than one worker); its queries then go to
+    another worker running the variant; after 2 s it is used again. Switched off, never."""
+    ctx, view = world(workers=("m5.2xlarge", "p3.2xlarge", "m5.2xlarge"))
+    a = view.add_instance(0, "resnet50-cpu", rate_qps=0.0)
+    b = view.add_instance(2, "resnet50-cpu", rate_qps=50.0)
+    r = req(min_accuracy=0.75, latency_slo_ms=200)
+    p = build("infaas", ctx, **{"selection.worker_candidates": 1})
+    got = []
+    for k in range(201):
+        view.now_s = k * 0.004  # 250 q/s
+        got.append(p.select(r, view))
+    assert got[:200] == [Route(a.id)] * 200  # the 200th request trips the guard ...
+    assert got[200] == Route(b.id)  # ... and the next one avoids worker 0
+    assert 0 in p.selector.blacklist
+    view.now_s = 0.796 + 2.0
+    assert p.select(r, view) == Route(a.id)  # blacklist expired
+    off = build("infaas", ctx, **{"selection.worker_candidates": 1, "selection.worker_blacklist.burst_guard": False})
+    assert all(off.select(r, view) == Route(a.id) for _ in range(400))
+
+
+def test_burst_guard_counts_from_the_start_of_the_count_and_spares_a_lone_worker():
+    """Rule: requests 1 s or more after the count started restart it (so 200 requests must
+    come within about a second); a cluster of one worker is never blacklisted."""
+    ctx, view = world(workers=("m5.2xlarge",))
+    view.add_instance(0, "resnet50-cpu")
+    p = build("infaas", ctx)
+    r = req(min_accuracy=0.75, latency_slo_ms=200)
+    for k in range(1000):
+        view.now_s = k * 0.001
+        p.select(r, view)
+    assert p.selector.blacklist == {}
+    ctx, view = world(workers=("m5.2xlarge", "m5.2xlarge"))
+    view.add_instance(0, "resnet50-cpu")
+    p = build("infaas", ctx)
+    for k in range(400):
+        view.now_s = k * 0.006  # 167 q/s: 1 s holds fewer than 200
+        p.select(r, view)
+    assert p.selector.blacklist == {}
+
+
+def test_utilisation_blacklist_as_the_vm_daemon():
+    """Rule (master_vm_daemon.cc:224-262): with each VM period, a worker above 80% CPU, or
+    strictly between 80% and 100% GPU, is blacklisted for 2 s; switched off, none is."""
+    ctx, view = world(workers=("m5.2xlarge", "p3.2xlarge", "p3.2xlarge"))
+    view.worker(0).utilization["cpu"] = 0.9
+    view.worker(1).utilization["gpu-v100"] = 0.85
+    view.worker(2).utilization["gpu-v100"] = 1.0
+    p = build("infaas", ctx)
+    view.now_s = 3.0
+    p.autoscale_vms(view)
+    assert p.selector.blacklist == {0: 5.0, 1: 5.0}
+    off = build("infaas", ctx, **{"selection.worker_blacklist.utilisation": False})
+    off.autoscale_vms(view)
+    assert off.selector.blacklist == {}
 
 
 def test_interfered_instance_is_avoided_too():
     """Rule: Interfered instances are skipped like Overloaded ones (paper Fig. 4)."""
     ctx, view = world()
     view.add_instance(1, "resnet50-trt-b1", interfered=True)
-    d = build("infaas", ctx).select(req(min_accuracy=0.75, latency_slo_ms=40), view)
+    d = build("infaas", ctx, **{"selection.when_all_blacklisted": "load_next"}).select(
+        req(min_accuracy=0.75, latency_slo_ms=40), view)
     assert isinstance(d, LoadAndRoute) and d.variant != "resnet50-trt-b1"
 
 
@@ -93,12 +223,17 @@ def test_no_room_routes_to_least_queued_busy_instance_and_asks_for_capacity():
     ctx, view = world(workers=("p3.2xlarge",))
     a = view.add_instance(0, "resnet50-trt-b1", overloaded=True, queue_len=9)
     view.worker(0).free_accelerator_memory_mb["gpu-v100"] = 100.0  # nothing else fits
-    p = build("infaas", ctx)
+    p = build("infaas", ctx, **{"selection.when_all_blacklisted": "load_next"})
     view.now_s = 12.0
     assert p.select(req(min_accuracy=0.75, latency_slo_ms=40), view) == Route(a.id)
     # the best load candidate (lowest 1000 + load + estimate) is resnet50-inf: ask for inferentia
     assert p.selector.pressure == {"inferentia": 12.0}
-    r = build("infaas", ctx, **{"selection.when_no_room": "reject"})
+    # escape: the smallest-max_batch plan is the blacklisted trt-b1 itself, held on the one GPU
+    # worker: routed there, and a blacklisted GPU variant asks for a GPU worker (the code's vmscale)
+    e = build("infaas", ctx)
+    assert e.select(req(min_accuracy=0.75, latency_slo_ms=40), view) == Route(a.id)
+    assert e.selector.pressure == {"gpu-v100": 12.0}
+    r = build("infaas", ctx, **{"selection.when_no_room": "reject", "selection.when_all_blacklisted": "load_next"})
     d = r.select(req(min_accuracy=0.75, latency_slo_ms=40), view)
     assert isinstance(d, Reject) and "no capacity" in d.reason
     assert d.kind is RejectKind.NO_CAPACITY  # feasible, just no room now: dropped, not rejected
