@@ -268,3 +268,58 @@ def write_results(
 def summary_without_wall_clock(summary: dict[str, Any]) -> dict[str, Any]:
     """The summary minus wall-clock fields (what determinism checks compare)."""
     return {k: v for k, v in summary.items() if k not in WALL_CLOCK_KEYS}
+
+
+# -- the paper's per-instance cost (§6.2) --------------------------------------------------
+
+
+def instance_cost_rate_usd_per_s(variant: Any, instance_type: Any, replicas: int = 1) -> float:
+    """The paper's cost of running ``replicas`` replicas of ``variant`` on a worker of
+    ``instance_type``, in USD per second: the instance type's price times the share of its
+    memory the replicas occupy (ATC'21 §6.2: "the cost for a running variant instance ...
+    based on AWS EC2 pricing, proportional to its memory footprint"; INFAAS.md §4.1).
+
+    The memory is the variant's device: host memory (``memory_gb``) for a CPU variant, the
+    memory of all the type's devices of its class for an accelerator variant (a V100
+    variant of 1.6 GB on a p3.2xlarge's one 16 GB V100 costs a tenth of its price). A worker
+    holding nothing costs nothing under this metric (unlike ``cost_usd``, VM-hours)."""
+    if variant.hardware == "cpu":
+        total_mb = float(instance_type.memory_gb) * 1024.0
+    else:
+        total_mb = instance_type.accelerator_memory_mb(variant.hardware) * instance_type.accelerator_count(
+            variant.hardware
+        )
+    if total_mb <= 0:
+        return 0.0
+    share = float(variant.memory_mb) * replicas / total_mb  # signed: a removal is a negative change
+    return share * float(instance_type.price_usd_per_s)
+
+
+class InstanceCostMeter:
+    """Integrates :func:`instance_cost_rate_usd_per_s` over time, exactly: the backend calls
+    :meth:`change` whenever the replicas held in memory change (a load starts, replicas are
+    removed, an instance is gone), with the change of the summed rate. Time before
+    ``since_s`` (a run's warm-up) is not counted."""
+
+    __slots__ = ("_acc", "_rate", "_t", "since_s")
+
+    def __init__(self, since_s: float = 0.0) -> None:
+        self.since_s = since_s
+        self._rate = 0.0
+        self._t = 0.0
+        self._acc = 0.0
+
+    def _advance(self, now_s: float) -> None:
+        lo = max(self._t, self.since_s)
+        if now_s > lo:
+            self._acc += self._rate * (now_s - lo)
+        self._t = max(self._t, now_s)
+
+    def change(self, now_s: float, delta_rate_usd_per_s: float) -> None:
+        self._advance(now_s)
+        self._rate = max(self._rate + delta_rate_usd_per_s, 0.0)
+
+    def total_usd(self, until_s: float) -> float:
+        """The cost accrued in ``[since_s, until_s]`` (``until_s`` >= the last change)."""
+        lo = max(self._t, self.since_s)
+        return self._acc + (self._rate * (until_s - lo) if until_s > lo else 0.0)

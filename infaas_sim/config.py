@@ -43,13 +43,17 @@ class SimSettings:
     progress: str
     """Progress bar over simulated time: ``auto`` (when stderr is a terminal) | ``on`` | ``off``."""
     route_period_s: float
-    """Longest routing window: the data plane is advanced at least this often (and at every
-    control event), so the queue lengths a policy reads are at most this stale."""
+    """Longest routing window: the data plane is advanced in bulk at least this often (and at
+    every control event). It groups work only: a queue whose length a decision reads is
+    brought to that query's arrival first, so decisions are exact at any window."""
     stats_period_s: float | None
     """Window of the observed instance stats and worker utilisation; ``None`` = the policy's
     monitor period, or 1 s when it has none."""
     accelerator_sharing: bool
     """Accelerator replicas on one worker share its devices' compute (cluster.py)."""
+    warmup_s: float = 0.0
+    """Queries arriving before this simulated time are simulated but left out of the summary
+    metrics (``queries.parquet`` keeps them); both costs are counted from it; 0 = none."""
 
     def __post_init__(self) -> None:
         latency_model(self.latency_model)  # unknown names fail here, with the known ones
@@ -61,6 +65,8 @@ class SimSettings:
                 raise ConfigError(f"sim.{key}", f"must be a positive number, got {value!r}")
         if self.stats_period_s is not None and not self.stats_period_s > 0:
             raise ConfigError("sim.stats_period_s", f"must be > 0 or null, got {self.stats_period_s}")
+        if not (isinstance(self.warmup_s, int | float) and math.isfinite(self.warmup_s) and self.warmup_s >= 0):
+            raise ConfigError("sim.warmup_s", f"must be a number >= 0, got {self.warmup_s!r}")
         if self.progress not in PROGRESS_CHOICES:
             raise ConfigError("sim.progress", f"must be one of {PROGRESS_CHOICES}, got {self.progress!r}")
 
@@ -146,7 +152,46 @@ class SimInputs:
 
 
 # -- from the Hydra config (a plain mapping after OmegaConf.to_container) ---------------------
-TOP_LEVEL_KEYS = ("policy", "trace", "cluster", "catalog", "apps", "sim", "seed", "sweep")
+TOP_LEVEL_KEYS = ("policy", "trace", "cluster", "catalog", "apps", "sim", "seed", "sweep", "baselines")
+
+
+def apply_baselines(name: str, policy: Mapping[str, Any], baselines: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The policy params with an experiment's ``baselines`` section merged in.
+
+    One experiment sweeps INFaaS and the pinned baselines with one command, yet only the
+    baselines have ``placement``, ``provision_qps`` or ``pin_rule`` (``experiment=infaas_paper``).
+    So an experiment states them once, at the top level (``baselines: {placement: dedicated,
+    provision_qps: ${trace.rate_qps}}``), and they are merged into the params of a pinning
+    policy (:data:`~infaas_core.control.startup.PINNING_POLICIES`) key by key — nested
+    mappings too (``scaling: {scale_out_cooldown_s: 300}``) — wherever that policy's config has
+    the key; other policies never see them. A key no pinning policy has is an error here for a
+    pinning policy, so a typo does not pass silently."""
+    from infaas_core.control.startup import PINNING_POLICIES
+
+    out = dict(policy)
+    if not baselines or name not in PINNING_POLICIES:
+        return out
+
+    def merge(dst: dict[str, Any], src: Mapping[str, Any], key: str, strict: bool) -> None:
+        for k, v in src.items():
+            if k not in dst:
+                if strict and k not in _BASELINE_ONLY_SOME:
+                    raise ConfigError(f"{key}.{k}", f"no such key in policy '{name}'")
+                continue
+            if isinstance(v, Mapping) and isinstance(dst[k], Mapping):
+                sub = dict(dst[k])
+                merge(sub, v, f"{key}.{k}", False)
+                dst[k] = sub
+            else:
+                dst[k] = v
+
+    merge(out, baselines, "baselines", True)
+    return out
+
+
+_BASELINE_ONLY_SOME = frozenset({"scaling", "estimates", "vm_autoscaler", "model_autoscale_period_s",
+                                 "vm_autoscale_period_s"})
+"""``baselines`` keys that only some pinning policies have (``sagemaker_plus``'s scaling)."""
 
 
 def _section(cfg: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -223,7 +268,7 @@ def inputs_from_config(cfg: Mapping[str, Any], base_dir: Any = None) -> SimInput
         apps=apps_from_mapping(_section(cfg, "apps")),
         arrivals=arrivals_from_config(_section(cfg, "trace"), seed, settings, base_dir),
         policy=name,
-        policy_params=dict(policy),
+        policy_params=apply_baselines(name, policy, cfg.get("baselines")),
         seed=seed,
         sim=settings,
     )

@@ -3,6 +3,11 @@ mode — only counters, sums and a fixed-memory latency sketch, overall and per 
 
 Queries arrive here in bulk at each stats tick (the instances' flushed batches and the
 rejections since the previous tick), never one by one.
+
+Warm-up (``sim.warmup_s``, :attr:`Recorder.warmup_s`): a query that arrived before it is
+simulated and kept in the per-query arrays (``queries.parquet`` still holds every query,
+each with exactly one final status) but left out of the counters, sketches and so of every
+summary metric. The timeline keeps everything.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ class Recorder:
         self.variant_hardware = tuple(v.hardware for v in variants)
         self.variant_accuracy = np.array([v.accuracy for v in variants], dtype=np.float64)
         self.timeline = timeline
+        self.warmup_s = 0.0
+        """Arrivals before this are left out of the summary (set before the run starts)."""
         self.total = SummaryAccumulator()
         self.per_app = [SummaryAccumulator() for _ in apps]
         self.arrived = 0
@@ -85,17 +92,21 @@ class Recorder:
 
     def _accumulate(self, app: np.ndarray, status: np.ndarray, latency_ms: np.ndarray, variant: np.ndarray,
                     arrival_s: np.ndarray, start_s: np.ndarray, finish_s: np.ndarray) -> None:
+        tl = self.timeline
+        tl.add("rejected", arrival_s[status == REJECTED])
         served = (status == COMPLETED) | (status == LATE)
+        tl.add("completions", finish_s[served])
+        tl.add("late", finish_s[status == LATE])
+        if self.warmup_s > 0:
+            keep = arrival_s >= self.warmup_s
+            app, status, latency_ms, variant = app[keep], status[keep], latency_ms[keep], variant[keep]
+            served = served[keep]
         acc = np.full(status.size, np.nan)
         acc[served] = self.variant_accuracy[variant[served]]
         self.total.add(status, latency_ms, acc)
         for a in np.unique(app).tolist():
             m = app == a
             self.per_app[a].add(status[m], latency_ms[m], acc[m])
-        tl = self.timeline
-        tl.add("rejected", arrival_s[status == REJECTED])
-        tl.add("completions", finish_s[served])
-        tl.add("late", finish_s[status == LATE])
 
     def finalize(self) -> None:
         """Recorded mode: the counters, sketches and timeline counts, from the arrays."""
@@ -106,6 +117,11 @@ class Recorder:
         lat = (self.finish_s - self.arrival_s) * 1000.0
         self._accumulate(self.app.astype(np.int64), self.status, lat, self.variant, self.arrival_s,
                          self.start_s, self.finish_s)
+
+    def counted(self) -> np.ndarray | None:
+        """Recorded mode: which rows of :meth:`table` the summary counts (arrived at or after
+        the warm-up); ``None`` in streaming mode."""
+        return None if self.stream else self.arrival_s >= self.warmup_s
 
     def table(self) -> QueryTable | None:
         if self.stream:

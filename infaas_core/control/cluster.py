@@ -67,6 +67,7 @@ from infaas_core.control.observe import (
     utilisation,
 )
 from infaas_core.control.resources import Free, capacity
+from infaas_core.metrics import InstanceCostMeter, instance_cost_rate_usd_per_s
 from infaas_core.model import ClusterSpec, InstanceType, Variant
 from infaas_core.view import InstanceState, WorkerState
 
@@ -242,6 +243,8 @@ class Cluster:
         self.peak_workers: Counter[str] = Counter()
         self._next_worker = 0
         self._next_instance = 0
+        self.instance_cost = InstanceCostMeter()
+        """The paper's per-instance cost (§6.2), integrated as replicas come and go."""
 
     # -- ClusterView ---------------------------------------------------------------------
     @property
@@ -339,6 +342,7 @@ class Cluster:
         if unfit is not None:
             return None, f"load_{unfit}"
         w.free.take(v, replicas)
+        self._meter(v, w, replicas)
         self.counts["replica_loads"] += replicas
         inst = w.holding(name)
         if inst is not None:
@@ -367,6 +371,7 @@ class Cluster:
             return None
         inst.replicas -= replicas
         inst.worker.free.take(inst.variant, -replicas)
+        self._meter(inst.variant, inst.worker, -replicas)
         self.counts["replica_unloads"] += replicas
         self.mechanism.remove_replicas(inst, replicas)
         self.version += 1
@@ -451,6 +456,7 @@ class Cluster:
             return
         w = inst.worker
         w.free.take(inst.variant, -inst.replicas)
+        self._meter(inst.variant, w, -inst.replicas)
         self._by_variant[inst.variant.name].remove(inst)
         self._by_model[inst.variant.model].remove(inst)
         w.instances.remove(inst)
@@ -479,12 +485,22 @@ class Cluster:
             inst.publish(close_window(inst.observed(), c, window_s, obs.divisor(inst.variant.hardware)))
             inst.counters = WindowCounters()
         for w in self._workers.values():
-            w.utilization = utilisation(w.instance_type, ((i.variant, i.busy_s) for i in w.instances), window_s)
+            w.utilization = utilisation(w.instance_type, ((i.variant, i.busy_s) for i in w.instances), window_s,
+                                        obs.gpu_utilisation, w.free_accelerator_memory_mb)
         self.version += 1
 
     # -- accounting ----------------------------------------------------------------------
     def cost_usd(self, until_s: float) -> float:
         return sum(w.cost_usd(until_s) for w in (*self.gone_workers, *self._workers.values()))
+
+    def cost_instance_usd(self, until_s: float) -> float:
+        """The paper's per-instance cost (:func:`~infaas_core.metrics.instance_cost_rate_usd_per_s`):
+        each replica's memory share of its worker's type times the price, from its load until it is
+        gone, since ``instance_cost.since_s``."""
+        return self.instance_cost.total_usd(until_s)
+
+    def _meter(self, v: Variant, w: Worker, replicas: int) -> None:
+        self.instance_cost.change(self.now_s, instance_cost_rate_usd_per_s(v, w.instance_type, replicas))
 
     def observable(self) -> dict[str, Any]:
         """What a policy can see, as plain data (the contract tests compare backends on it)."""

@@ -24,6 +24,15 @@ Queries go to the least-queued instance of the application's variant. Workers sc
 the INFaaS VM autoscaler (:mod:`~infaas_core.policies.vm_autoscaler`); no monitor runs, so
 only its utilisation and placement-pressure rules fire.
 
+Dedicated placement (``policy.placement: dedicated``, SageMaker's model: an endpoint's
+instances are machines of its own): the same target tracking per *application* sets how
+many replicas it wants, starting from ``replicas`` (one instance); the application's own
+workers (:class:`~infaas_core.policies.pinned.DedicatedPool`, at most
+``max_replicas_per_worker`` replicas each) are started with ``AddWorker`` when the wanted
+replicas do not fit on them and stopped when empty and no longer needed; the INFaaS VM
+autoscaler does not run. ``provision_qps`` only steers the pin choice here (the replica count
+is the autoscaler's). The cooldown is ``scaling.scale_out_cooldown_s`` (AWS: 300 s by default).
+
 Sources: INFAAS.md §4.1 ("SageMaker+-like = horizontal per-variant autoscaling without
 variant switching": INFaaS's INDIVIDUAL worker autoscaler, which "simulate[s] the behavior
 of SageMaker", with slack 1.05 and the code's per-family scale-down delays and replica
@@ -43,6 +52,7 @@ from infaas_core.model import Variant
 from infaas_core.policies.base import PolicyContext, register
 from infaas_core.policies.common import FAMILIES, EstimateConfig, family
 from infaas_core.policies.config import require
+from infaas_core.policies.pinned import DedicatedPool
 from infaas_core.policies.rules import (
     Cooldown,
     Sustained,
@@ -84,6 +94,7 @@ class SageMakerPlusConfig(StaticConfig):
 @register("sagemaker_plus")
 class SageMakerPlusPolicy(StaticPolicy):
     config_cls = SageMakerPlusConfig
+    provisions_for_rate = False
 
     def __init__(self, ctx: PolicyContext, params: Mapping[str, Any] | None = None) -> None:
         super().__init__(ctx, params)  # pins, initial replicas, least-queue routing
@@ -96,9 +107,22 @@ class SageMakerPlusPolicy(StaticPolicy):
         self.scale_in: dict[str, Sustained] = {}
         """Variant name -> its consecutive low evaluations."""
         self.scale_out: dict[str, Cooldown] = {}
-        """Variant name -> the cooldown since its last scale-out."""
+        """Variant name (application name when dedicated) -> the cooldown since its last scale-out."""
+        if self.pool is not None:
+            self.vm_autoscale_period_s = None  # dedicated: the application's own workers scale with it
+
+    def _make_pool(self) -> DedicatedPool:
+        assert isinstance(self.cfg, SageMakerPlusConfig)
+        caps: dict[str, int | None] = {
+            a: self.cfg.scaling.max_replicas_per_worker[family(v.hardware)] for a, v in self.pins.items()
+        }
+        return DedicatedPool(self.ctx.cluster, self.pins, self.replicas, cap=caps, shrink=True)
 
     def autoscale_models(self, view: ClusterView) -> list[Action]:
+        if self.pool is not None:
+            for app in self.pool.deps:
+                self._track_app(view, app)
+            return self.pool.reconcile(view)
         out: list[Action] = []
         rooms: dict[int, Free] = {}
         for v in {p.name: p for p in self.pins.values()}.values():
@@ -107,6 +131,27 @@ class SageMakerPlusPolicy(StaticPolicy):
 
     def autoscale_vms(self, view: ClusterView) -> list[Action]:
         return self.vm_scaler.run(view, self.pressure)
+
+    def _track_app(self, view: ClusterView, app: str) -> None:
+        """Dedicated: target tracking on the replicas the application wants (booting ones
+        count, as SageMaker's desired instance count does)."""
+        assert self.pool is not None
+        sc = self.smcfg.scaling
+        d = self.pool.deps[app]
+        v = d.variant
+        t1 = self.smcfg.estimates.replica_throughput_qps(v, 1)
+        rate_qps = sum(i.rate_qps for i in self.pool.instances(view, app) if i.state is not InstanceState.UNLOADING)
+        low = self.scale_in.setdefault(app, Sustained(evaluations=sc.scale_in_evaluations[family(v.hardware)]))
+        cooldown = self.scale_out.setdefault(app, Cooldown(sc.scale_out_cooldown_s))
+        if over_capacity(rate_qps, d.want, t1, sc.slack):
+            low.reset()
+            if cooldown.ready(view.now_s):
+                cooldown.mark(view.now_s)
+                d.want = apply_bounds(d.want + replicas_to_add(rate_qps, d.want, t1, sc.slack), lo=sc.min_replicas)
+            return
+        if low.observe(d.want > sc.min_replicas and one_fewer_carries(rate_qps, d.want, t1, sc.slack), view.now_s):
+            low.reset()
+            d.want -= 1
 
     def _scale_variant(self, view: ClusterView, v: Variant, rooms: dict[int, Free]) -> list[Action]:
         sc = self.smcfg.scaling

@@ -82,6 +82,12 @@ def test_printed_table_puts_policies_side_by_side_with_ratios_vs_infaas(sweep: P
     ratio = df.set_index("policy").loc["clipper_plus", "cost_usd"] / df.set_index("policy").loc["infaas", "cost_usd"]
     cost_line = next(ln for ln in p.stdout.splitlines() if ln.startswith("cost saving"))
     assert cost_line.split()[-1] == f"{ratio:.2f}x"
+    # the paper's per-instance cost (§6.2) beside VM-hours, with its own ratio
+    assert "instance cost (USD, paper §6.2)" in p.stdout
+    by = df.set_index("policy")
+    inst = by.loc["clipper_plus", "cost_instance_usd"] / by.loc["infaas", "cost_instance_usd"]
+    inst_line = next(ln for ln in p.stdout.splitlines() if ln.startswith("instance-cost saving"))
+    assert inst_line.split()[-1] == f"{inst:.2f}x"
     assert not (tmp_path / "figures").exists()
 
 

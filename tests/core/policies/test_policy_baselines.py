@@ -127,3 +127,65 @@ def test_sagemaker_plus_restores_min_replicas():
     ctx, view = world()
     p = build("sagemaker_plus", ctx, **PINS)
     assert p.autoscale_models(view) == [LoadVariant("resnet50-cpu", 0, 1), LoadVariant("mobilenet-trt-b1", 1, 1)]
+
+
+# -- the paper's baselines: dedicated placement, provisioning, pins (issue 11) -----------------
+
+DEDICATED = {"placement": "dedicated"}
+
+
+def test_dedicated_placement_gives_each_application_workers_of_its_own():
+    """Rule (pinned.py DedicatedPool): each app takes an unowned initial worker of its type or
+    asks for one with AddWorker; replicas load once its workers run; one replica per accelerator
+    device; two apps pinning the same variant still get separate workers and instances."""
+    ctx, view = world(workers=("m5.2xlarge",))
+    same = {"fixed_variants": {"photos": "resnet50-cpu", "search": "resnet50-cpu"}}
+    p = build("clipper_plus", ctx, **same, **DEDICATED, replicas=1)
+    assert p.model_autoscale_period_s == 1.0  # the reconcile that loads on booted workers
+    assert p.initial_actions(view) == [LoadVariant("resnet50-cpu", 0, 1), AddWorker("m5.2xlarge")]
+    a = view.add_instance(0, "resnet50-cpu", queue_len=50)  # the load applied (a hand-built view does not)
+    view.add_worker("m5.2xlarge")  # worker 1 boots: search's
+    assert p.autoscale_models(view) == [LoadVariant("resnet50-cpu", 1, 1)]
+    b = view.add_instance(1, "resnet50-cpu", queue_len=0)
+    assert p.select(APPS[0].requirements, view, app="photos") == Route(a.id)  # never search's idle one
+    assert p.select(APPS[1].requirements, view, app="search") == Route(b.id)
+    assert p.autoscale_models(view) == []
+
+    ctx, view = world(workers=())
+    p = build("clipper_plus", ctx, **PINS, **DEDICATED, replicas=2)
+    # resnet50-cpu: 2 replicas of 4 cores fit one m5; mobilenet-trt-b1: one per V100 -> two p3
+    assert p.initial_actions(view) == [AddWorker("m5.2xlarge"), AddWorker("p3.2xlarge"), AddWorker("p3.2xlarge")]
+    for t in ("p3.2xlarge", "m5.2xlarge", "p3.2xlarge"):  # boot order differs from the asking order
+        view.add_worker(t)
+    assert sorted(p.autoscale_models(view), key=lambda a: a.worker_id) == [
+        LoadVariant("mobilenet-trt-b1", 0, 1), LoadVariant("resnet50-cpu", 1, 2), LoadVariant("mobilenet-trt-b1", 2, 1)]
+    owners = p.pool.owner
+    assert owners == {0: "search", 1: "photos", 2: "search"}
+
+
+def test_clipper_plus_provisions_for_the_stated_mean_rate():
+    """Rule: replicas = ceil(slack * share * provision_qps / T1), T1 one replica's throughput
+    (batch 1 on CPU). photos: resnet50-cpu at 120 ms -> T1 = 8.33 q/s, 1.05 * 0.5 * 100 / 8.33
+    = 6.3 -> 7; search: mobilenet-trt-b1 at 3 ms -> T1 = 333 q/s -> 1."""
+    ctx, _ = world()
+    p = build("clipper_plus", ctx, **PINS, provision_qps=100.0, provision_slack=1.05)
+    assert p.replicas == {"photos": 7, "search": 1}
+    sm = build("sagemaker_plus", ctx, **PINS, provision_qps=100.0)
+    assert sm.replicas == {"photos": 1, "search": 1}  # sagemaker_plus starts from one instance and tracks
+
+
+def test_least_accurate_pins_hold_accuracy_and_take_distinct_architectures():
+    """Rule (pinned.py, pin_rule least_accurate): the least accurate variant meeting the floor
+    whose batch-1 latency fits the SLO; each application a different architecture; among
+    equally accurate variants the cheapest dedicated deployment for the app's share."""
+    from infaas_core.model import App, Requirements
+    from infaas_core.policies.base import PolicyContext
+
+    ctx0, _ = world()
+    apps = (App("a", Requirements(task="classification-imagenet-224", min_accuracy=0.70, latency_slo_ms=500), 0.5),
+            App("b", Requirements(task="classification-imagenet-224", min_accuracy=0.70, latency_slo_ms=500), 0.5))
+    ctx = PolicyContext(ctx0.catalog, ctx0.cluster, apps)
+    p = build("clipper_plus", ctx, pin_rule="least_accurate", provision_qps=10.0)
+    # a: mobilenet (0.70); its CPU variant on one $0.384 m5 beats a $3.06 p3
+    # b: mobilenet is taken -> resnet50 (0.76), whose cheapest deployment is inf1 ($0.362)
+    assert {a: v.name for a, v in p.pins.items()} == {"a": "mobilenet-cpu", "b": "resnet50-inf"}
