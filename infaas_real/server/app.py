@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -42,6 +43,12 @@ from infaas_real.server.state import LiveState, Refused, StateSettings
 from infaas_real.server.tasks import TaskIO, task_io
 
 _JSON = "application/json"
+MODEL_VERSION = "1"
+ACCEPTED_CONTENT_TYPES = frozenset({"application/json", "application/octet-stream"})
+"""An infer body must say it is JSON (or binary tensors); a browser's "simple" cross-origin
+types (text/plain, forms) are refused with 415. No Content-Type at all is accepted (curl, some
+v2 clients)."""
+_PATH = re.compile(r"(?:/[\w.+-]+){2,}/([\w.+-]+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +131,7 @@ class InferenceServer:
         if t is None:
             return _error(404, f"unknown task, model or variant '{name}'")
         return Response(
-            protocol.model_metadata(name, t.io.input_shape, t.io.classes, f"infaas-{t.form}", ["1"], uint8=True),
+            protocol.model_metadata(name, t.io.input_shape, t.io.classes, f"infaas-{t.form}", [MODEL_VERSION], uint8=True),
             media_type=_JSON,
         )
 
@@ -164,6 +171,13 @@ class InferenceServer:
         t = self.targets.get(name)
         if t is None:
             return self._count(_error(404, f"unknown task, model or variant '{name}'"), "")
+        version = request.path_params.get("version")
+        if version is not None and version != MODEL_VERSION:
+            return self._count(_error(404, f"'{name}' has no version '{version}' (versions: {MODEL_VERSION})"), "")
+        ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if ctype and ctype not in ACCEPTED_CONTENT_TYPES:
+            return self._count(_error(415, f"content-type '{ctype}' is not served; send application/json "
+                                           "(or application/octet-stream with the binary extension)"), "")
         try:
             body = await _read_body(request, self.settings.max_request_bytes)
             r = protocol.parse_infer(body, request.headers.get(protocol.HEADER_LEN), t.io.input_shape,
@@ -253,8 +267,10 @@ class InferenceServer:
 
 
 def _error(status: int, message: str, **extra: Any) -> Response:
+    """An error answer: one line, with any absolute file path reduced to its file name."""
     extra = {k: v for k, v in extra.items() if v is not None}
-    return Response(protocol.error_body(message, **extra), status_code=status, media_type=_JSON)
+    line = _PATH.sub(r"\1", " ".join(message.split()))
+    return Response(protocol.error_body(line, **extra), status_code=status, media_type=_JSON)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

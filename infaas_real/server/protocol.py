@@ -142,9 +142,11 @@ def _input_tensor(t: dict[str, Any], binary: memoryview, item: tuple[int, ...],
         if data is None:
             raise _bad("inputs[0]: neither 'data' nor binary data given")
         try:
-            raw: np.ndarray = np.asarray(data, dtype=np.float64 if dtype == "UINT8" else np.float32)
+            raw: np.ndarray = np.asarray(data)  # no dtype: strings, null and booleans stay visible
         except (ValueError, TypeError):
             raise _bad("inputs[0].data: not a list of numbers") from None
+        if raw.dtype.kind not in "iuf":
+            raise _bad(f"inputs[0].data: every value must be a JSON number (found {_kind_name(raw)})")
         if raw.size != count:
             raise _bad(f"inputs[0].data: {raw.size} values for shape {shape}")
         if dtype == "UINT8":
@@ -155,7 +157,15 @@ def _input_tensor(t: dict[str, Any], binary: memoryview, item: tuple[int, ...],
     if dtype == "UINT8":
         assert uint8_to_input is not None
         return np.ascontiguousarray(uint8_to_input(x), dtype=np.float32)
-    return x
+    with np.errstate(over="ignore", invalid="ignore"):
+        x32 = x.astype(np.float32, copy=False)
+    if not np.isfinite(x32).all():
+        raise _bad("inputs[0]: FP32 values must be finite and within float32 range")
+    return x32
+
+
+def _kind_name(a: np.ndarray) -> str:
+    return {"b": "true/false", "U": "strings", "S": "strings", "O": "null or mixed values"}.get(a.dtype.kind, a.dtype.name)
 
 
 def _wants_binary(req: dict[str, Any], params: dict[str, Any]) -> bool:

@@ -69,7 +69,9 @@ class Server:
 
     def post(self, path: str, body: bytes, headers: dict[str, str] | None = None,
              timeout_s: float = 30.0) -> tuple[int, bytes]:
-        req = urllib.request.Request(self.url + path, data=body, method="POST", headers=headers or {})
+        # urllib would say application/x-www-form-urlencoded, which the server refuses (415)
+        req = urllib.request.Request(self.url + path, data=body, method="POST",
+                                     headers={"Content-Type": "application/json", **(headers or {})})
         try:
             with urllib.request.urlopen(req, timeout=timeout_s) as r:
                 return r.status, r.read()

@@ -110,12 +110,22 @@ def test_an_impossible_requirement_is_422_with_the_reason(server: Server, digits
         (f"/v2/models/{TASK}/infer", _infer_body(np.zeros((1, 64), np.float32), latency_slo_ms=-5), 400),
         ("/v2/models/no-such-task/infer", _infer_body(np.zeros((1, 64), np.float32)), 404),
         (f"/v2/models/{TASK}/infer", b" " * 300_000, 413),
+        (f"/v2/models/{TASK}/versions/7/infer", _infer_body(np.zeros((1, 64), np.float32)), 404),
+        (f"/v2/models/{TASK}/infer", _infer_body(np.array([[1e39] + [0.0] * 63], np.float64)), 400),
     ],
 )
 def test_bad_requests_get_their_status(server: Server, path: str, body: bytes, status: int) -> None:
     got, resp = server.post(path, body)
     assert got == status, resp
-    assert orjson.loads(resp)["error"]
+    err = orjson.loads(resp)["error"]
+    assert err and "\n" not in err and "/work/" not in err and "/tmp/" not in err
+
+
+def test_a_cross_origin_simple_post_is_refused_with_415(server: Server) -> None:
+    body = _infer_body(np.zeros((1, 64), np.float32))
+    got, resp = server.post(f"/v2/models/{TASK}/infer", body, {"Content-Type": "text/plain"})
+    assert got == 415 and b"content-type" in resp
+    assert server.post(f"/v2/models/{TASK}/versions/1/infer", body, {"Content-Type": "application/json"})[0] == 200
 
 
 def test_a_flood_far_beyond_capacity_is_answered_promptly_and_the_server_stays_up(
