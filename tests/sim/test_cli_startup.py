@@ -63,7 +63,7 @@ def test_a_pinned_baseline_whose_pins_the_cluster_cannot_run_exits_2(tmp_path: P
     """apps=default pins accelerator variants; clipper_plus on a CPU-only cluster cannot run
     them (infaas, which ignores the pins, can: its accelerator rows are just unused)."""
     line = _error_line(tmp_path, "cluster=cpu_only", "policy=clipper_plus")
-    assert "apps.photo-tagging.fixed_variant: efficientnet_b1-tensorrt-fp16-gpu-v100-b16 runs only on gpu-v100" in line
+    assert "apps.photo-tagging.fixed_variant: vit_b_16-tensorrt-fp16-gpu-v100-b16 runs only on gpu-v100" in line
 
 
 def test_a_cluster_that_can_never_run_a_worker_exits_2(tmp_path: Path, config_dir: Path) -> None:
