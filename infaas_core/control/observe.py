@@ -16,14 +16,19 @@ Definitions (the same in every backend):
 - ``slo_ms``: mean latency SLO of the queries routed in the window (inf if none);
 - utilisation of a device class: replica-seconds of service inside the window (CPU
   replicas weighted by their cores) over the class's capacity (vCPUs, or devices) times the
-  window, at most 1. (INFaaS's GPU "utilisation" is memory occupancy, ``gpu_daemon.cc``;
-  ours is compute time — a known deviation, docs/policies.md.)
+  window, at most 1 — except GPUs under ``observation.gpu_utilisation: memory`` (the
+  default, INFaaS's rule: ``gpu_daemon.cc`` ``gpuMonitor`` publishes ``(total - free) /
+  total`` of ``cudaMemGetInfo`` as the GPU "utilisation"), where it is the accelerator
+  memory the worker's replicas occupy over the device memory (from the worker's free
+  capacity, :mod:`infaas_core.control.resources`). ``compute`` applies the busy-time rule
+  to GPUs too (our alternative). Inferentia is always busy time (the code counts NeuronCores
+  in use, which the resource model does not have).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -46,9 +51,11 @@ def family_of(hardware: str) -> Family:
 
 @dataclass(frozen=True, slots=True)
 class ObservationConfig:
-    """``policy.observation``: the decay of an idle instance's observed latency per family."""
+    """``policy.observation``: the decay of an idle instance's observed latency per family,
+    and what a GPU's utilisation measures."""
 
     latency_decay_divisor: dict[str, float]
+    gpu_utilisation: Literal["memory", "compute"]
 
     def validate(self, key: str) -> None:
         if set(self.latency_decay_divisor) != set(FAMILIES):
@@ -104,14 +111,25 @@ def close_window(prev: Observed, c: WindowCounters, window_s: float, decay_divis
     )
 
 
-def utilisation(itype: InstanceType, busy: Iterable[tuple[Variant, float]], window_s: float) -> dict[str, float]:
-    """Busy fraction per device class of a worker of ``itype`` whose instances were busy
-    ``busy_s`` replica-seconds each (``(variant, busy_s)`` pairs) in a window of ``window_s``."""
+def utilisation(itype: InstanceType, busy: Iterable[tuple[Variant, float]], window_s: float,
+                gpu_utilisation: Literal["memory", "compute"] = "compute",
+                free_accelerator_memory_mb: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Utilisation per device class of a worker of ``itype`` whose instances were busy
+    ``busy_s`` replica-seconds each (``(variant, busy_s)`` pairs) in a window of ``window_s``;
+    with ``gpu_utilisation="memory"`` a GPU class's is its occupied memory fraction instead,
+    from the worker's ``free_accelerator_memory_mb`` (required then)."""
     used = dict.fromkeys(itype.device_classes, 0.0)
     for v, busy_s in busy:
         used[v.hardware] = used.get(v.hardware, 0.0) + (busy_s * v.cores if v.hardware == CPU else busy_s)
     out: dict[str, float] = {}
     for d, u in used.items():
+        if gpu_utilisation == "memory" and d != CPU and family_of(d) == "gpu":
+            if free_accelerator_memory_mb is None:
+                raise ValueError("memory utilisation needs the worker's free accelerator memory")
+            total = itype.accelerator_memory_mb(d) * itype.accelerator_count(d)
+            taken = total - free_accelerator_memory_mb.get(d, total)
+            out[d] = min(max(taken / total, 0.0), 1.0) if total > 0 else 0.0
+            continue
         cap = (itype.vcpus if d == CPU else itype.accelerator_count(d)) * window_s
         out[d] = min(u / cap, 1.0) if cap > 0 else 0.0
     return out

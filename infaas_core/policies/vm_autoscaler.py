@@ -39,6 +39,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from infaas_core.actions import Action, AddWorker, RemoveWorker
 from infaas_core.control.resources import can_host
@@ -73,6 +74,7 @@ class ScaleInConfig:
 @dataclass(frozen=True, slots=True)
 class VmAutoscalerConfig:
     backoff_s: float
+    type_choice: Literal["original", "cheapest"]
     scale_out: ScaleOutConfig
     scale_in: ScaleInConfig
 
@@ -84,6 +86,25 @@ class VmAutoscalerConfig:
 def primary_class(t: InstanceType) -> str:
     """The device class a worker type is for: its (first) accelerator, else ``cpu``."""
     return next((d for d, n in t.accelerators if n > 0), CPU)
+
+
+def configured_types(cluster: ClusterSpec) -> dict[str, InstanceType]:
+    """The original's one machine type per platform (``master_vm_daemon.cc`` takes
+    ``machine_type_cpu`` / ``_gpu`` / ``_inferentia`` on its command line, ``start_infaas.sh``:
+    m5.2xlarge, p3.2xlarge, inf1.2xlarge, and its initial workers are of those types): per
+    primary device class (a type's accelerator, ``cpu`` for a type without one), the first
+    type listed in the cluster config that starts with workers of it, else the first listed,
+    among types that may run (``max_workers`` > 0). A CPU worker is then always a CPU-only
+    type, never an accelerator machine that happens to be cheaper."""
+    out: dict[str, InstanceType] = {}
+    for started in (True, False):
+        for t in cluster.instance_types:
+            d = primary_class(t)
+            if d in out or cluster.max_count(t.name) <= 0:
+                continue
+            if not started or cluster.initial_count(t.name) > 0:
+                out[d] = t
+    return out
 
 
 def utilisation(w: WorkerView) -> float:
@@ -98,6 +119,8 @@ class VmAutoscaler:
         """After any worker added or removed."""
         self.scale_in = Sustained(evaluations=cfg.scale_in.sustained_evaluations)
         """Consecutive evaluations that found a worker to remove."""
+        self.configured = configured_types(cluster)
+        """Primary device class -> the one type the original starts for it (``type_choice: original``)."""
 
     def run(self, view: ClusterView, pressure: Mapping[str, float] | None = None) -> list[Action]:
         live = [w for w in view.workers if w.state is not WorkerState.STOPPING]
@@ -133,7 +156,8 @@ class VmAutoscaler:
     ) -> str | None:
         so = self.cfg.scale_out
         order: dict[Family, int] = {"cpu": 0, "inferentia": 1, "gpu": 2}
-        for t in sorted(self.cluster.instance_types, key=lambda t: (order[family(primary_class(t))], t.price_usd_per_hour)):
+        types = self.cluster.instance_types if self.cfg.type_choice == "cheapest" else tuple(self.configured.values())
+        for t in sorted(types, key=lambda t: (order[family(primary_class(t))], t.price_usd_per_hour)):
             members = [w for w in live if w.instance_type.name == t.name]
             if not members or not self._room(t, counts):
                 continue
@@ -181,7 +205,14 @@ class VmAutoscaler:
         return None
 
     def _cheapest(self, hardware: str, vs: list[Variant], counts: Counter[str]) -> InstanceType | None:
-        for t in self.cluster.types_offering(hardware):  # cheapest first
+        """The type to add for ``hardware``: the configured one (``original``) or the cheapest
+        offering it (``cheapest``), if it has room under ``max_workers`` and can hold the variants."""
+        if self.cfg.type_choice == "original":
+            t0 = self.configured.get(hardware)
+            options: tuple[InstanceType, ...] = () if t0 is None else (t0,)
+        else:
+            options = self.cluster.types_offering(hardware)  # cheapest first
+        for t in options:
             if self._room(t, counts) and all(can_host(t, v) for v in vs):
                 return t
         return None

@@ -33,7 +33,7 @@ VARIANT = make_variant(
 )  # fmt: skip
 TWO = InstanceType("two", price_usd_per_hour=36.0, vcpus=2, memory_gb=1.0, startup_s=0.3)
 SPEC = ClusterSpec((TWO,), initial_workers=(("two", 1),), max_workers=(("two", 2),))
-OBSERVATION = ObservationConfig({"cpu": 15.0, "gpu": 1.5, "inferentia": 1.5})
+OBSERVATION = ObservationConfig({"cpu": 15.0, "gpu": 1.5, "inferentia": 1.5}, "memory")
 """INFaaS's divisors (configs/policy/observation/infaas.yaml); any values would do, as long
 as every backend is given the same."""
 
@@ -119,7 +119,8 @@ class ServerHarness(Harness):
 
         catalog = Catalog([VARIANT])
         t0 = time.perf_counter()
-        params = {"observation": {"latency_decay_divisor": dict(OBSERVATION.latency_decay_divisor)}}
+        params = {"observation": {"latency_decay_divisor": dict(OBSERVATION.latency_decay_divisor),
+                                  "gpu_utilisation": OBSERVATION.gpu_utilisation}}
         self.loop = asyncio.new_event_loop()
 
         async def build() -> LiveState:

@@ -17,7 +17,8 @@ from infaas_core.view import WorkerState
 from infaas_real.executor import ExecutorSettings, RunnerSpec
 from infaas_real.server.state import LiveState, StateSettings
 
-OBSERVATION = {"observation": {"latency_decay_divisor": {"cpu": 15.0, "gpu": 1.5, "inferentia": 1.5}}}
+OBSERVATION = {"observation": {"latency_decay_divisor": {"cpu": 15.0, "gpu": 1.5, "inferentia": 1.5},
+                               "gpu_utilisation": "memory"}}
 SLOT = InstanceType("slot", price_usd_per_hour=3600.0, vcpus=1, memory_gb=1.0, startup_s=0.2)
 WIDE = make_variant(
     name="wide-cpu2", model="wide", task="t", framework="onnx-fp32", hardware="cpu", cores=2, max_batch=1,

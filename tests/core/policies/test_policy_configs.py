@@ -118,7 +118,8 @@ def test_variants_state_only_what_differs(composed):
     assert composed["sagemaker_plus"]["vm_autoscaler"] == infaas["vm_autoscaler"]
     assert composed["sagemaker_plus"]["fixed_variants"] == static["fixed_variants"]
     blocks = {str(composed[n]["observation"]) for n in BUILTIN}
-    assert blocks == {str({"latency_decay_divisor": {"cpu": 15.0, "gpu": 1.5, "inferentia": 1.5}})}
+    assert blocks == {str({"latency_decay_divisor": {"cpu": 15.0, "gpu": 1.5, "inferentia": 1.5},
+                           "gpu_utilisation": "memory"})}
     files = sorted((config_dir() / "policy").rglob("*.yaml"))
     for block in ("latency_decay_divisor:", "backoff_s:", "monitor:"):
         assert sum(block in f.read_text() for f in files) == 1, block

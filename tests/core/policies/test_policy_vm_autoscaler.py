@@ -138,16 +138,70 @@ def test_added_cpu_workers_are_removed_when_idle():
     assert all(_tick(q, view, 2.0 * i) == [] for i in range(30))
 
 
+CHEAPEST = {"vm_autoscaler.type_choice": "cheapest"}
+
+
 def test_the_added_type_must_hold_one_replica_on_one_device():
-    """Rule (core resource model): the cheapest type offering the hardware is skipped when
-    one replica of an overloaded variant does not fit on one of its devices (two 3 GB
-    devices, 6 GB pooled, for a 4 GB resnet152-trt-b1): the next cheapest is added."""
+    """Rule (core resource model, ``type_choice: cheapest``): the cheapest type offering the
+    hardware is skipped when one replica of an overloaded variant does not fit on one of its
+    devices (two 3 GB devices, 6 GB pooled, for a 4 GB resnet152-trt-b1): the next cheapest
+    is added."""
     g2 = InstanceType("g.2x3gb", 1.0, 8, 32.0, 60.0, (("gpu-v100", 2),), (("gpu-v100", 3.0),))
     base = cluster()
     spec = ClusterSpec((*base.instance_types, g2), base.initial_workers, (*base.max_workers, ("g.2x3gb", 2)))
     ctx, view = world(spec=spec, workers=("p3.2xlarge",))
     view.add_instance(0, "resnet152-trt-b1", overloaded=True)
-    assert _tick(build("infaas", ctx), view, 0.0) == [AddWorker("p3.2xlarge")]
+    assert _tick(build("infaas", ctx, **CHEAPEST), view, 0.0) == [AddWorker("p3.2xlarge")]
     ctx, view = world(spec=spec, workers=("p3.2xlarge",))
     view.add_instance(0, "resnet50-trt-b1", overloaded=True)  # 2 GB: the cheaper type holds it
-    assert _tick(build("infaas", ctx), view, 0.0) == [AddWorker("g.2x3gb")]
+    assert _tick(build("infaas", ctx, **CHEAPEST), view, 0.0) == [AddWorker("g.2x3gb")]
+    # the original starts its one configured GPU type (p3.2xlarge: the first listed with initial workers)
+    assert _tick(build("infaas", ctx), view, 0.0) == [AddWorker("p3.2xlarge")]
+
+
+def test_original_type_choice_never_adds_an_accelerator_machine_for_cpu_pressure():
+    """Rule (``type_choice: original``, master_vm_daemon.cc machine_type_cpu): CPU pressure
+    adds the configured CPU-only type (m5.2xlarge), where ``cheapest`` adds the inf1.2xlarge
+    (0.362 $/h < 0.384 $/h for the same 8 vCPUs)."""
+    ctx, view = world(workers=("m5.2xlarge", "p3.2xlarge"))
+    p = build("infaas", ctx)
+    p.selector.pressure["cpu"] = 0.0
+    assert _tick(p, view, 0.0) == [AddWorker("m5.2xlarge")]
+    q = build("infaas", ctx, **CHEAPEST)
+    q.selector.pressure["cpu"] = 0.0
+    assert _tick(q, view, 0.0) == [AddWorker("inf1.2xlarge")]
+
+
+def test_configured_type_per_platform_is_the_first_listed_that_starts_with_workers():
+    """Rule: per primary device class, the first listed type with initial workers, else the
+    first listed that may run; the utilisation rule only adds configured types."""
+    from infaas_core.policies.vm_autoscaler import configured_types
+
+    m5l = InstanceType("m5.large", 0.096, 2, 8.0, 60.0)
+    base = cluster()
+    spec = ClusterSpec((m5l, *base.instance_types), base.initial_workers, (("m5.large", 3), *base.max_workers))
+    got = {d: t.name for d, t in configured_types(spec).items()}
+    assert got == {"cpu": "m5.2xlarge", "gpu-v100": "p3.2xlarge", "inferentia": "inf1.2xlarge"}
+    ctx, view = world(spec=spec, workers=("m5.large",))
+    view.worker(0).utilization["cpu"] = 0.95
+    assert _tick(build("infaas", ctx), view, 0.0) == []  # m5.large is not the configured CPU type
+    assert _tick(build("infaas", ctx, **CHEAPEST), view, 0.0) == [AddWorker("m5.large")]
+
+
+def test_gpu_utilisation_is_memory_occupancy_as_the_original():
+    """Rule (``observation.gpu_utilisation: memory``, gpu_daemon.cc): a GPU's utilisation is
+    the accelerator memory its replicas take over the device memory, published with every
+    window by the control layer whatever the backend; ``compute`` is busy time; CPU is busy
+    time either way."""
+    from infaas_core.control.observe import ObservationConfig
+    from infaas_core.view_snapshot import SnapshotView
+    from policy_world import catalog
+
+    for mode, want in (("memory", 4000 / 16384), ("compute", 0.5)):
+        view = SnapshotView(catalog(), cluster(), ObservationConfig({"cpu": 15.0, "gpu": 1.5, "inferentia": 1.5}, mode))
+        view.add_worker("p3.2xlarge")
+        inst = view.add_instance(0, "resnet152-trt-b1")  # 4000 MB of the V100's 16 GB
+        inst.counters.busy_s = 1.0
+        view.close_window(2.0)
+        u = view.worker(0).utilization
+        assert abs(u["gpu-v100"] - want) < 1e-9 and u["cpu"] == 0.0
