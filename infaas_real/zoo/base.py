@@ -44,6 +44,13 @@ class Zoo(ABC):
     task: str
     input_shape: tuple[int, ...]
     """Per-item input shape (``(64,)`` for digits, ``(3, 224, 224)`` for imagenet)."""
+    classes: int
+    """Class scores per item in an answer."""
+
+    def uint8_to_input(self, x: np.ndarray) -> np.ndarray:
+        """Raw UINT8 input ``(batch, *input_shape)`` -> the float32 input the models take
+        (the server accepts UINT8 requests through this). Default: the values as they are."""
+        return x.astype(np.float32)
 
     @abstractmethod
     def models(self) -> tuple[ZooModel, ...]:

@@ -113,6 +113,7 @@ class DigitsZoo(Zoo):
     name = "digits"
     task = TASK
     input_shape = (64,)
+    classes = 10
 
     def __init__(
         self,

@@ -30,6 +30,9 @@ from infaas_core.errors import ConfigError
 from infaas_real.zoo.base import Zoo, ZooModel
 
 TASK = "classification-imagenet-224"
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32).reshape(1, 3, 1, 1)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32).reshape(1, 3, 1, 1)
+"""torchvision's ImageNet normalisation (``ImageClassification`` transforms' defaults)."""
 
 ARCHITECTURES: tuple[str, ...] = (
     "mobilenet_v3_small",
@@ -94,6 +97,15 @@ class ImagenetZoo(Zoo):
     name = "imagenet"
     task = TASK
     input_shape = (3, 224, 224)
+    classes = 1000
+
+    def uint8_to_input(self, x: np.ndarray) -> np.ndarray:
+        """Raw RGB pixels (0..255) -> 0..1, normalised with the ImageNet mean and std that
+        torchvision's classification weights expect (``weights.transforms()``)."""
+        out = x.astype(np.float32) / np.float32(255.0)
+        out -= IMAGENET_MEAN
+        out /= IMAGENET_STD
+        return out
 
     def __init__(
         self,
