@@ -19,29 +19,50 @@ Rules, in the order they apply (sources: paper §4.1 Algorithm 1 ``GETVARIANT``;
 3. The worker: round-robin over the ``worker_candidates`` instances of that variant with the
    lowest request rate per replica (code: ``min_qps_name(variant, 3)``), counting only its
    ready instances when it has any (ours: a query sent to a loading instance waits out the
-   load while a ready one serves at once); loading ones only when none is ready.
-4. Else load: the best non-running candidate by ``not_loaded_penalty_ms + load latency +
+   load while a ready one serves at once); loading ones only when none is ready. Instances
+   on blacklisted workers (rule 7) are skipped; if all are, the variant is loaded on another
+   worker with room (the code's "not running" worker pick), else they are used anyway.
+4. All blacklisted (``when_all_blacklisted: escape``, the code's rule, ``queryfe_server.cc``
+   880-905, 946-953, 997-1020): no candidate has a free instance but some have overloaded
+   or interfered ones. A blacklisted accelerator variant stays the choice (the tightest
+   fit); otherwise (only CPU variants blacklisted) ``blacklisted_share`` (0.1,
+   ``blist_skip_thresh``) of these queries go to the fastest blacklisted variant —
+   deterministically every 10th per (requirements, batch) — and the rest to the feasible
+   variant with the smallest ``max_batch`` covering the batch (CPU variants last, as the
+   code's max_batch 128: normally an accelerator plan). The choice goes to the
+   least-utilised running worker of its hardware that holds it (routed) or has room
+   (``LoadAndRoute``). A blacklisted GPU variant records :attr:`pressure` (the code's
+   ``vmscale``). Escape decisions are never cached, so the split holds within a view
+   version. ``load_next`` (our earlier rule) skips this and goes on with rule 5.
+5. Else load: the best non-running candidate by ``not_loaded_penalty_ms + load latency +
    estimate`` (code: the "punish non-loaded variants by 1000 ms" score), placed on the
    least-utilised running worker offering its hardware with room for one replica (the core
    resource model, :mod:`infaas_core.control.resources`) and not already holding it. A free running
    variant competes on the same score scale (SLO - estimate), so it wins unless the SLO
    exceeds ~1 s; past that, a load must also be a tighter fit than the running variant
    (ours: without it every miss would load yet another variant).
-5. Nothing placeable: route to the least-queued busy instance of the best feasible variant
+6. Nothing placeable: route to the least-queued busy instance of the best feasible variant
    (``when_no_room: route_overloaded``; the code's "blacklisted but still routed" path) or
    reject (``reject``, a :class:`~infaas_core.actions.Reject` of kind ``NO_CAPACITY``).
    Either way the hardware is recorded in :attr:`pressure`, which the VM autoscaler reads as
    INFaaS's ``vmscale`` request.
-6. Nothing feasible: a ``Reject`` (kind ``INFEASIBLE``) with the reason and the nearest
+7. The worker blacklist (``worker_blacklist``): the per-worker burst guard
+   (``queryfe_server.cc:1606-1657``: ``burst_requests`` (200) requests to one worker within
+   ``burst_interval_s`` (1 s) of its count's start blacklist it for ``duration_s`` (2 s),
+   with more than one worker and never an Inferentia worker), and the VM daemon's rule
+   (:meth:`InfaasSelector.blacklist_busy_workers`, every VM period: CPU above
+   ``util_threshold`` (0.8), or a GPU between it and 1). Time is ``view.now_s``.
+8. Nothing feasible: a ``Reject`` (kind ``INFEASIBLE``) with the reason and the nearest
    feasible requirement (paper Algorithm 1 L8 ``suggestVariant``; absent in the code).
 
 ``ordering: cost`` (this project's improvement, docs/policies.md) ranks running candidates,
-and then load candidates, by the hardware $ per query instead of rules 2 and 4's latency
+and then load candidates, by the hardware $ per query instead of rules 2 and 5's latency
 scores; running still beats loading.
 
 Speed: a decision that routes to existing instances stays valid until ``view.version``
 changes, so it is cached per (requirements, batch) and replayed round-robin; a cache hit
-costs one dict lookup.
+costs one dict lookup (and, with the burst guard on, one count per query). A blacklist
+entry that starts or expires drops the cache.
 """
 
 from __future__ import annotations
@@ -421,6 +442,11 @@ class InfaasSelector:
         exactly every 1/share-th query (every 10th) to the blacklisted variant. Never
         cached (the split must hold between view versions). ``None``: the target fits
         nowhere."""
+        accel = [c for c in busy_cands if not c.is_cpu]
+        if accel:
+            # A blacklisted accelerator variant stays the candidate (the tightest fit), "not
+            # running": the master picks a worker for it (queryfe_server.cc:880-905, 946-953, 1321).
+            return self._on_worker(idx, min(accel, key=lambda c: (c.run_score_ms, c.run_key)).variant)
         key = (req, batch)
         acc = self._escape_acc.get(key, 0.0) + self.cfg.blacklisted_share
         if acc >= 1.0 - 1e-9:
@@ -431,7 +457,11 @@ class InfaasSelector:
             return (Route(inst.id),), (inst.worker_id,), False
         self._escape_acc[key] = acc
         assert st.escape is not None
-        v = st.escape.variant
+        return self._on_worker(idx, st.escape.variant)
+
+    def _on_worker(self, idx: _Index, v: Variant) -> _Decided | None:
+        """``v`` on the least-utilised running worker of its hardware that holds it (routed
+        there) or has room for it (loaded there); ``None`` if there is none."""
         held = {i.worker_id: i for i in idx.view.instances_of(v.name) if i.state is not InstanceState.UNLOADING}
         for w in self._ordered(idx, v.hardware):
             h = held.get(w.id)

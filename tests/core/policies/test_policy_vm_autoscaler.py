@@ -193,9 +193,10 @@ def test_gpu_utilisation_is_memory_occupancy_as_the_original():
     the accelerator memory its replicas take over the device memory, published with every
     window by the control layer whatever the backend; ``compute`` is busy time; CPU is busy
     time either way."""
+    from policy_world import catalog
+
     from infaas_core.control.observe import ObservationConfig
     from infaas_core.view_snapshot import SnapshotView
-    from policy_world import catalog
 
     for mode, want in (("memory", 4000 / 16384), ("compute", 0.5)):
         view = SnapshotView(catalog(), cluster(), ObservationConfig({"cpu": 15.0, "gpu": 1.5, "inferentia": 1.5}, mode))
