@@ -11,7 +11,9 @@ action; never past ``max_workers``; starting workers count toward the total):
 1. **utilisation**: every live worker of a type is running (none still starting) and
    above ``util_threshold`` of its family on its primary device class (its accelerator, or
    ``cpu``) -> one more of that type. Types are tried CPU, then Inferentia, then GPU (the
-   code's priority);
+   code's priority); under ``type_choice: original`` only the configured types (below).
+   A GPU's utilisation is its memory occupancy by default (``observation.gpu_utilisation:
+   memory``, the code's ``gpu_daemon.cc``; computed by :mod:`infaas_core.control.observe`);
 2. **interfered platform**: every ready instance on a hardware class is interfered;
 3. **overloaded workers**: more than ``overloaded_worker_fraction`` of running workers
    host an overloaded instance -> the hardware most of those instances use;
@@ -19,10 +21,15 @@ action; never past ``max_workers``; starting workers count toward the total):
    last ``pressure_window_s`` and after the newest worker offering that hardware came up
    (the dispatcher's ``vmscale`` request in the code).
 
-Rules 2-4 add the cheapest type that offers the hardware and can hold one replica of each
-variant concerned (the core resource model's ``can_host``; our choice: the code always
-starts its one configured type per platform), unless a worker offering that hardware is
-already starting.
+Rules 2-4 add, unless a worker offering that hardware is already starting, with
+``type_choice: original`` (the code: ``master_vm_daemon.cc`` starts its one configured
+``machine_type_cpu`` / ``_gpu`` / ``_inferentia``, ``start_infaas.sh`` m5.2xlarge /
+p3.2xlarge / inf1.2xlarge) the configured type of the hardware — per primary device class
+the first type listed in the cluster config that has initial workers, else the first
+listed that may run (:func:`configured_types`), so CPU pressure never adds an accelerator
+machine — and with ``cheapest`` (our earlier rule) the cheapest type offering the hardware;
+either must be able to hold one replica of each variant concerned (the core resource
+model's ``can_host``).
 
 Scale in, after ``sustained_evaluations`` consecutive low evaluations and the back-off:
 low means the code's conditions (min GPU <= gpu_min and min CPU <= cpu_min; avg GPU <=

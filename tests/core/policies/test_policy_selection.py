@@ -129,6 +129,23 @@ def test_escape_counts_per_requirement_and_batch():
     assert [y for _, y in picks].count(Route(cpu.id)) == 1
 
 
+def test_a_blacklisted_accelerator_variant_stays_the_choice_on_the_least_utilised_worker():
+    """Rule (queryfe_server.cc:880-905, 946-953): when a blacklisted candidate is an
+    accelerator variant, no 10% split and no smallest-batch plan: the tightest blacklisted
+    accelerator variant goes to the least-utilised worker of its hardware — routed there if
+    that worker holds it, loaded there if it has room — and a GPU worker is asked for."""
+    ctx, view = world(workers=("m5.2xlarge", "p3.2xlarge", "p3.2xlarge"))
+    b8 = view.add_instance(1, "resnet50-trt-b8", overloaded=True)
+    view.now_s = 3.0
+    p = build("infaas", ctx)
+    r = req(min_accuracy=0.75, latency_slo_ms=80)
+    assert all(p.select(r, view) == Route(b8.id) for _ in range(20))
+    assert p.selector.pressure == {"gpu-v100": 3.0}
+    view.worker(1).utilization["gpu-v100"] = 0.5
+    view.bump()
+    assert p.select(r, view) == LoadAndRoute("resnet50-trt-b8", 2)
+
+
 def test_escape_target_fits_nowhere_falls_back_to_no_room_and_asks_for_its_hardware():
     """Rule: when the escape target fits on no worker (and none holds it), selection does
     what ``when_no_room`` says and records pressure for the target's hardware."""
