@@ -133,7 +133,8 @@ def test_accelerator_replicas_on_one_device_share_it() -> None:
     res = {}
     for sharing in (True, False):
         inp = inputs(cat, times, apps=apps, cluster=cluster(cpu=0, gpu=1, max_cpu=0), policy="static",
-                     params={"replicas": 1}, latency_model="deterministic", accelerator_sharing=sharing)
+                     params={"replicas": 1, "observation": {"gpu_utilisation": "compute"}},  # busy time, not memory
+                     latency_model="deterministic", accelerator_sharing=sharing)
         sim = Simulation(inp)
         sim.run()
         res[sharing] = (sim.recorder.total.latency_sum_ms / sim.recorder.total.completed,
