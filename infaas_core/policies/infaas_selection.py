@@ -32,8 +32,9 @@ Rules, in the order they apply (sources: paper §4.1 Algorithm 1 ``GETVARIANT``;
    code's max_batch 128: normally an accelerator plan). The choice goes to the
    least-utilised running worker of its hardware that holds it (routed) or has room
    (``LoadAndRoute``). A blacklisted GPU variant records :attr:`pressure` (the code's
-   ``vmscale``). Escape decisions are never cached, so the split holds within a view
-   version. ``load_next`` (our earlier rule) skips this and goes on with rule 5.
+   ``vmscale``). The escape is planned once per view version and replayed by the split's
+   accumulator (never as a plain cached route), so the split holds within a version.
+   ``load_next`` (our earlier rule) skips this and goes on with rule 5.
 5. Else load: the best non-running candidate by ``not_loaded_penalty_ms + load latency +
    estimate`` (code: the "punish non-loaded variants by 1000 ms" score), placed on the
    least-utilised running worker offering its hardware with room for one replica (the core
@@ -168,7 +169,19 @@ class _Entry:
 
 
 _Decided = tuple[tuple[Decision, ...], tuple[int, ...], bool]
-"""``(decisions, their workers (-1: none), cacheable)``."""
+"""``(decisions, their workers (-1: none), cacheable)``; no decisions: see the escape plan."""
+
+
+class _Plan:
+    """The escape for one (requirements, batch) and view version: the blacklisted route
+    (``None``: no split, a blacklisted accelerator variant) and the target, replayed by the
+    split's accumulator until the version changes."""
+
+    __slots__ = ("blacklisted", "target")
+
+    def __init__(self, blacklisted: _Entry | None, target: _Entry) -> None:
+        self.blacklisted = blacklisted
+        self.target = target
 
 
 def _running(view: ClusterView, worker_id: int) -> bool:
@@ -253,6 +266,7 @@ class InfaasSelector:
         self._cache: dict[tuple[int, int], _Entry] = {}
         self._eq_cache: dict[tuple[Requirements, int], _Entry] = {}
         self._static: dict[tuple[Requirements, int], _Static] = {}
+        self._plans: dict[tuple[Requirements, int], _Plan] = {}
         self._index: _Index | None = None
 
     # -- the hot path --------------------------------------------------------------------
@@ -262,20 +276,30 @@ class InfaasSelector:
         if view.version != self._version:
             self._cache.clear()
             self._eq_cache.clear()
+            self._plans.clear()
             self._index = None
             self._version = view.version
         e = self._cache.get((id(req), batch))
         if e is None:
-            e = self._eq_cache.get((req, batch))
+            key = (req, batch)
+            e = self._eq_cache.get(key)
             if e is None:
-                decisions, wids, cacheable = self._decide(req, view, batch)
-                if not cacheable:
-                    if self._burst:
-                        self._count(wids[0], view)
-                    return decisions[0]
-                e = _Entry(req, decisions, wids)
-                self._eq_cache[(req, batch)] = e
-                self._cache[(id(req), batch)] = e
+                plan = self._plans.get(key)
+                if plan is None:
+                    decisions, wids, cacheable = self._decide(req, view, batch)
+                    if decisions and not cacheable:
+                        if self._burst:
+                            self._count(wids[0], view)
+                        return decisions[0]
+                    if decisions:
+                        e = _Entry(req, decisions, wids)
+                        self._eq_cache[key] = e
+                        self._cache[(id(req), batch)] = e
+                    else:
+                        plan = self._plans[key]
+                if plan is not None:
+                    e = self._split(plan, key)
+        assert e is not None
         routes = e.routes
         n = len(routes)
         i = 0
@@ -381,40 +405,40 @@ class InfaasSelector:
         infaas = self.cfg.ordering == "infaas"
         if best is not None and (not infaas or best.run_score_ms < st.min_load_score_ms):
             return self._to(idx, best, best_insts)
-        want: str | None = None
         if best is None and self.cfg.when_all_blacklisted == "escape" and st.escape is not None:
             busy_cands = [c for c in st.by_run if lists(c.name)[1]]
             if busy_cands:  # every running instance a query could use is blacklisted
                 for c in busy_cands:  # a blacklisted GPU variant asks for a GPU worker (the code's vmscale)
                     if family(c.variant.hardware) == "gpu":
                         self.pressure[c.variant.hardware] = view.now_s
-                got = self._escape(idx, st, req, batch, busy_cands)
-                if got is not None:
-                    return got
-                want = st.escape.variant.hardware
-        if want is None:
-            for c in st.loads:
-                if lists(c.name)[0]:
-                    continue
-                # Against a free running variant, load only one that scores better (the code's
-                # shared score) AND would rank better once running (a tighter fit): loads then
-                # converge on the tightest fit instead of cascading through every candidate.
-                if best is not None and not (
-                    c.load_score_ms < best.run_score_ms and c.run_key[:2] < best.run_key[:2]
-                ):
-                    continue
-                w = self._place(idx, c.variant)
-                if w is None:
-                    continue
-                return (LoadAndRoute(c.name, w.id),), (w.id,), False
-            if best is not None:
-                return self._to(idx, best, best_insts)
-            want = st.loads[0].variant.hardware if st.loads else st.cands[0].variant.hardware
-        # Nothing running fits and nothing can be loaded: ask the VM autoscaler for room.
+                self._plans[(req, batch)] = self._plan(idx, st, req, busy_cands, view)
+                return (), (), False  # select replays the plan by the split
+        for c in st.loads:
+            if lists(c.name)[0]:
+                continue
+            # Against a free running variant, load only one that scores better (the code's
+            # shared score) AND would rank better once running (a tighter fit): loads then
+            # converge on the tightest fit instead of cascading through every candidate.
+            if best is not None and not (
+                c.load_score_ms < best.run_score_ms and c.run_key[:2] < best.run_key[:2]
+            ):
+                continue
+            w = self._place(idx, c.variant)
+            if w is None:
+                continue
+            return (LoadAndRoute(c.name, w.id),), (w.id,), False
+        if best is not None:
+            return self._to(idx, best, best_insts)
+        want = st.loads[0].variant.hardware if st.loads else st.cands[0].variant.hardware
+        return self._no_room(st, idx, want, view)
+
+    def _no_room(self, st: _Static, idx: _Index, want: str, view: ClusterView) -> _Decided:
+        """Nothing running fits and nothing can be loaded: ask the VM autoscaler for room
+        (rule 6)."""
         self.pressure[want] = view.now_s
         if self.cfg.when_no_room == "route_overloaded":
             for c in st.by_run:
-                busy = lists(c.name)[1]
+                busy = idx.lists(c.name)[1]
                 if busy:
                     ranked = sorted(busy, key=lambda i: (i.queue_len / max(i.replicas, 1), i.id))
                     routes, wids = self._routes(ranked, by_rate=False)
@@ -431,33 +455,43 @@ class InfaasSelector:
             True,
         )
 
-    def _escape(self, idx: _Index, st: _Static, req: Requirements, batch: int,
-                busy_cands: list[_Cand]) -> _Decided | None:
-        """INFaaS's way out when every running candidate is blacklisted
-        (``queryfe_server.cc:997-1020``): ``blacklisted_share`` of such queries go to the
-        fastest blacklisted variant (the blacklist refreshes every monitor period, so it keeps
-        some load), the rest to :attr:`_Static.escape` on the least-utilised running worker
-        of its hardware that holds it or has room for it (loaded there if it does not hold
-        it). The split is deterministic: an accumulator per (requirements, batch) sends
-        exactly every 1/share-th query (every 10th) to the blacklisted variant. Never
-        cached (the split must hold between view versions). ``None``: the target fits
-        nowhere."""
+    def _plan(self, idx: _Index, st: _Static, req: Requirements, busy_cands: list[_Cand],
+              view: ClusterView) -> _Plan:
+        """INFaaS's way out when every running candidate is blacklisted (rule 4;
+        ``queryfe_server.cc:880-905, 946-953, 997-1020``), for this view version: a
+        blacklisted accelerator variant (the tightest fit) stays the choice, with no split;
+        otherwise the split between the fastest blacklisted variant and
+        :attr:`_Static.escape`. The choice goes to the least-utilised running worker of its
+        hardware that holds it (routed) or has room (loaded); where it fits nowhere, the
+        no-room rule's decision stands in."""
         accel = [c for c in busy_cands if not c.is_cpu]
         if accel:
-            # A blacklisted accelerator variant stays the candidate (the tightest fit), "not
-            # running": the master picks a worker for it (queryfe_server.cc:880-905, 946-953, 1321).
-            return self._on_worker(idx, min(accel, key=lambda c: (c.run_score_ms, c.run_key)).variant)
-        key = (req, batch)
+            v = min(accel, key=lambda c: (c.run_score_ms, c.run_key)).variant
+            return _Plan(None, self._entry(req, self._on_worker(idx, v) or self._no_room(st, idx, v.hardware, view)))
+        fastest = min(busy_cands, key=lambda c: (c.est_ms, c.run_key))
+        inst = min(idx.lists(fastest.name)[1],
+                   key=lambda i: (i.worker_id in self.blacklist, i.queue_len / max(i.replicas, 1), i.id))
+        assert st.escape is not None
+        v = st.escape.variant
+        target = self._on_worker(idx, v) or self._no_room(st, idx, v.hardware, view)
+        return _Plan(_Entry(req, (Route(inst.id),), (inst.worker_id,)), self._entry(req, target))
+
+    @staticmethod
+    def _entry(req: Requirements, d: _Decided) -> _Entry:
+        return _Entry(req, d[0], d[1])
+
+    def _split(self, plan: _Plan, key: tuple[Requirements, int]) -> _Entry:
+        """``blacklisted_share`` of the escaping queries to the blacklisted variant,
+        deterministically: an accumulator per (requirements, batch) sends exactly every
+        1/share-th query (every 10th) there (the code draws ``uniform(0, 1) < 0.1``)."""
+        if plan.blacklisted is None:
+            return plan.target
         acc = self._escape_acc.get(key, 0.0) + self.cfg.blacklisted_share
         if acc >= 1.0 - 1e-9:
             self._escape_acc[key] = acc - 1.0
-            fastest = min(busy_cands, key=lambda c: (c.est_ms, c.run_key))
-            busy = idx.lists(fastest.name)[1]
-            inst = min(busy, key=lambda i: (i.worker_id in self.blacklist, i.queue_len / max(i.replicas, 1), i.id))
-            return (Route(inst.id),), (inst.worker_id,), False
+            return plan.blacklisted
         self._escape_acc[key] = acc
-        assert st.escape is not None
-        return self._on_worker(idx, st.escape.variant)
+        return plan.target
 
     def _on_worker(self, idx: _Index, v: Variant) -> _Decided | None:
         """``v`` on the least-utilised running worker of its hardware that holds it (routed
