@@ -4,7 +4,9 @@ One ``multiprocessing`` pipe per replica carries length-delimited messages
 (``Connection.send_bytes``): a fixed ``struct`` header followed by raw little-endian
 float32 rows. Nothing is pickled on the hot path, so a batch costs one copy each way.
 
-Parent -> worker: ``BATCH`` (batch id, rows, cols, data) and ``STOP``.
+Parent -> worker: ``BATCH`` (batch id, rows, values per row, data; a row of an image task is
+its ``3 x 224 x 224`` values, which the worker shapes back into its runner's item shape) and
+``STOP``.
 Worker -> parent: ``READY`` (JSON facts about the loaded runner), ``RESULT`` (batch id,
 rows, cols, inference time, data) and ``FAILED`` (batch id, the runner's error text).
 """
@@ -29,7 +31,8 @@ F32 = np.dtype("<f4")
 
 
 def encode_batch(batch_id: int, x: np.ndarray) -> bytes:
-    rows, cols = x.shape
+    rows = x.shape[0]
+    cols = x.size // rows if rows else 0
     return _BATCH.pack(BATCH, batch_id, rows, cols) + np.ascontiguousarray(x, dtype=F32).tobytes()
 
 

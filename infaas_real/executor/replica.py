@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing as mp
+import os
 from dataclasses import dataclass
 from enum import StrEnum
 from multiprocessing.connection import Connection
@@ -87,7 +88,22 @@ class Replica:
         self.busy_since_s = now_s
         # if the worker is gone, EOF on the pipe reports the death with this batch in flight
         with contextlib.suppress(OSError):
-            self.conn.send_bytes(ipc.encode_batch(batch_id, x))
+            self._send_whole(ipc.encode_batch(batch_id, x))
+
+    def _send_whole(self, msg: bytes) -> None:
+        """Write one whole message. uvloop's ``add_reader`` leaves the pipe non-blocking, and a
+        message larger than the pipe's buffer (an image batch: 0.6 MB per image) would then be
+        cut short with BlockingIOError, leaving the worker waiting for the rest for ever; the
+        write is made blocking for its duration (the worker is reading: a few milliseconds)."""
+        fd = self.conn.fileno()
+        nonblocking = not os.get_blocking(fd)
+        if nonblocking:
+            os.set_blocking(fd, True)
+        try:
+            self.conn.send_bytes(msg)
+        finally:
+            if nonblocking:
+                os.set_blocking(fd, False)
 
     def stop(self) -> None:
         """Ask the worker to exit after its current batch (graceful)."""
@@ -95,7 +111,7 @@ class Replica:
             return
         self.state = ReplicaState.STOPPING
         with contextlib.suppress(OSError):
-            self.conn.send_bytes(ipc.encode_stop())
+            self._send_whole(ipc.encode_stop())
 
     def _on_readable(self) -> None:
         try:

@@ -78,10 +78,10 @@ def worker_main(
             break
         if ipc.kind_of(msg) == ipc.STOP:
             break
-        batch_id, x = ipc.decode_batch(msg)
+        batch_id, flat = ipc.decode_batch(msg)
         t0 = perf()
         try:
-            y = np.asarray(runner.run(x))
+            y = np.asarray(runner.run(flat.reshape(flat.shape[0], *item)))
         except Exception as exc:  # the runner's failure is this batch's answer
             conn.send_bytes(ipc.encode_failed(batch_id, f"{type(exc).__name__}: {exc}"))
             continue
