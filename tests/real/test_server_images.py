@@ -65,3 +65,21 @@ def test_binary_uint8_and_a_wrong_shape(server: Server) -> None:
     assert status == 200, body[:200]
     status, body = server.post(f"/v2/models/{TASK}/infer", _json(np.zeros((1, 64), np.float32), "FP32"))
     assert status == 400 and b"[batch >= 1, 3, 224, 224]" in body
+
+
+def test_tritonclient_sends_images_to_the_task_and_gets_a_variant_meeting_the_floor(server: Server) -> None:
+    """Acceptance (issue 12): a batch of 224x224 RGB images to the task, with requirements, gets
+    1000 class scores per image from a variant whose catalog accuracy meets the floor."""
+    http = pytest.importorskip("tritonclient.http")
+    from infaas_real.server.config import build_catalog, compose
+
+    catalog = build_catalog(compose("serve", ["catalog=imagenet"]).cfg)
+    client = http.InferenceServerClient(server.url.removeprefix("http://"), network_timeout=300,
+                                        connection_timeout=300)  # the first query may build a variant's artifact
+    images = np.random.default_rng(1).integers(0, 256, (3, 3, 224, 224), dtype=np.uint8)
+    inp = http.InferInput("input", list(images.shape), "UINT8")
+    inp.set_data_from_numpy(images)
+    r = client.infer(TASK, [inp], parameters={"min_accuracy": 0.70, "latency_slo_ms": 5000})
+    variant = r.get_response()["model_name"]
+    assert r.as_numpy("output").shape == (3, 1000)
+    assert catalog.get(variant).task == TASK and catalog.get(variant).accuracy >= 0.70
