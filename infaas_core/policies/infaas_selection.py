@@ -69,6 +69,7 @@ entry that starts or expires drops the cache.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -159,12 +160,14 @@ class _Entry:
     """A cached decision: routes replayed round-robin until the view's version changes
     (``wids``: the worker of each, for the burst guard)."""
 
-    __slots__ = ("i", "req", "routes", "wids")
+    __slots__ = ("avoided", "i", "req", "routes", "wids")
 
-    def __init__(self, req: Requirements, routes: tuple[Decision, ...], wids: tuple[int, ...]) -> None:
+    def __init__(self, req: Requirements, routes: tuple[Decision, ...], wids: tuple[int, ...],
+                 avoided: frozenset[int] = frozenset()) -> None:
         self.req = req  # holding it keeps id(req) unique while the entry lives
         self.routes = routes
         self.wids = wids
+        self.avoided = avoided  # the workers blacklisted when it was decided
         self.i = 0
 
 
@@ -177,11 +180,12 @@ class _Plan:
     (``None``: no split, a blacklisted accelerator variant) and the target, replayed by the
     split's accumulator until the version changes."""
 
-    __slots__ = ("blacklisted", "target")
+    __slots__ = ("acc", "blacklisted", "target")
 
     def __init__(self, blacklisted: _Entry | None, target: _Entry) -> None:
         self.blacklisted = blacklisted
         self.target = target
+        self.acc: list[float] = [0.0]  # the split's accumulator, shared across versions (see _split)
 
 
 def _running(view: ClusterView, worker_id: int) -> bool:
@@ -259,11 +263,13 @@ class InfaasSelector:
         self.blacklist: dict[int, float] = {}
         """Worker id -> until when (view.now_s) selection avoids it (burst guard, utilisation)."""
         self._bl_expiry = math.inf
-        self._escape_acc: dict[tuple[Requirements, int], float] = {}
+        self._escape_acc: dict[tuple[Requirements, int], list[float]] = {}
         self._bursts: dict[int, list[float]] = {}
         self._burst = cfg.worker_blacklist.burst_guard
+        self._burst_interval_s = cfg.worker_blacklist.burst_interval_s
+        self._burst_requests = float(cfg.worker_blacklist.burst_requests)
         self._version = -1
-        self._cache: dict[tuple[int, int], _Entry] = {}
+        self._cache: dict[tuple[int, int], _Entry | _Plan] = {}
         self._eq_cache: dict[tuple[Requirements, int], _Entry] = {}
         self._static: dict[tuple[Requirements, int], _Static] = {}
         self._plans: dict[tuple[Requirements, int], _Plan] = {}
@@ -271,35 +277,24 @@ class InfaasSelector:
 
     # -- the hot path --------------------------------------------------------------------
     def select(self, req: Requirements, view: ClusterView, batch: int = 1) -> Decision:
-        if self.blacklist and view.now_s >= self._bl_expiry:
-            self._expire(view.now_s)
+        now = view.now_s
+        if now >= self._bl_expiry:  # inf while no worker is blacklisted
+            self._expire(now)
         if view.version != self._version:
             self._cache.clear()
             self._eq_cache.clear()
             self._plans.clear()
             self._index = None
             self._version = view.version
-        e = self._cache.get((id(req), batch))
-        if e is None:
-            key = (req, batch)
-            e = self._eq_cache.get(key)
-            if e is None:
-                plan = self._plans.get(key)
-                if plan is None:
-                    decisions, wids, cacheable = self._decide(req, view, batch)
-                    if decisions and not cacheable:
-                        if self._burst:
-                            self._count(wids[0], view)
-                        return decisions[0]
-                    if decisions:
-                        e = _Entry(req, decisions, wids)
-                        self._eq_cache[key] = e
-                        self._cache[(id(req), batch)] = e
-                    else:
-                        plan = self._plans[key]
-                if plan is not None:
-                    e = self._split(plan, key)
-        assert e is not None
+        ikey = (id(req), batch)
+        c = self._cache.get(ikey)
+        if c is None:
+            got = self._lookup(req, view, batch, ikey)
+            if not isinstance(got, _Entry | _Plan):
+                return got  # a decision that is not cached (a load)
+            c = got
+        e = self._split(c) if type(c) is _Plan else c
+        assert type(e) is _Entry
         routes = e.routes
         n = len(routes)
         i = 0
@@ -307,8 +302,36 @@ class InfaasSelector:
             i = e.i % n
             e.i += 1
         if self._burst:
-            self._count(e.wids[i], view)
+            wid = e.wids[i]
+            st = self._bursts.get(wid)
+            if st is not None and now - st[0] < self._burst_interval_s:
+                st[1] += 1.0
+                if st[1] >= self._burst_requests:
+                    self._trip(wid, view, now, st)
+            else:
+                self._count(wid, view)
         return routes[i]
+
+    def _lookup(self, req: Requirements, view: ClusterView, batch: int, ikey: tuple[int, int]) -> _Entry | _Plan | Decision:
+        """A miss of the identity cache: the equal-requirements caches, else a decision."""
+        key = (req, batch)
+        e: _Entry | _Plan | None = self._eq_cache.get(key) or self._plans.get(key)
+        if e is None:
+            decisions, wids, cacheable = self._decide(req, view, batch)
+            if decisions and not cacheable:
+                if self._burst:
+                    self._count(wids[0], view)
+                return decisions[0]
+            if decisions:
+                entry = _Entry(req, decisions, wids, frozenset(self.blacklist))
+                self._eq_cache[key] = entry
+                e = entry
+            else:
+                plan = self._plans[key]
+                plan.acc = self._escape_acc.setdefault(key, [0.0])
+                e = plan
+        self._cache[ikey] = e
+        return e
 
     # -- the worker blacklist (INFAAS.md §2.7 point 4, §3.3) ----------------------------------
     def _count(self, wid: int, view: ClusterView) -> None:
@@ -323,20 +346,23 @@ class InfaasSelector:
         if st is None:
             self._bursts[wid] = [now, 1.0]
             return
-        wb = self.cfg.worker_blacklist
-        if now - st[0] < wb.burst_interval_s:
+        if now - st[0] < self._burst_interval_s:
             st[1] += 1.0
-            if st[1] >= wb.burst_requests:
-                st[0], st[1] = now, 0.0
-                try:
-                    w = view.worker(wid)
-                except (KeyError, InfaasError):
-                    return
-                live = sum(1 for x in view.workers if x.state is not WorkerState.STOPPING)
-                if live > 1 and not any(family(d) == "inferentia" for d in w.instance_type.device_classes):
-                    self.ban(wid, now)
+            if st[1] >= self._burst_requests:
+                self._trip(wid, view, now, st)
         else:
             st[0], st[1] = now, 0.0
+
+    def _trip(self, wid: int, view: ClusterView, now: float, st: list[float]) -> None:
+        """``burst_requests`` within the interval: restart the count, blacklist the worker."""
+        st[0], st[1] = now, 0.0
+        try:
+            w = view.worker(wid)
+        except (KeyError, InfaasError):
+            return
+        live = sum(1 for x in view.workers if x.state is not WorkerState.STOPPING)
+        if live > 1 and not any(family(d) == "inferentia" for d in w.instance_type.device_classes):
+            self.ban(wid, now)
 
     def ban(self, wid: int, now_s: float) -> None:
         """Blacklist worker ``wid`` for ``worker_blacklist.duration_s`` from ``now_s``."""
@@ -345,12 +371,30 @@ class InfaasSelector:
             return
         self.blacklist[wid] = max(self.blacklist.get(wid, until), until)
         self._bl_expiry = min(self._bl_expiry, until)
-        self._version = -1  # cached routes may use it
+        # a cached decision that routes to it is redecided; the others avoid it already
+        self._drop_cached(lambda e: wid in e.wids)
 
     def _expire(self, now_s: float) -> None:
+        gone = {w for w, t in self.blacklist.items() if t <= now_s}
         self.blacklist = {w: t for w, t in self.blacklist.items() if t > now_s}
         self._bl_expiry = min(self.blacklist.values(), default=math.inf)
-        self._version = -1
+        # a cached decision made while one of them was blacklisted may now prefer it
+        self._drop_cached(lambda e: not gone.isdisjoint(e.avoided))
+
+    def _drop_cached(self, stale: Callable[[_Entry], bool]) -> None:
+        """Forget the cached decisions (entries, escape plans) that ``stale`` says depend on a
+        blacklist change; the rest stay valid for this view version."""
+        def bad(c: _Entry | _Plan) -> bool:
+            if isinstance(c, _Plan):
+                return stale(c.target) or (c.blacklisted is not None and stale(c.blacklisted))
+            return stale(c)
+
+        for ik in [k for k, c in self._cache.items() if bad(c)]:
+            del self._cache[ik]
+        for cache in (self._eq_cache, self._plans):
+            for k in [k for k, c in cache.items() if bad(c)]:
+                del cache[k]
+        # (the memoised index holds nothing blacklist-dependent: _ordered applies it per call)
 
     def blacklist_busy_workers(self, view: ClusterView) -> None:
         """The VM daemon's rule (``master_vm_daemon.cc:224-262``), run with the VM autoscaler:
@@ -474,23 +518,25 @@ class InfaasSelector:
         assert st.escape is not None
         v = st.escape.variant
         target = self._on_worker(idx, v) or self._no_room(st, idx, v.hardware, view)
-        return _Plan(_Entry(req, (Route(inst.id),), (inst.worker_id,)), self._entry(req, target))
+        return _Plan(_Entry(req, (Route(inst.id),), (inst.worker_id,), frozenset(self.blacklist)),
+                     self._entry(req, target))
 
-    @staticmethod
-    def _entry(req: Requirements, d: _Decided) -> _Entry:
-        return _Entry(req, d[0], d[1])
+    def _entry(self, req: Requirements, d: _Decided) -> _Entry:
+        return _Entry(req, d[0], d[1], frozenset(self.blacklist))
 
-    def _split(self, plan: _Plan, key: tuple[Requirements, int]) -> _Entry:
+    def _split(self, plan: _Plan) -> _Entry:
         """``blacklisted_share`` of the escaping queries to the blacklisted variant,
-        deterministically: an accumulator per (requirements, batch) sends exactly every
-        1/share-th query (every 10th) there (the code draws ``uniform(0, 1) < 0.1``)."""
+        deterministically: an accumulator per (requirements, batch), kept across view
+        versions, sends exactly every 1/share-th query (every 10th) there (the code draws
+        ``uniform(0, 1) < 0.1``)."""
         if plan.blacklisted is None:
             return plan.target
-        acc = self._escape_acc.get(key, 0.0) + self.cfg.blacklisted_share
-        if acc >= 1.0 - 1e-9:
-            self._escape_acc[key] = acc - 1.0
+        acc = plan.acc
+        a = acc[0] + self.cfg.blacklisted_share
+        if a >= 1.0 - 1e-9:
+            acc[0] = a - 1.0
             return plan.blacklisted
-        self._escape_acc[key] = acc
+        acc[0] = a
         return plan.target
 
     def _on_worker(self, idx: _Index, v: Variant) -> _Decided | None:
