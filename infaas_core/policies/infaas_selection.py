@@ -69,6 +69,7 @@ entry that starts or expires drops the cache.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -123,8 +124,10 @@ class SelectionConfig:
     blacklisted_share: float
     worker_blacklist: WorkerBlacklistConfig
     cost: CostConfig
+    requirements_cache_size: int
 
     def validate(self, key: str) -> None:
+        require(self.requirements_cache_size >= 1, f"{key}.requirements_cache_size", "must be >= 1")
         require(self.tight_slo_ms <= self.loose_slo_ms, f"{key}.tight_slo_ms", "must be <= loose_slo_ms")
         require(self.worker_candidates >= 1, f"{key}.worker_candidates", "must be >= 1")
         require(self.min_search_candidates >= 1, f"{key}.min_search_candidates", "must be >= 1")
@@ -271,7 +274,8 @@ class InfaasSelector:
         self._version = -1
         self._cache: dict[tuple[int, int], _Entry | _Plan] = {}
         self._eq_cache: dict[tuple[Requirements, int], _Entry] = {}
-        self._static: dict[tuple[Requirements, int], _Static] = {}
+        # per-requirements state a client controls the keys of: bounded, least recently used out
+        self._static: OrderedDict[tuple[Requirements, int], _Static] = OrderedDict()
         self._plans: dict[tuple[Requirements, int], _Plan] = {}
         self._index: _Index | None = None
 
@@ -324,12 +328,18 @@ class InfaasSelector:
                 return decisions[0]
             if decisions:
                 entry = _Entry(req, decisions, wids, frozenset(self.blacklist))
+                if len(self._eq_cache) >= self.cfg.requirements_cache_size:
+                    self._eq_cache.clear()
                 self._eq_cache[key] = entry
                 e = entry
             else:
                 plan = self._plans[key]
                 plan.acc = self._escape_acc.setdefault(key, [0.0])
+                if len(self._escape_acc) > self.cfg.requirements_cache_size:
+                    self._escape_acc.pop(next(iter(self._escape_acc)))
                 e = plan
+        if len(self._cache) >= self.cfg.requirements_cache_size:  # bounded within a view version too
+            self._cache.clear()
         self._cache[ikey] = e
         return e
 
@@ -417,9 +427,15 @@ class InfaasSelector:
     # -- a miss --------------------------------------------------------------------------
     def _decide(self, req: Requirements, view: ClusterView, batch: int) -> _Decided:
         """One decision, or routes to replay round-robin (with their workers)."""
-        st = self._static.get((req, batch))
+        skey = (req, batch)
+        static = self._static
+        st = static.get(skey)
         if st is None:
-            st = self._static[(req, batch)] = self._build_static(req, batch)
+            st = static[skey] = self._build_static(req, batch)
+            if len(static) > self.cfg.requirements_cache_size:
+                static.popitem(last=False)
+        else:
+            static.move_to_end(skey)
         if st.reject is not None:
             return (st.reject,), (-1,), True
         idx = self._index

@@ -455,3 +455,16 @@ def test_only_loading_instances_are_routed_to_when_none_is_ready():
     ctx, view = world()
     a = view.add_instance(1, "resnet50-trt-b1", state=InstanceState.LOADING)
     assert build("infaas", ctx).select(req(min_accuracy=0.75, latency_slo_ms=40), view) == Route(a.id)
+
+
+def test_per_requirements_state_is_bounded_when_clients_choose_the_keys():
+    """Hardening (issue 13): 5,000 distinct (min_accuracy, SLO) pairs leave at most
+    ``selection.requirements_cache_size`` candidate lists behind, and answers stay right."""
+    ctx, view = world()
+    view.add_instance(0, "resnet50-cpu")
+    pol = build("infaas", ctx, **{"selection.requirements_cache_size": 64})
+    for k in range(5000):
+        d = pol.select(req(min_accuracy=0.5 + k * 1e-5, latency_slo_ms=200.0 + k * 0.01), view)
+        assert isinstance(d, Route | LoadAndRoute)
+    sel = pol.selector
+    assert len(sel._static) <= 64 and len(sel._cache) <= 64 and len(sel._eq_cache) <= 64
