@@ -189,3 +189,22 @@ def test_least_accurate_pins_hold_accuracy_and_take_distinct_architectures():
     # a: mobilenet (0.70); its CPU variant on one $0.384 m5 beats a $3.06 p3
     # b: mobilenet is taken -> resnet50 (0.76), whose cheapest deployment is inf1 ($0.362)
     assert {a: v.name for a, v in p.pins.items()} == {"a": "mobilenet-cpu", "b": "resnet50-inf"}
+
+
+def test_sagemaker_plus_dedicated_tracks_its_target_with_its_own_workers():
+    """Rule (sagemaker_plus, placement dedicated): from one replica per application, target
+    tracking raises the wanted replicas by ceil(excess / T1) (no more often than the cooldown);
+    replicas that do not fit its own workers start new workers of its own (AddWorker), and the
+    INFaaS VM autoscaler does not run."""
+    ctx, view = world(workers=("m5.2xlarge",))
+    pins = {"fixed_variants": {"photos": "resnet50-cpu", "search": "mobilenet-cpu"}}
+    p = build("sagemaker_plus", ctx, **pins, **DEDICATED, **{"scaling.scale_out_cooldown_s": 300.0})
+    assert p.vm_autoscale_period_s is None
+    assert p.initial_actions(view) == [LoadVariant("resnet50-cpu", 0, 1), AddWorker("m5.2xlarge")]
+    view.add_instance(0, "resnet50-cpu", rate_qps=20.0)  # T1 = 8.33 q/s at batch 1: 21 / 8.33 -> 3 replicas
+    view.add_worker("m5.2xlarge")  # worker 1: search's
+    view.add_instance(1, "mobilenet-cpu", rate_qps=1.0)
+    out = p.autoscale_models(view)
+    # photos wants 3; its m5 holds 2 (4 cores each, cap 2 per worker): one more there, one more worker
+    assert out == [LoadVariant("resnet50-cpu", 0, 1), AddWorker("m5.2xlarge")]
+    assert p.pool.deps["photos"].want == 3 and p.pool.deps["search"].want == 1
