@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from infaas_core.configs import REPO_ROOT, apps_from_mapping, cluster_from_mapping, resolve_path
 from infaas_core.errors import ConfigError
 from infaas_core.workload import trace_from_config
-from infaas_edge import config_dir
+from infaas_edge import compose_group, config_dir
 
 CONFIGS = config_dir()  # the installed configs package (configs/ in a checkout)
 DEVICE_CLASSES = {"gpu-v100", "gpu-t4", "gpu-a10g", "gpu-l4", "inferentia"}
@@ -33,7 +33,7 @@ def _shared_present() -> bool:
 
 @pytest.mark.parametrize("path", sorted((CONFIGS / "cluster").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_cluster_config_builds(path: Path) -> None:
-    spec = cluster_from_mapping(_load(path))
+    spec = cluster_from_mapping(compose_group("cluster", path.stem))  # composed, as the CLIs do
     assert spec.instance_types and spec.price_list_date
     for t in spec.instance_types:
         assert set(dict(t.accelerators)) <= DEVICE_CLASSES
