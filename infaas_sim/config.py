@@ -51,7 +51,7 @@ class SimSettings:
     monitor period, or 1 s when it has none."""
     accelerator_sharing: bool
     """Accelerator replicas on one worker share its devices' compute (cluster.py)."""
-    warmup_s: float = 0.0
+    warmup_s: float
     """Queries arriving before this simulated time are simulated but left out of the summary
     metrics (``queries.parquet`` keeps them); both costs are counted from it; 0 = none."""
 
