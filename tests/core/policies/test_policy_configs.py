@@ -105,10 +105,13 @@ def test_variants_state_only_what_differs(composed):
     """Rule (STYLE.md habit 15): a variant composes the config it differs from and sets only
     its own keys; shared blocks are written once."""
     infaas, static = composed["infaas"], composed["static"]
-    assert composed["infaas_cost"]["selection"]["ordering"] == "cost"
-    assert _without(composed["infaas_cost"], "name", "selection.ordering") == _without(
-        infaas, "name", "selection.ordering"
-    )
+    cost = composed["infaas_cost"]
+    assert cost["selection"]["ordering"] == "cost" and cost["selection"]["truncate"] == "after_filter"
+    assert cost["vm_autoscaler"]["scale_in"]["remove_cpu_workers"] is True
+    assert cost["model_autoscaler"]["memory_slack_mb"] == 1024  # this project's choices; infaas keeps the code's
+    own = ("selection.ordering", "selection.truncate", "vm_autoscaler.scale_in.remove_cpu_workers",
+           "model_autoscaler.memory_slack_mb")
+    assert _without(cost, "name", *own) == _without(infaas, "name", *own)
     no_mas = composed["infaas_no_model_autoscale"]
     assert no_mas["model_autoscale_period_s"] is None and no_mas["model_autoscaler"] is None
     assert _without(no_mas, "name", "model_autoscale_period_s", "model_autoscaler") == _without(

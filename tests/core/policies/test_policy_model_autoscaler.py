@@ -63,11 +63,14 @@ def test_memory_check_blocks_a_load():
     free cores on CPU)."""
     ctx, view = world()
     view.add_instance(1, "resnet50-trt-b1", rate_qps=300.0, batch=1.0)
-    view.worker(1).free_accelerator_memory_mb["gpu-v100"] = 2500.0  # 1476 MB after the slack
+    view.worker(1).free_accelerator_memory_mb["gpu-v100"] = 2500.0  # 1476 MB after a 1 GB slack
     caps = {"model_autoscaler.max_replicas": {"cpu": 2, "gpu": 4, "inferentia": 2}}
-    assert build("infaas", ctx, **caps).autoscale_models(view) == []
-    view.worker(1).free_accelerator_memory_mb["gpu-v100"] = 3024.0  # room for exactly one
+    gb = {**caps, "model_autoscaler.memory_slack_mb": 1024}  # our choice (infaas_cost): 1 GB
+    assert build("infaas", ctx, **gb).autoscale_models(view) == []
+    # the default, the code's 1024 bytes: 2500 MB holds one 2000 MB replica
     assert build("infaas", ctx, **caps).autoscale_models(view) == [LoadVariant("resnet50-trt-b1", 1, 1)]
+    view.worker(1).free_accelerator_memory_mb["gpu-v100"] = 3024.0  # room for exactly one
+    assert build("infaas", ctx, **gb).autoscale_models(view) == [LoadVariant("resnet50-trt-b1", 1, 1)]
     ctx, view = world()
     view.add_instance(0, "resnet50-cpu", rate_qps=10.0, batch=1.0)
     view.worker(0).free_cores = 3

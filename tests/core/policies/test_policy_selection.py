@@ -370,15 +370,15 @@ def test_equal_requirements_objects_share_the_cache():
 
 def test_search_budget_before_filter_reproduces_the_code():
     """Rule: the use-case search looks at n = max(min, floor(fraction * SLO / lookup_ms))
-    variants in ascending accuracy; truncate=before_filter cuts before the latency test (the
-    code) and can reject a query that after_filter serves."""
+    variants in ascending accuracy; truncate=before_filter (the default, the code) cuts before
+    the latency test and can reject a query that after_filter (our choice, infaas_cost) serves."""
     ctx, view = world()
     small = {"selection.metadata_lookup_ms": 100.0, "selection.min_search_candidates": 1}  # n = 1
     r = req(min_accuracy=0.0, latency_slo_ms=30)
     # batch 2: first by accuracy is mobilenet-cpu (CPU, excluded at a tight SLO)
-    d = build("infaas", ctx, **small).select(r, view, batch=2)
+    d = build("infaas", ctx, **small, **{"selection.truncate": "after_filter"}).select(r, view, batch=2)
     assert d == LoadAndRoute("resnet50-trt-b8", 1)
-    d = build("infaas", ctx, **small, **{"selection.truncate": "before_filter"}).select(r, view, batch=2)
+    d = build("infaas", ctx, **small).select(r, view, batch=2)
     assert isinstance(d, Reject) and "search budget" in d.reason
 
 

@@ -127,14 +127,15 @@ def test_never_below_initial_workers():
 
 
 def test_added_cpu_workers_are_removed_when_idle():
-    """Rule (our extension, remove_cpu_workers): idle CPU workers above the initial count go."""
+    """Rule (our extension, remove_cpu_workers=true, as infaas_cost): idle CPU workers above the
+    initial count go; at the default (false, the code) they are never removed."""
     ctx, view = world(workers=("m5.2xlarge", "m5.2xlarge", "p3.2xlarge"))
     view.worker(2).utilization["gpu-v100"] = 0.5  # GPU busy: the GPU rules do not fire
     view.worker(2).utilization["cpu"] = 0.5
-    p = build("infaas", ctx)
+    p = build("infaas", ctx, **{"vm_autoscaler.scale_in.remove_cpu_workers": True})
     out = [_tick(p, view, 2.0 * i) for i in range(15)]
     assert out[14] == [RemoveWorker(1)] and out[:14] == [[]] * 14
-    q = build("infaas", ctx, **{"vm_autoscaler.scale_in.remove_cpu_workers": False})
+    q = build("infaas", ctx)
     assert all(_tick(q, view, 2.0 * i) == [] for i in range(30))
 
 
