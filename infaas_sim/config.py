@@ -20,6 +20,7 @@ import numpy as np
 from infaas_core.catalog import Catalog
 from infaas_core.errors import ConfigError
 from infaas_core.model import App, ClusterSpec
+from infaas_sim.frontend import FrontendSettings
 from infaas_sim.latency import latency_model
 
 PROGRESS_CHOICES = ("auto", "on", "off")
@@ -54,6 +55,9 @@ class SimSettings:
     warmup_s: float
     """Queries arriving before this simulated time are simulated but left out of the summary
     metrics (``queries.parquet`` keeps them); both costs are counted from it; 0 = none."""
+    frontend: FrontendSettings
+    """The server's front end as a FCFS queue before the policy (:mod:`infaas_sim.frontend`);
+    disabled by default (issue 12, for ``infaas-real validate``)."""
 
     def __post_init__(self) -> None:
         latency_model(self.latency_model)  # unknown names fail here, with the known ones
@@ -83,6 +87,8 @@ class SimSettings:
                 raise ConfigError(f"sim.{f.name}", "missing key (configs/sim/default.yaml sets every setting)")
         if isinstance(m.get("progress"), bool):
             m["progress"] = "on" if m["progress"] else "off"
+        if not isinstance(m["frontend"], FrontendSettings):  # sim.frontend: a group of its own
+            m["frontend"] = FrontendSettings.from_mapping(m["frontend"])
         for k in ("drop_late", "stream", "accelerator_sharing"):
             if k in m and not isinstance(m[k], bool):
                 raise ConfigError(f"sim.{k}", f"must be true or false, got {m[k]!r}")

@@ -9,7 +9,7 @@ what that window costs; ``warmup_s`` says where it starts."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +17,11 @@ import numpy as np
 
 from infaas_core.control.startup import check_run
 from infaas_core.errors import ConfigError
-from infaas_core.metrics import QueryTable, summarize, write_results
-from infaas_sim.config import SimInputs
+from infaas_core.metrics import COMPLETED, LATE, QueryTable, summarize, write_results
+from infaas_sim.config import Arrivals, SimInputs
 from infaas_sim.engine import Simulation
+from infaas_sim.frontend import count_from_client_arrival, pass_through
+from infaas_sim.recorder import Recorder
 
 
 @dataclass(slots=True)
@@ -40,7 +42,18 @@ def simulate(inputs: SimInputs, trace_name: str | None = None) -> RunResult:
     worker) raises ``ConfigError`` before it starts (:mod:`infaas_core.control.startup`)."""
     check_run(inputs.catalog, inputs.cluster, inputs.apps, {"name": inputs.policy, **inputs.policy_params})
     t0 = time.perf_counter()
+    fe = inputs.sim.frontend
+    passed = None
+    if fe.enabled:  # the front-end stage: the policy sees each query when the front end is done with it
+        if inputs.sim.stream:
+            raise ConfigError("sim.frontend.enabled", "the front-end stage needs sim.stream=false")
+        chunks = list(inputs.arrivals.chunks())
+        passed = pass_through(np.concatenate(chunks) if chunks else np.zeros(0), fe)
+        a = inputs.arrivals
+        inputs = replace(inputs, arrivals=Arrivals.from_array(passed.policy_s, a.duration_s, a.name, inputs.sim.chunk_s))
     sim = Simulation(inputs)
+    if passed is not None:
+        _count_from_client_arrival(sim.recorder, passed.client_s)
     warmup_s = float(inputs.sim.warmup_s)
     if warmup_s >= sim.horizon_s > 0:
         raise ConfigError("sim.warmup_s", f"{warmup_s} leaves nothing of the {sim.horizon_s} s run to measure")
@@ -90,6 +103,8 @@ def simulate(inputs: SimInputs, trace_name: str | None = None) -> RunResult:
             "batch_timeout_ms": s.batch_timeout_ms, "stream": s.stream,
             "route_period_s": s.route_period_s, "stats_period_s": sim.stats_period_s,
             "accelerator_sharing": s.accelerator_sharing, "warmup_s": s.warmup_s,
+            **({"frontend": {"cores": s.frontend.cores, "per_query_ms": s.frontend.per_query_ms,
+                             "per_item_ms": s.frontend.per_item_ms}} if s.frontend.enabled else {}),
         },
         "warmup_s": warmup_s,
         "cost_instance_usd": st.cost_instance_usd(sim.horizon_s),
@@ -108,6 +123,20 @@ def simulate(inputs: SimInputs, trace_name: str | None = None) -> RunResult:
         extra=extra,
     )
     return RunResult(summary, table, sim.timeline.to_dataframe())
+
+
+def _count_from_client_arrival(rec: Recorder, client_s: np.ndarray) -> None:
+    """With the front-end stage, the recorder counts each query from its client's arrival:
+    just before it computes its counters (``finalize``), the per-query arrival times (those
+    the policy saw) become the clients' and late is decided again against the SLO."""
+    finalize = rec.finalize
+
+    def from_client() -> None:
+        count_from_client_arrival(rec.arrival_s, rec.finish_s, rec.batch, rec.app, rec.status, rec.slo_ms,
+                                  client_s, COMPLETED, LATE)
+        finalize()
+
+    rec.finalize = from_client  # type: ignore[method-assign]
 
 
 def _count(names: Any) -> dict[str, int]:

@@ -239,6 +239,10 @@ class Cluster:
         self._by_variant: dict[str, list[Instance]] = {}
         self._by_model: dict[str, list[Instance]] = {}
         self.refused: Counter[str] = Counter()
+        self.decision_trace: list[tuple[float, str, str, int, int, str | None]] = []
+        """Every action applied, in order: (time s, kind, variant (or instance type), worker id,
+        replicas, refusal reason or None). Kinds: load, load_and_route (a query's load), unload,
+        add_worker, remove_worker, and flag_* / scale_down_to_cpu when they change a flag."""
         self.counts: Counter[str] = Counter()
         self.peak_workers: Counter[str] = Counter()
         self._next_worker = 0
@@ -291,10 +295,14 @@ class Cluster:
         return [self.apply_one(a) for a in actions]
 
     def apply_one(self, a: Action) -> str | None:
+        v0 = self.version  # decision trace: flag actions are logged only when they change something
         if isinstance(a, LoadVariant):
             why = self._load(a.variant, a.worker_id, a.replicas)[1]
         elif isinstance(a, UnloadVariant):
+            inst = self.instances.get(a.instance_id)
+            unloaded = (inst.variant.name, inst.worker.id) if inst is not None else ("", -1)
             why = self._unload(a.instance_id, a.replicas)
+            self.decision_trace.append((self.now_s, "unload", *unloaded, a.replicas, why))
         elif isinstance(a, AddWorker):
             why = self._add_worker(a.instance_type)
         elif isinstance(a, RemoveWorker):
@@ -307,7 +315,26 @@ class Cluster:
             why = f"unknown_action_{type(a).__name__}"
         if why is not None:
             self.refused[why] += 1
+        self._trace(a, why, v0)
         return why
+
+    def _trace(self, a: Action, why: str | None, v0: int) -> None:
+        """One entry of :attr:`decision_trace` for an applied (or refused) action."""
+        t = self.now_s
+        if isinstance(a, LoadVariant):
+            self.decision_trace.append((t, "load", a.variant, a.worker_id, a.replicas, why))
+        elif isinstance(a, AddWorker):
+            self.decision_trace.append((t, "add_worker", a.instance_type, -1 if why else self._next_worker - 1, 1, why))
+        elif isinstance(a, RemoveWorker):
+            self.decision_trace.append((t, "remove_worker", "", a.worker_id, 1, why))
+        elif why is not None or self.version != v0:  # SetFlags / SetScaleDown that changed a flag
+            if isinstance(a, SetFlags):
+                inst = self.instances.get(a.instance_id)
+                kind = "flag_" + ("overloaded" if a.overloaded else "interfered" if a.interfered else "clear")
+                self.decision_trace.append((t, kind, inst.variant.name if inst else "",
+                                            inst.worker.id if inst else -1, 0, why))
+            elif isinstance(a, SetScaleDown):
+                self.decision_trace.append((t, "scale_down_to_cpu", ",".join(sorted(a.models)), a.worker_id, 0, why))
 
     def route(self, d: Route | LoadAndRoute) -> tuple[Instance | None, str | None]:
         """Where a query decided ``d`` goes: ``(instance, None)``, or ``(None, refusal)``."""
@@ -325,6 +352,7 @@ class Cluster:
         if held is not None:
             return held, None
         inst, why = self._load(d.variant, d.worker_id, 1)
+        self.decision_trace.append((self.now_s, "load_and_route", d.variant, d.worker_id, 1, why))
         if why is not None:
             self.refused[why] += 1
         return inst, why
