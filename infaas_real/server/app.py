@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -38,6 +38,7 @@ from infaas_core.model import ClusterSpec, Requirements
 from infaas_core.policies.base import Policy
 from infaas_real.executor import ExecutorSettings, InferenceFailed, Overloaded, WorkerDied
 from infaas_real.server import jsonfast, protocol
+from infaas_real.server.httplayer import CLIENT_CLOSED, ASGIApp, CountingMiddleware, HttpAccounting
 from infaas_real.server.metrics import ServerMetrics
 from infaas_real.server.state import LiveState, Refused, StateSettings
 from infaas_real.server.tasks import TaskIO, task_io
@@ -59,8 +60,14 @@ class ServerSettings:
     port: int
     max_request_bytes: int
     request_timeout_s: float
-    limit_concurrency: int
     max_inflight_requests: int
+    max_connections: int
+    max_connections_per_client: int
+    header_timeout_s: float
+    keep_alive_timeout_s: float
+    shutdown_drain_s: float
+    shutdown_timeout_s: float
+    final_metrics_path: str | None  # the final /metrics text is written here on exit
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +96,7 @@ class InferenceServer:
         self.metrics: ServerMetrics | None = None
         self.targets: dict[str, _Target] = {}
         self._inflight = 0
+        self.http = HttpAccounting()
         ios = {task: task_io(task) for task in catalog.tasks}  # shapes from each task's zoo
         for v in catalog:
             io = ios[v.task]
@@ -100,7 +108,7 @@ class InferenceServer:
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         catalog, cluster, policy, state_settings, executor = self._args
         self.state = LiveState(catalog, cluster, policy, state_settings, executor, self._clock)
-        self.metrics = ServerMetrics(self.state)
+        self.metrics = ServerMetrics(self.state, self.http)
         await self.state.start()
         # Long-lived objects (catalog, policy, modules) leave the collector's generations so a
         # full collection never walks them on the request path.
@@ -109,6 +117,9 @@ class InferenceServer:
         try:
             yield
         finally:
+            if self.settings.final_metrics_path:  # every request is answered by now
+                with open(self.settings.final_metrics_path, "wb") as f:
+                    f.write(self.metrics.render())
             await self.state.close()
 
     # -- endpoints -----------------------------------------------------------------------
@@ -147,6 +158,14 @@ class InferenceServer:
     async def state_snapshot(self, request: Request) -> Response:
         assert self.state is not None
         return Response(jsonfast.dumps(self.state.describe()), media_type=_JSON)
+
+    async def actions(self, request: Request) -> Response:
+        """The control layer's decision trace: every action applied so far, refused ones too
+        (``Cluster.decision_trace``; server clock seconds), for ``infaas-real validate``."""
+        assert self.state is not None
+        cols = ["time_s", "kind", "variant", "worker", "replicas", "refused"]
+        return Response(jsonfast.dumps({"now_s": self.state.now_s, "columns": cols,
+                                        "actions": [list(a) for a in self.state.decision_trace]}), media_type=_JSON)
 
     async def prometheus(self, request: Request) -> Response:
         assert self.metrics is not None
@@ -187,6 +206,8 @@ class InferenceServer:
             )
         except protocol.ProtocolError as exc:
             return self._count(_error(exc.status, exc.message), "")
+        except ClientDisconnect:  # the client left mid-body: nothing to answer, but counted
+            return self._count(_error(CLIENT_CLOSED, "client disconnected before the body was complete"), "")
         except ConfigError as exc:
             return self._count(_error(400, str(exc)), "")
         try:
@@ -244,7 +265,11 @@ class InferenceServer:
         self.metrics.requests.labels(str(resp.status_code), variant).inc()
         return resp
 
-    def build(self) -> Starlette:
+    def build(self) -> ASGIApp:
+        """The ASGI application: the routes inside the HTTP layer's accounting."""
+        return CountingMiddleware(self.routes(), self.http)  # type: ignore[arg-type]
+
+    def routes(self) -> Starlette:
         infer_routes = [
             Route("/v2/models/{name}/infer", self.infer, methods=["POST"]),
             Route("/v2/models/{name}/versions/{version}/infer", self.infer, methods=["POST"]),
@@ -260,6 +285,7 @@ class InferenceServer:
                 Route("/v2/models/{name}/ready", self.model_ready),
                 Route("/v2/models/{name}/versions/{version}/ready", self.model_ready),
                 Route("/v2/infaas/state", self.state_snapshot),
+                Route("/v2/infaas/actions", self.actions),
                 Route("/metrics", self.prometheus),
             ],
             lifespan=self.lifespan,

@@ -23,7 +23,7 @@ from infaas_core.configs import apps_from_mapping, cluster_from_mapping, resolve
 from infaas_core.errors import ConfigError
 from infaas_core.model import App, ClusterSpec
 from infaas_core.policies.base import Policy, PolicyContext, make_policy
-from infaas_real.executor import ExecutorSettings, RunnerSpec
+from infaas_real.executor import ExecutorSettings, GuardSettings, RunnerSpec
 from infaas_real.server.app import ServerSettings
 from infaas_real.server.state import StateSettings
 
@@ -118,7 +118,13 @@ def build_server_settings(cfg: Mapping[str, Any]) -> tuple[ServerSettings, State
         port=_int(s, "port", "server"),
         max_request_bytes=_int(s, "max_request_bytes", "server", 1),
         request_timeout_s=_float(s, "request_timeout_s", "server"),
-        limit_concurrency=_int(s, "limit_concurrency", "server", 1),
+        max_connections=_int(s, "max_connections", "server", 1),
+        max_connections_per_client=_int(s, "max_connections_per_client", "server", 1),
+        header_timeout_s=_float(s, "header_timeout_s", "server"),
+        keep_alive_timeout_s=_float(s, "keep_alive_timeout_s", "server"),
+        shutdown_drain_s=_float(s, "shutdown_drain_s", "server"),
+        shutdown_timeout_s=_float(s, "shutdown_timeout_s", "server"),
+        final_metrics_path=_optional_path(_present(s, "final_metrics_path", "server")),
         max_inflight_requests=_int(s, "max_inflight_requests", "server", 1),
     )
     budget = _present(s, "core_budget", "server")
@@ -138,8 +144,46 @@ def build_server_settings(cfg: Mapping[str, Any]) -> tuple[ServerSettings, State
         ),
         max_queue=_int(s, "max_queue_per_instance", "server", 1),
         max_restarts=_int(e, "max_restarts", "executor"),
+        guard=GuardSettings(
+            max_batches_in_flight=_int(e, "max_batches_in_flight", "executor", 1),
+            shed_by_deadline=_bool(e, "shed_by_deadline", "executor"),
+            service_estimate_alpha=_fraction(e, "service_estimate_alpha", "executor"),
+            batch_timeout_factor=_float(e, "batch_timeout_factor", "executor", 1.0),
+            batch_timeout_margin_ms=_float(e, "batch_timeout_margin_ms", "executor"),
+            start_timeout_s=_float(e, "start_timeout_s", "executor"),
+            supervise_period_s=_positive(e, "supervise_period_s", "executor"),
+        ),
     )
     return server, state, executor
+
+
+def _optional_path(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError("server.final_metrics_path", f"must be a file path or null, got {value!r}")
+    return value
+
+
+def _bool(d: Mapping[str, Any], key: str, prefix: str) -> bool:
+    v = _present(d, key, prefix)
+    if not isinstance(v, bool):
+        raise ConfigError(f"{prefix}.{key}", f"must be true or false, got {v!r}")
+    return v
+
+
+def _fraction(d: Mapping[str, Any], key: str, prefix: str) -> float:
+    v = _float(d, key, prefix)
+    if not 0.0 < v <= 1.0:
+        raise ConfigError(f"{prefix}.{key}", f"must be in (0, 1], got {v!r}")
+    return v
+
+
+def _positive(d: Mapping[str, Any], key: str, prefix: str) -> float:
+    v = _float(d, key, prefix)
+    if v <= 0.0:
+        raise ConfigError(f"{prefix}.{key}", f"must be > 0, got {v!r}")
+    return v
 
 
 def _cpus(value: Any, key: str) -> tuple[int, ...]:

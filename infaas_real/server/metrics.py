@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from infaas_real.server.httplayer import HttpAccounting
     from infaas_real.server.state import LiveState
 
 _LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
@@ -49,8 +50,34 @@ class _StateCollector(Collector):
         yield from (queue, replicas, util, workers, cost, refused)
 
 
+class _HttpCollector(Collector):
+    """The HTTP layer's counters (:class:`~infaas_real.server.httplayer.HttpAccounting`);
+    every label value is from a bounded set (route classes, status codes, refusal reasons)."""
+
+    def __init__(self, acc: HttpAccounting) -> None:
+        self.acc = acc
+
+    def collect(self) -> Iterator[Metric]:
+        acc = self.acc
+        req = CounterMetricFamily(
+            "infaas_http_requests", "Every request the server received, once, by route class and the "
+            "status it was answered with (499: the client left first), whoever answered it", labels=["route", "status"])
+        for (route, status), n in sorted(acc.requests.items()):
+            req.add_metric([route, status], n)
+        refused = CounterMetricFamily(
+            "infaas_http_connections_refused", "Connections closed at accept by a connection cap", labels=["reason"])
+        for reason, n in sorted(acc.connections_refused.items()):
+            refused.add_metric([reason], n)
+        idle = CounterMetricFamily(
+            "infaas_http_idle_connections_closed", "Connections closed by the header timeout before sending a byte")
+        idle.add_metric([], acc.idle_closed)
+        conns = GaugeMetricFamily("infaas_http_open_connections", "Open client connections")
+        conns.add_metric([], acc.open_connections)
+        yield from (req, refused, idle, conns)
+
+
 class ServerMetrics:
-    def __init__(self, state: LiveState) -> None:
+    def __init__(self, state: LiveState, http: HttpAccounting) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.requests = Counter(
             "infaas_requests", "Inference requests by HTTP status and serving variant",
@@ -69,6 +96,7 @@ class ServerMetrics:
             ["reason"], registry=self.registry,
         )  # fmt: skip
         self.registry.register(_StateCollector(state))
+        self.registry.register(_HttpCollector(http))
 
     def render(self) -> bytes:
         out: bytes = generate_latest(self.registry)
