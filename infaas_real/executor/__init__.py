@@ -4,12 +4,15 @@
 - :mod:`~infaas_real.executor.replica` — the parent's handle on one process (event-loop
   driven; death is end-of-file on its pipe);
 - :mod:`~infaas_real.executor.instance` — a variant on one worker slot: replicas sharing a
-  bounded batching queue, retry-once on replica death; also its live ``InstanceView``;
+  bounded batching queue, shedding by deadline, supervision of hung replicas, retry-once on
+  replica death; also its live ``InstanceView``;
 - :mod:`~infaas_real.executor.ipc` — the pipe's wire format (headers + raw float32).
 """
 
 from infaas_real.executor.instance import (
+    DeadlineRefused,
     ExecutorSettings,
+    GuardSettings,
     InferenceFailed,
     Instance,
     Overloaded,
@@ -19,7 +22,9 @@ from infaas_real.executor.instance import (
 from infaas_real.executor.replica import RunnerSpec
 
 __all__ = [
+    "DeadlineRefused",
     "ExecutorSettings",
+    "GuardSettings",
     "InferenceFailed",
     "Instance",
     "Overloaded",

@@ -1,14 +1,34 @@
 """A variant loaded on one worker slot: replicas sharing one bounded queue.
 
-Batching rule (the simulator's, DESIGN.md): a replica that frees takes everything waiting,
-in arrival order, up to ``max_batch`` rows. Admission is bounded: a query that finds
-``max_queue`` queries already waiting is refused at once (:class:`Overloaded`), so a flood
-is answered promptly instead of piling up.
+Batching rule (the simulator's, DESIGN.md): a replica with room takes everything waiting, in
+arrival order, up to ``max_batch`` rows. With ``executor.max_rows_in_flight`` a replica may
+hold several such batches at once, up to that many rows; its worker joins those waiting
+into one run of up to ``max_batch`` rows, so batching grows with load
+(:mod:`infaas_real.executor.worker`).
 
-A replica that dies is replaced. The queries it was serving are retried once (put back at
-the head of the queue); a query whose second attempt also dies fails with
-:class:`WorkerDied`. Nothing is dropped silently: every accepted query's future ends with
-a result or an error. The object is the server's mechanism for one instance: the instance a
+Admission is bounded twice (docs/overload-and-supervision.md):
+
+- a query that finds ``max_queue`` queries already waiting is refused at once
+  (:class:`Overloaded`);
+- shedding by deadline (``executor.shed_by_deadline``): a query with a finite SLO whose
+  estimated finish — the rows ahead of it (queued and in flight) times the workers' observed
+  compute time per row, shared by the serving replicas, plus its own service (observed
+  transfer overhead and compute) — is past its SLO is
+  refused at once (:class:`DeadlineRefused`, a kind of :class:`Overloaded`); a queued query
+  that can no longer finish in time is failed with the same error instead of being served
+  late. Queries that arrive before the instance's first replica is ready wait for the load
+  (the policy chose to load for them).
+
+Supervision (``executor.batch_timeout_*``, ``executor.start_timeout_s``): every
+``supervise_period_s`` the instance checks its replicas; one whose current batch has run
+longer than ``factor x`` its profiled latency ``+ margin``, or that has not loaded within
+``start_timeout_s``, is hung: it is SIGKILLed and reaped, and handled as a death.
+
+A replica that dies is replaced (up to ``max_restarts`` in a row). The queries it was serving
+are retried once (put back at the head of the queue, where any live replica takes them) if
+they can still finish in time; a query whose second attempt also dies fails with
+:class:`WorkerDied`. Nothing is dropped silently: every accepted query's future ends with a
+result or an error. The object is the server's mechanism for one instance: the instance a
 policy sees is the control layer's (:class:`infaas_core.control.cluster.Instance`), whose
 window counters this object adds to (:mod:`infaas_core.control.observe` turns them into the
 observed rate, latency, batch, SLO and utilisation).
@@ -19,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,6 +54,11 @@ from infaas_real.executor.replica import Replica, ReplicaState, RunnerSpec
 
 class Overloaded(BackendError):
     """The instance's queue is full (answered 429)."""
+
+
+class DeadlineRefused(Overloaded):
+    """The query cannot start in time to finish within its SLO (429 when refused at
+    admission, 503 when it expired waiting)."""
 
 
 class WorkerDied(BackendError):
@@ -64,13 +89,29 @@ class _Pending:
 
 
 @dataclass(frozen=True, slots=True)
+class GuardSettings:
+    """Overload admission and replica supervision (``executor.*`` of configs/serve.yaml)."""
+
+    max_rows_in_flight: int  # rows one replica may hold at once, over its batches (at least one batch)
+    shed_by_deadline: bool  # refuse / expire queries that cannot finish within their SLO
+    service_estimate_alpha: float  # weight of the newest observation in the service-time average
+    batch_timeout_factor: float  # a batch running longer than factor x its profiled latency ...
+    batch_timeout_margin_ms: float  # ... plus this margin means its replica is hung
+    start_timeout_s: float  # a replica not ready this long after its start is hung
+    supervise_period_s: float  # how often the instance checks its replicas and its queue
+
+
+@dataclass(frozen=True, slots=True)
 class ExecutorSettings:
-    """The ``executor`` keys of configs/serve.yaml (and ``server.max_queue_per_instance``); no
-    defaults here: the YAML is the default (``build_server_settings`` sets each)."""
+    """The ``executor`` keys of configs/serve.yaml (and ``server.max_queue_per_instance``);
+    ``build_server_settings`` sets each from the YAML. ``guard`` None switches admission by
+    deadline and supervision off (one batch in flight per replica, no hang detection): the
+    executor as it was before them, which callers that build settings by hand get."""
 
     runner: RunnerSpec
     max_queue: int
     max_restarts: int
+    guard: GuardSettings | None = None
 
 
 class Instance:
@@ -91,6 +132,8 @@ class Instance:
         self.variant = variant
         self.worker_id = worker_id
         self.settings = settings
+        self.guard = settings.guard
+        self._depth_rows = self.guard.max_rows_in_flight if self.guard else 0  # 0: one batch at a time
         self._clock = clock
         self._on_change = on_change
         self._loop = asyncio.get_running_loop()
@@ -102,10 +145,19 @@ class Instance:
         self._target = 0
         self._restarts = 0
         self._unloading = False
+        self._served_once = False  # a replica has been ready: deadlines apply from then on
+        self._row_ms = variant.batch1_latency_ms  # the workers' compute time per row (moving average)
+        self._overhead_ms = 0.0  # send-to-answer time beyond compute of a batch sent to an idle replica (moving average)
+        self._start_s = -1.0  # observed replica start-up time (moving average; < 0: none seen yet)
+        self.shed: Counter[str] = Counter()  # refusals and failures by reason (deadline_admission, ...)
+        self.hung: list[tuple[int, float]] = []  # (pid, seconds from its batch's start to the kill)
         self.gone = False
         self.last_arrival_s = -math.inf
         self._counters = counters  # the current window's counters of this instance's view
+        self._supervisor: asyncio.TimerHandle | None = None
         self.add_replicas(replicas)
+        if self.guard is not None:
+            self._supervisor = self._loop.call_later(self.guard.supervise_period_s, self._supervise)
 
     # -- InstanceMechanism ----------------------------------------------------------------
     @property
@@ -128,6 +180,11 @@ class Instance:
         return [r.pid for r in self._replicas if r.pid is not None and r.state is not ReplicaState.DEAD]
 
     @property
+    def ready_pids(self) -> list[int]:
+        """Pids of the replicas that are serving (idle or busy)."""
+        return [r.pid for r in self._replicas if r.pid is not None and r.state in (ReplicaState.IDLE, ReplicaState.BUSY)]
+
+    @property
     def live_replicas(self) -> int:
         return sum(r.state is not ReplicaState.DEAD for r in self._replicas)
 
@@ -135,10 +192,21 @@ class Instance:
     def waiting(self) -> int:
         return len(self._queue)
 
+    @property
+    def service_ms_per_row(self) -> float:
+        return self._row_ms
+
+    @property
+    def overhead_ms(self) -> float:
+        return self._overhead_ms
+
     # -- replicas ------------------------------------------------------------------------
+    def _new_replica(self) -> None:
+        self._replicas.append(Replica(next(self._replica_ids), self.variant, self, self.settings.runner, self._clock))
+
     def add_replicas(self, n: int) -> None:
         for _ in range(n):
-            self._replicas.append(Replica(next(self._replica_ids), self.variant, self, self.settings.runner))
+            self._new_replica()
         self._target += n
         self._on_change(self)
 
@@ -149,8 +217,9 @@ class Instance:
         self._target -= n
         order = sorted(
             (r for r in self._replicas if r.state not in (ReplicaState.DEAD, ReplicaState.STOPPING)),
-            key=lambda r: {ReplicaState.STARTING: 0, ReplicaState.IDLE: 1, ReplicaState.BUSY: 2}[r.state],
-        )
+            key=lambda r: ({ReplicaState.STARTING: 0, ReplicaState.IDLE: 1, ReplicaState.BUSY: 2}[r.state],
+                           len(r.inflight)),
+        )  # fmt: skip
         if self._target == 0:
             self._unloading = True
             self._maybe_finish_unload()
@@ -172,27 +241,75 @@ class Instance:
     def _finish(self) -> None:
         if not self.gone:
             self.gone = True
+            if self._supervisor is not None:
+                self._supervisor.cancel()
+                self._supervisor = None
             self._on_change(self)
 
     def kill(self) -> None:
         """Server shutdown: stop every process now and fail what is still queued."""
         self._unloading = True
-        for r in self._replicas:
+        for r in list(self._replicas):
             r.kill()
         self._fail_all(BackendError(f"{self.variant.name}: server shutting down"))
         self._finish()
 
+    # -- estimates -----------------------------------------------------------------------
+    def _serving_replicas(self) -> int:
+        return sum(r.state in (ReplicaState.IDLE, ReplicaState.BUSY) for r in self._replicas)
+
+    def _own_ms(self, rows: int) -> float:
+        """Service of a query of ``rows`` rows once it is sent: the transfer and event-loop
+        overhead observed, plus its compute (at least the profiled latency)."""
+        return self._overhead_ms + max(self.variant.latency_ms(min(max(rows, 1), self.variant.max_batch)),
+                                       rows * self._row_ms)  # fmt: skip
+
+    def estimate_finish_ms(self, rows: int, now_s: float) -> float:
+        """Milliseconds from ``now_s`` until a new query of ``rows`` rows would be answered:
+        the rows ahead of it (queued and in flight) at the workers' observed compute time per
+        row, shared by the serving replicas, plus its own service (the observed send-to-answer
+        overhead and its compute); with no replica serving, the
+        rest of the start-up of the newest starting one (inf when none is starting)."""
+        serving = self._serving_replicas()
+        if serving == 0:
+            starting = [r.started_s for r in self._replicas if r.state is ReplicaState.STARTING]
+            if not starting or self._start_s < 0:
+                return math.inf
+            wait_ms = max(self._start_s - (now_s - max(starting)), 0.0) * 1000.0
+        else:
+            ahead = sum(p.x.shape[0] for p in self._queue)
+            ahead += sum(r.rows_in_flight for r in self._replicas if r.state is not ReplicaState.DEAD)
+            wait_ms = ahead * self._row_ms / serving
+        return wait_ms + self._own_ms(rows)
+
+    def _late(self, p: _Pending, now_s: float) -> bool:
+        """``p`` can no longer finish within its SLO even if it started now."""
+        return (now_s - p.enqueued_s) * 1000.0 + self._own_ms(p.x.shape[0]) > p.slo_ms
+
+    def _guarded(self, slo_ms: float) -> bool:
+        return self.guard is not None and self.guard.shed_by_deadline and self._served_once and math.isfinite(slo_ms)
+
     # -- queries -------------------------------------------------------------------------
     def submit(self, x: np.ndarray, slo_ms: float) -> asyncio.Future[Served]:
         """Enqueue one query (``x``: [rows, features], rows <= max_batch). Raises
-        :class:`Overloaded` at once when the queue is full or the instance is going away."""
+        :class:`Overloaded` at once when the queue is full or the instance is going away,
+        :class:`DeadlineRefused` when it cannot finish within ``slo_ms``."""
         if self._unloading:
             raise Overloaded(f"{self.variant.name} on worker {self.worker_id} is unloading")
         if len(self._queue) >= self.settings.max_queue:
+            self.shed["queue_full"] += 1
             raise Overloaded(
                 f"{self.variant.name} on worker {self.worker_id}: queue full ({self.settings.max_queue} waiting)"
             )
         now = self._clock()
+        if self._guarded(slo_ms):
+            est = self.estimate_finish_ms(x.shape[0], now)
+            if est > slo_ms:
+                self.shed["deadline_admission"] += 1
+                raise DeadlineRefused(
+                    f"{self.variant.name}: cannot finish within the SLO of {slo_ms:g} ms "
+                    f"(estimated {est:.0f} ms with {len(self._queue)} waiting)"
+                )
         fut: asyncio.Future[Served] = self._loop.create_future()
         self._queue.append(_Pending(x, fut, now, slo_ms))
         self.last_arrival_s = now
@@ -200,41 +317,114 @@ class Instance:
         self._dispatch()
         return fut
 
+    def _expire(self, p: _Pending, now_s: float) -> None:
+        self.shed["deadline_queue"] += 1
+        p.future.set_exception(
+            DeadlineRefused(
+                f"{self.variant.name}: not started within the SLO of {p.slo_ms:g} ms "
+                f"(waited {(now_s - p.enqueued_s) * 1000.0:.0f} ms)"
+            )
+        )
+
     def _dispatch(self) -> None:
         if not self._queue:
             return
         max_rows = self.variant.max_batch
-        for r in self._replicas:
-            if not self._queue:
+        room_rows = max(self._depth_rows, max_rows)
+        q = self._queue
+        now = self._clock()
+        while q:
+            best: Replica | None = None
+            best_rows = 0
+            for r in self._replicas:
+                if r.state not in (ReplicaState.IDLE, ReplicaState.BUSY):
+                    continue
+                if not r.inflight:
+                    best = r
+                    break
+                held = r.rows_in_flight
+                if self._depth_rows and held + q[0].x.shape[0] <= room_rows and (best is None or held < best_rows):
+                    best, best_rows = r, held
+            if best is None:
                 return
-            if r.state is not ReplicaState.IDLE:
-                continue
+            if best.inflight:
+                max_rows = min(self.variant.max_batch, room_rows - best_rows)
             taken: list[_Pending] = []
             rows = 0
-            q = self._queue
             while q:
                 p = q[0]
                 if p.future.done():  # timed out or cancelled while waiting
                     q.popleft()
+                    continue
+                if self._guarded(p.slo_ms) and self._late(p, now):
+                    q.popleft()
+                    self._expire(p, now)
                     continue
                 if taken and rows + p.x.shape[0] > max_rows:
                     break
                 q.popleft()
                 taken.append(p)
                 rows += p.x.shape[0]
+            max_rows = self.variant.max_batch
             if not taken:
                 return
-            now = self._clock()
             for p in taken:
                 p.dispatched_s = now
             bid = next(self._batch_ids)
             self._inflight[bid] = taken
             x = taken[0].x if len(taken) == 1 else np.concatenate([p.x for p in taken])
-            r.send(bid, x, now)
+            best.send(bid, x, now)
+
+    # -- supervision ---------------------------------------------------------------------
+    def batch_limit_ms(self, rows: int) -> float:
+        """How long a replica's current run of ``rows`` rows may take before it is hung."""
+        assert self.guard is not None
+        b = min(max(rows, 1), self.variant.max_batch)
+        return self.guard.batch_timeout_factor * self.variant.latency_ms(b) + self.guard.batch_timeout_margin_ms
+
+    def _supervise(self) -> None:
+        g = self.guard
+        assert g is not None
+        self._supervisor = None
+        if self.gone:
+            return
+        now = self._clock()
+        for r in list(self._replicas):
+            if r.state is ReplicaState.STARTING and now - r.started_s > g.start_timeout_s:
+                self._hang(r, now - r.started_s, f"not ready {now - r.started_s:.1f} s after its start")
+            elif r.inflight and r.state is not ReplicaState.DEAD:
+                r.drain()  # answers already written are not a hang
+                if not r.inflight or r.state is ReplicaState.DEAD:
+                    continue
+                ran_ms = (now - r.head_since_s) * 1000.0
+                limit_ms = self.batch_limit_ms(r.rows_in_flight)
+                if ran_ms > limit_ms:
+                    self._hang(r, ran_ms / 1000.0, f"batch running {ran_ms:.0f} ms, over its limit of {limit_ms:.0f} ms")
+        if g.shed_by_deadline and self._served_once and self._queue:
+            keep: deque[_Pending] = deque()
+            for p in self._queue:
+                if p.future.done():
+                    continue
+                if math.isfinite(p.slo_ms) and self._late(p, now):
+                    self._expire(p, now)
+                else:
+                    keep.append(p)
+            self._queue = keep
+        if not self.gone:
+            self._supervisor = self._loop.call_later(g.supervise_period_s, self._supervise)
+
+    def _hang(self, r: Replica, after_s: float, why: str) -> None:
+        self.hung.append((r.pid or 0, after_s))
+        self.shed["replica_hung"] += 1
+        r.kill_hung(why)
 
     # -- ReplicaOwner callbacks ----------------------------------------------------------
     def on_ready(self, replica: Replica) -> None:
         self._restarts = 0
+        self._served_once = True
+        took = self._clock() - replica.started_s
+        a = self.guard.service_estimate_alpha if self.guard else 1.0
+        self._start_s = took if self._start_s < 0 else (1 - a) * self._start_s + a * took
         if self._unloading and not self._queue:
             replica.stop()
         self._on_change(self)
@@ -245,6 +435,7 @@ class Instance:
         now = self._clock()
         w = self._counters()
         w.busy_s += now - replica.busy_since_s
+        replica.busy_since_s = now
         w.batches += 1
         w.batch_items += len(taken)
         start = 0
@@ -264,6 +455,12 @@ class Instance:
             start += rows
             w.completions += 1
             w.latency_sum_ms += (now - p.enqueued_s) * 1000.0
+        if self.guard is not None and result.run_rows:
+            a = self.guard.service_estimate_alpha
+            self._row_ms = (1 - a) * self._row_ms + a * (result.infer_ms / result.run_rows)
+            if replica.last_idle_turnaround_s >= 0:
+                extra_ms = max(replica.last_idle_turnaround_s * 1000.0 - result.infer_ms, 0.0)
+                self._overhead_ms = (1 - a) * self._overhead_ms + a * extra_ms
         self._dispatch()
         self._maybe_finish_unload()
 
@@ -275,29 +472,31 @@ class Instance:
         self._dispatch()
         self._maybe_finish_unload()
 
-    def on_exit(self, replica: Replica, reason: str | None) -> None:
+    def on_exit(self, replica: Replica, reason: str | None, lost: list[int]) -> None:
         self._replicas.remove(replica)
-        if replica.batch_id >= 0 or reason is not None:
-            taken = self._inflight.pop(replica.batch_id, []) if replica.batch_id >= 0 else []
-            retry = [p for p in taken if p.attempts == 0 and not p.future.done()]
-            retried = {id(p) for p in retry}
-            for p in retry:
+        now = self._clock()
+        taken = [p for bid in lost for p in self._inflight.pop(bid, [])]
+        why = reason or "worker process exited"
+        retry: list[_Pending] = []
+        for p in taken:
+            if p.future.done():
+                continue
+            if p.attempts > 0:
+                p.future.set_exception(
+                    WorkerDied(f"{self.variant.name}: the replica serving this query died twice ({why})")
+                )
+            elif self._guarded(p.slo_ms) and self._late(p, now):
+                self._expire(p, now)
+            else:
                 p.attempts += 1
-            self._queue.extendleft(reversed(retry))
-            why = reason or "worker process exited"
-            for p in taken:
-                if id(p) not in retried and not p.future.done():
-                    p.future.set_exception(
-                        WorkerDied(f"{self.variant.name}: the replica serving this query died twice ({why})")
-                    )
+                retry.append(p)
+        self._queue.extendleft(reversed(retry))
         if reason is not None and not self._unloading:
             live = sum(r.state is not ReplicaState.DEAD for r in self._replicas)
             if live < self._target:
                 if self._restarts < self.settings.max_restarts:
                     self._restarts += 1
-                    self._replicas.append(
-                        Replica(next(self._replica_ids), self.variant, self, self.settings.runner)
-                    )
+                    self._new_replica()
                 elif live == 0:
                     self._fail_all(
                         WorkerDied(f"{self.variant.name}: replicas keep dying ({reason}); giving up")

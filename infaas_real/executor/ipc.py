@@ -8,7 +8,7 @@ Parent -> worker: ``BATCH`` (batch id, rows, values per row, data; a row of an i
 its ``3 x 224 x 224`` values, which the worker shapes back into its runner's item shape) and
 ``STOP``.
 Worker -> parent: ``READY`` (JSON facts about the loaded runner), ``RESULT`` (batch id,
-rows, cols, inference time, data) and ``FAILED`` (batch id, the runner's error text).
+rows, cols, inference time and rows of the run it was part of, data) and ``FAILED`` (batch id, the runner's error text).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 BATCH, STOP, READY, RESULT, FAILED = 1, 2, 3, 4, 5
 
 _BATCH = struct.Struct("<BIII")  # kind, batch id, rows, cols
-_RESULT = struct.Struct("<BIIId")  # kind, batch id, rows, cols, infer_ms
+_RESULT = struct.Struct("<BIIIdI")  # kind, batch id, rows, cols, infer_ms, rows of the run it was part of
 _FAILED = struct.Struct("<BI")  # kind, batch id
 _KIND = struct.Struct("<B")
 
@@ -44,10 +44,10 @@ def encode_ready(info: dict[str, Any]) -> bytes:
     return _KIND.pack(READY) + json.dumps(info).encode()
 
 
-def encode_result(batch_id: int, y: np.ndarray, infer_ms: float) -> bytes:
+def encode_result(batch_id: int, y: np.ndarray, infer_ms: float, run_rows: int) -> bytes:
     y2 = np.ascontiguousarray(y, dtype=F32).reshape(y.shape[0], -1)
     rows, cols = y2.shape
-    return _RESULT.pack(RESULT, batch_id, rows, cols, infer_ms) + y2.tobytes()
+    return _RESULT.pack(RESULT, batch_id, rows, cols, infer_ms, run_rows) + y2.tobytes()
 
 
 def encode_failed(batch_id: int, reason: str) -> bytes:
@@ -68,13 +68,14 @@ def decode_batch(msg: bytes) -> tuple[int, np.ndarray]:
 class Result:
     batch_id: int
     y: np.ndarray
-    infer_ms: float
+    infer_ms: float  # of the worker's run this batch was part of
+    run_rows: int  # rows of that run (this batch's and those joined with it)
 
 
 def decode_result(msg: bytes) -> Result:
-    _, batch_id, rows, cols, infer_ms = _RESULT.unpack_from(msg)
+    _, batch_id, rows, cols, infer_ms, run_rows = _RESULT.unpack_from(msg)
     y = np.frombuffer(msg, dtype=F32, offset=_RESULT.size, count=rows * cols).reshape(rows, cols)
-    return Result(batch_id, y, infer_ms)
+    return Result(batch_id, y, infer_ms, run_rows)
 
 
 def decode_failed(msg: bytes) -> tuple[int, str]:

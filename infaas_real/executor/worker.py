@@ -2,9 +2,12 @@
 
 It builds the variant's runner (``runner_factory``, by default
 :func:`infaas_real.runtime.load_runner`, which uses ``variant.cores`` threads), runs one
-warm-up batch, says ``READY``, then answers ``BATCH`` messages one at a time until
-``STOP`` or until the pipe closes (the server went away — a worker never outlives it).
-A runner exception fails that batch only (``FAILED``); the process keeps serving.
+warm-up batch, says ``READY``, then answers ``BATCH`` messages until ``STOP`` or until the
+pipe closes (the server went away — a worker never outlives it). Batches that are waiting
+in the pipe when the runner frees are joined, in order, into one run of up to
+``variant.max_batch`` rows (so batching grows with load even when the parent has several
+batches in flight); each gets its own ``RESULT``. A runner exception fails the batches of
+that run only (``FAILED``); the process keeps serving.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import importlib
 import os
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -71,23 +75,50 @@ def worker_main(
         )
     )
     perf = time.perf_counter
-    while True:
+    pending: deque[bytes] = deque()
+    stopping = False
+    while not stopping or pending:
         try:
-            msg = conn.recv_bytes()
+            if not pending:
+                pending.append(conn.recv_bytes())
+            while conn.poll(0):  # whatever else the parent has sent joins this turn
+                pending.append(conn.recv_bytes())
         except (EOFError, OSError):
             break
-        if ipc.kind_of(msg) == ipc.STOP:
-            break
-        batch_id, flat = ipc.decode_batch(msg)
+        ids: list[int] = []
+        parts: list[np.ndarray] = []
+        rows = 0
+        while pending:
+            if ipc.kind_of(pending[0]) == ipc.STOP:
+                pending.clear()
+                stopping = True
+                break
+            batch_id, flat = ipc.decode_batch(pending[0])
+            if parts and rows + flat.shape[0] > variant.max_batch:
+                break
+            pending.popleft()
+            ids.append(batch_id)
+            parts.append(flat)
+            rows += flat.shape[0]
+        if not parts:
+            continue
+        flat = parts[0] if len(parts) == 1 else np.concatenate(parts)
         t0 = perf()
         try:
             y = np.asarray(runner.run(flat.reshape(flat.shape[0], *item)))
-        except Exception as exc:  # the runner's failure is this batch's answer
-            conn.send_bytes(ipc.encode_failed(batch_id, f"{type(exc).__name__}: {exc}"))
+        except Exception as exc:  # the runner's failure is these batches' answer
+            try:
+                for batch_id in ids:
+                    conn.send_bytes(ipc.encode_failed(batch_id, f"{type(exc).__name__}: {exc}"))
+            except (BrokenPipeError, OSError):
+                break
             continue
         infer_ms = (perf() - t0) * 1000.0
         try:
-            conn.send_bytes(ipc.encode_result(batch_id, y, infer_ms))
+            lo = 0
+            for batch_id, part in zip(ids, parts, strict=True):
+                conn.send_bytes(ipc.encode_result(batch_id, y[lo : lo + part.shape[0]], infer_ms, rows))
+                lo += part.shape[0]
         except (BrokenPipeError, OSError):
             break
     close = getattr(runner, "close", None)
