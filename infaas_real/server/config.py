@@ -145,7 +145,7 @@ def build_server_settings(cfg: Mapping[str, Any]) -> tuple[ServerSettings, State
         max_queue=_int(s, "max_queue_per_instance", "server", 1),
         max_restarts=_int(e, "max_restarts", "executor"),
         guard=GuardSettings(
-            max_batches_in_flight=_int(e, "max_batches_in_flight", "executor", 1),
+            max_rows_in_flight=_int(e, "max_rows_in_flight", "executor", 1),
             shed_by_deadline=_bool(e, "shed_by_deadline", "executor"),
             service_estimate_alpha=_fraction(e, "service_estimate_alpha", "executor"),
             batch_timeout_factor=_float(e, "batch_timeout_factor", "executor", 1.0),
