@@ -5,7 +5,8 @@ Subcommands take Hydra-style overrides, like the simulator::
     infaas-real profile zoo=digits out=catalogs/digits.csv
     infaas-real serve catalog=digits policy=infaas server.port=8000
     infaas-real replay trace=poisson apps=digits server.url=http://127.0.0.1:8000 hydra.run.dir=runs/r1
-    infaas-real validate trace=poisson apps=digits
+    infaas-real calibrate-frontend catalog=imagenet_cpu_small
+    infaas-real validate policy=infaas
 
 A bad profile, trace or config ends with one clear line and exit code 2.
 """
@@ -24,12 +25,14 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("infaas_real.server.cli", "run the KServe v2 server on this machine with an infaas_core policy"),
     "replay": ("infaas_real.replay", "replay a trace open-loop against a server; writes the results schema"),
     "validate": ("infaas_real.validate", "run one scenario through the simulator and the real server; compare"),
+    "calibrate-frontend": ("infaas_real.calibrate_frontend",
+                           "measure the server's front end here; write catalogs/<catalog>.frontend.yaml"),
 }
 
 
 def _usage() -> str:
     lines = ["usage: infaas-real <subcommand> [key=value ...]", "", "subcommands:"]
-    lines += [f"  {name:<9} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    lines += [f"  {name:<18} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
     return "\n".join(lines)
 
 

@@ -1,37 +1,49 @@
-"""``infaas-real validate``: one scenario through the simulator and through the real server.
+"""``infaas-real validate policy=<name>``: one scenario through the real server and through the
+simulator, compared query by query and action by action (issue 12).
 
-The scenario (``configs/validate.yaml``): a catalog measured on this machine, the ``local``
-cluster, an application mix, a policy (``static`` by default: every application pinned to
-one variant with a fixed replica count, so capacity is known), and a Poisson trace at
-``load_fraction`` of that capacity. Steps:
+The scenario (``configs/validate.yaml``): a small ImageNet CPU catalog measured on this machine
+(``catalog=imagenet_cpu_small``), the ``local`` one-worker cluster, two applications
+(``apps=validate_imagenet``), a policy (``infaas`` by default; ``clipper_plus``,
+``sagemaker_plus``, ``static``) and a bursty trace (a base rate with a spike, so the model-level
+autoscaler acts: INFaaS loads on demand, swaps variants and unloads idle ones). Steps:
 
-1. start ``infaas-real serve`` on a free loopback port (a subprocess), wait until ready;
-2. capacity: the smaller of the pinned replicas' batch-1 service rate (catalog) and the HTTP
-   front end's capacity — its cores divided by the CPU time server and generator spend per
-   query, measured on a light open-loop probe (for the tiny digits models the front end is
-   the bottleneck); the offered rate is ``load_fraction`` of it (or ``validate.rate_qps``);
-3. calibrate the serving overhead at that rate: a separate Poisson trace (seed + 1,
-   ``calibration_s`` long) is replayed and each answer's overhead is kept: client latency
-   minus the replica's queue wait minus inference (HTTP, parsing, policy, IPC and the client
-   itself — everything the simulator does not model). ``validate.overhead_ms`` fixes it instead;
-4. replay the validation trace (seed) against the server, stop the server;
-5. run the simulator on the same catalog, cluster, apps, policy, trace and seed as a
-   subprocess (``python -m infaas_sim ... hydra.run.dir=<dir>/sim``). The simulator has no
-   per-query overhead knob, so the overhead is added here to every simulated completed
-   query's latency — a draw from the calibration sample (``overhead: sampled``, seeded) or its
-   median (``overhead: median``) — and late/violation counts are recomputed against each
-   application's SLO (``sim_with_overhead/summary.json``; the simulator's own run stays in ``sim/``);
-6. write ``comparison.csv`` and ``comparison.md``: p50, p99, violation rate, mean accuracy,
-   throughput and each variant's share of queries, with the tolerances and a verdict.
+1. preconditions, each a one-line reason and exit status 3 when it cannot hold: the machine's
+   cores, a front-end calibration of this catalog (``catalogs/<catalog>.frontend.yaml``, from
+   ``infaas-real calibrate-frontend``), the offered CPU at the trace's peak (front end +
+   the fastest feasible variant per query) within ``max_cpu_demand`` of the cores, every
+   variant's artifact built (so no export runs on the request path), and — once the server is
+   up — a probe: the generator keeps the peak rate against the server's liveness endpoint with
+   its lateness p99 under ``max_lateness_p99_ms`` (and the validation run itself too);
+2. start ``infaas-real serve`` (a subprocess) with the scenario, wait until ready, probe, then
+   replay the trace open-loop with synthetic images (:mod:`infaas_real.calibrate_load`); read
+   the server's decision trace (``GET /v2/infaas/actions``); stop the server;
+3. run the simulator (a subprocess) on the same catalog — its load latencies plus the
+   calibrated worker-slot start — cluster, apps, policy and the same arrivals on the server's
+   clock (the trace starts where it started on the server), with the front-end stage on
+   (``sim.frontend``: the calibrated per-query cost on its cores, a FCFS queue before the
+   policy), so every simulated latency is the simulator's prediction: nothing is added
+   afterwards;
+4. compare: p50, p99, violation rate (with tolerances), per-application latency and variant
+   shares, and the decision traces (same kinds on the same variants in the same order, each
+   time within ``action_time_periods`` monitor periods; with autoscaling actions after the
+   trace starts for the policies in ``require_autoscaling``); write ``comparison.{json,csv,md}``
+   and ``comparison.png`` (both latency CDFs and both action timelines).
+
+How the two cores are shared (nothing is pinned by default): the load generator (this
+process, one asyncio thread), the server's front end (one asyncio thread: HTTP, policy, IPC)
+and the worker slots (one process per replica, one core each for this catalog) all run on the
+machine's cores under the OS scheduler; the front-end calibration measures the front end's
+per-query cost under that sharing, at light load.
 
 Dependency rule: ``infaas_real`` never imports ``infaas_sim``; the simulator runs as a
-separate process and is read back through the shared results schema only.
+separate process and is read back through its run directory (``summary.json``,
+``queries.parquet``, ``actions.csv``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import math
 import os
 import signal
 import socket
@@ -39,7 +51,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +60,10 @@ from infaas_core.catalog import Catalog
 from infaas_core.configs import REPO_ROOT
 from infaas_core.control.startup import check_run
 from infaas_core.errors import BackendError, ConfigError
-from infaas_core.metrics import (
-    write_results,
-)
-from infaas_core.model import App, Variant
-from infaas_core.workload import generate
-from infaas_real.replay import ReplaySettings, _run, replay
+from infaas_core.metrics import write_results
+from infaas_core.model import App
+from infaas_core.workload import Trace, generate
+from infaas_real.calibrate_load import open_loop, to_results
 from infaas_real.server.config import (
     build_apps,
     build_catalog,
@@ -64,12 +73,23 @@ from infaas_real.server.config import (
     section,
 )
 from infaas_real.validate_compare import (
+    ActionRow,
     compare,
-    in_situ_catalog,
+    compare_actions,
+    figure,
+    frame_stats,
+    read_actions_csv,
+    sim_catalog,
     sim_trace,
-    sim_with_overhead,
+    write_actions_csv,
     write_comparison,
 )
+
+EXIT_PRECONDITION = 3
+
+
+class PreconditionFailed(Exception):
+    """The run cannot measure what it is meant to on this machine (one-line reason)."""
 
 
 def free_port() -> int:
@@ -77,47 +97,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def pinned_variant(cfg: dict[str, Any], catalog: Catalog, apps: Sequence[App]) -> Variant:
-    """The variant under test: ``validate.variant``; else, for the first application, the
-    most accurate 1-core CPU variant meeting its accuracy whose batch-1 latency fits its SLO
-    (fastest on ties, then the largest max_batch) — one replica of it leaves a core for the server and the generator."""
-    name = section(cfg, "validate").get("variant")
-    if name:
-        return catalog.get(str(name))
-    if not apps:
-        raise ConfigError("apps", "the application mix is empty")
-    req = apps[0].requirements
-    if req.variant:
-        return catalog.get(req.variant)
-    cands = catalog.by_task(req.task) if req.task else catalog.by_model(req.model or "")
-    fits = [v for v in cands if v.is_cpu and v.cores == 1 and v.accuracy >= req.min_accuracy
-            and v.batch1_latency_ms <= req.latency_slo_ms]  # fmt: skip
-    if not fits:
-        raise ConfigError("validate.variant", f"no 1-core CPU variant meets {req}; name one")
-    best = max(v.accuracy for v in fits)
-    # fastest; on ties the largest max_batch (batching absorbs the front end's bursts)
-    return min((v for v in fits if v.accuracy == best), key=lambda v: (v.batch1_latency_ms, -v.max_batch, v.name))
-
-
-def capacity_qps(v: Variant, replicas: int, overhead_in_service_ms: float) -> float:
-    """Batch-1 service rate of the pinned replicas (the load the scenario is scaled against)."""
-    return replicas * 1000.0 / (v.batch1_latency_ms + overhead_in_service_ms)
-
-
-def scenario_overrides(cfg: dict[str, Any], apps: Sequence[App], variant: Variant) -> list[str]:
-    """Overrides that give the server and the simulator the same catalog, cluster, apps and
-    policy (every application pinned to ``variant``, ``validate.replicas`` replicas)."""
-    v = section(cfg, "validate")
-    choices = v.get("groups") or {}
-    out = [f"{g}={choices[g]}" for g in ("catalog", "cluster", "apps", "policy") if choices.get(g)]
-    policy = section(cfg, "policy")
-    if "fixed_variants" in policy:
-        out += [f"++policy.fixed_variants.{a.name}={variant.name}" for a in apps]
-    if "replicas" in policy:
-        out.append(f"policy.replicas={int(v.get('replicas', 1))}")
-    return [*out, f"seed={int(cfg.get('seed', 0))}"]
 
 
 def start_server(overrides: list[str], port: int, log_path: Path) -> subprocess.Popen[bytes]:
@@ -156,30 +135,26 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=5)
 
 
-def front_end_capacity_qps(
-    url: str, server_pid: int, apps: Sequence[App], catalog: Catalog, probe_qps: float, probe_s: float, cores: float
-) -> tuple[float, float]:
-    """Capacity of the HTTP front end: ``cores`` divided by the marginal CPU time the server
-    process and this load generator spend per answered query. Two open-loop probes of the
-    same length at ``probe_qps`` and three times it; the difference of their CPU time over
-    the difference of their answers cancels the fixed costs (setup, idle loop, timers).
-    Returns (capacity in qps, CPU ms per query)."""
-    import psutil
+def get_json(url: str, path: str) -> Any:
+    import urllib.request
 
-    server = psutil.Process(server_pid)
-    settings = ReplaySettings(url=url, lead_s=0.2, write_queries=False)
-    _run(replay(generate("poisson", rate_qps=probe_qps, duration_s=1.0, seed=12344), apps, catalog, 12344, settings))
-    cpu_s, answered = [], []  # the warm-up above paid the one-time costs (imports, data, caches)
-    for k, rate in enumerate((probe_qps, 3.0 * probe_qps)):
-        trace = generate("poisson", rate_qps=rate, duration_s=probe_s, seed=12345 + k)
-        c0 = sum(server.cpu_times()[:2]) + time.process_time()
-        result = _run(replay(trace, apps, catalog, 12345 + k, settings))
-        cpu_s.append(sum(server.cpu_times()[:2]) + time.process_time() - c0)
-        answered.append(int(result.summary["completed"]))
-    if answered[1] <= answered[0] or cpu_s[1] <= cpu_s[0]:
-        raise BackendError(f"front-end probe inconclusive: answers {answered}, CPU s {cpu_s}")
-    ms_per_query = (cpu_s[1] - cpu_s[0]) * 1000.0 / (answered[1] - answered[0])
-    return cores * 1000.0 / ms_per_query, ms_per_query
+    with urllib.request.urlopen(f"{url}{path}", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def server_t0_perf_s(url: str) -> float:
+    """The server clock's origin as this process's ``time.perf_counter()`` (CLOCK_MONOTONIC is
+    one clock for every process): the client's time at the middle of a state request minus
+    the server's ``now_s`` in its answer (error: half the request's round trip)."""
+    t0 = time.perf_counter()
+    now_s = float(get_json(url, "/v2/infaas/state")["now_s"])
+    t1 = time.perf_counter()
+    return (t0 + t1) / 2 - now_s
+
+
+def server_actions(url: str) -> list[ActionRow]:
+    body = get_json(url, "/v2/infaas/actions")
+    return [(float(t), str(k), str(v), int(w), int(n), str(why or "")) for t, k, v, w, n, why in body["actions"]]
 
 
 def run_simulator(overrides: list[str], run_dir: Path, timeout_s: float) -> None:
@@ -190,132 +165,232 @@ def run_simulator(overrides: list[str], run_dir: Path, timeout_s: float) -> None
         raise BackendError(f"simulator failed (exit {proc.returncode}): {' | '.join(tail)}")
 
 
+def frontend_file(cfg: dict[str, Any], v: dict[str, Any]) -> Path:
+    """``validate.frontend_file``, else the catalog's: ``<catalog csv without .csv>.frontend.yaml``."""
+    from infaas_core.configs import resolve_path
+
+    if v.get("frontend_file"):
+        return Path(resolve_path(str(v["frontend_file"]), key="validate.frontend_file"))
+    cat = Path(resolve_path(str(section(cfg, "catalog")["path"]), key="catalog.path"))
+    return cat.with_name(cat.name.removesuffix(".csv") + ".frontend.yaml")
+
+
+def read_frontend(path: Path, catalog_name: str) -> dict[str, Any]:
+    import yaml
+
+    if not path.is_file():
+        raise PreconditionFailed(f"no front-end calibration for this catalog ({path}): run "
+                                 f"`infaas-real calibrate-frontend catalog={catalog_name}` on this machine first")
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict) or not {"cores", "per_query_ms", "per_item_ms", "slot_start_ms"} <= set(data):
+        raise ConfigError("validate.frontend_file", f"{path}: needs cores, per_query_ms, per_item_ms, slot_start_ms")
+    return data
+
+
+def build_trace(v: dict[str, Any], seed: int) -> tuple[Trace, float]:
+    """The validation trace (``validate.trace``) and its peak rate (qps)."""
+    t = dict(v["trace"])
+    kind = str(t.pop("kind"))
+    rate, duration = float(t.pop("rate_qps")), float(t.pop("duration_s"))
+    trace = generate(kind, rate_qps=rate, duration_s=duration, seed=seed, **t)
+    peak = rate * float(t.get("spike_factor", 1.0))
+    return trace, peak
+
+
+def check_demand(catalog: Catalog, apps: Sequence[App], fe: dict[str, Any], peak_qps: float, cores: int,
+                 limit: float) -> str:
+    """CPU the peak rate asks for: front end per query plus, per application, the fastest
+    variant meeting its requirements at batch 1. Raises when above ``limit`` of ``cores``."""
+    fe_ms = float(fe["per_query_ms"]) + float(fe["per_item_ms"])
+    shares = np.array([a.share for a in apps], dtype=np.float64)
+    shares = shares / shares.sum()
+    infer_ms = 0.0
+    for a, share in zip(apps, shares):
+        req = a.requirements
+        cands = [x for x in catalog if x.is_cpu and x.accuracy >= req.min_accuracy and x.task == req.task
+                 and x.batch1_latency_ms <= req.latency_slo_ms]  # fmt: skip
+        if not cands:
+            raise PreconditionFailed(f"no CPU variant of the catalog meets application {a.name}")
+        best = min(cands, key=lambda x: x.batch1_latency_ms * x.cores)
+        infer_ms += share * best.batch1_latency_ms * best.cores
+    demand = peak_qps * (fe_ms + infer_ms) / 1000.0
+    if demand > limit * cores:
+        raise PreconditionFailed(f"the trace's peak {peak_qps:.0f} qps needs {demand:.2f} cores (front end "
+                                 f"{fe_ms:.2f} ms + inference {infer_ms:.2f} ms per query), above "
+                                 f"{limit:.0%} of this machine's {cores}")
+    return f"{demand:.2f} of {cores} cores at the peak {peak_qps:.0f} qps (front end {fe_ms:.2f} ms + inference {infer_ms:.2f} ms per query)"
+
+
+def warm_artifacts(catalog_path: str, timeout_s: float) -> None:
+    """Build (or find in the cache) every variant's artifact in a child process, so no export
+    or quantisation runs on the request path of the measured run."""
+    code = ("import sys\nfrom infaas_core.catalog import load_catalog\nfrom infaas_real.runtime import load_runner\n"
+            "for v in load_catalog(sys.argv[1]):\n    load_runner(v)\n")  # fmt: skip
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, catalog_path], cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=timeout_s)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise PreconditionFailed(f"building the catalog's artifacts took over {timeout_s:g} s") from None
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
+        raise PreconditionFailed(f"a catalog variant's artifact does not build here: {' | '.join(tail)}")
+
+
+async def probe_liveness(url: str, rate_qps: float, duration_s: float) -> tuple[float, int, int]:
+    """Open-loop GETs of the liveness endpoint at ``rate_qps``: (lateness p99 ms, sent, answered)."""
+    from infaas_real.server.client import V2Client
+
+    client = V2Client(url, 64, 10.0)
+    n = max(int(rate_qps * duration_s), 1)
+    late = np.zeros(n)
+    ok = [0]
+    perf = time.perf_counter
+
+    async def one() -> None:
+        status, _ = await client.get_json("/v2/health/live")
+        ok[0] += status == 200
+
+    tasks = []
+    start = perf() + 0.1
+    for i in range(n):
+        t = start + i / rate_qps
+        if (d := t - perf()) > 0:
+            await asyncio.sleep(d)
+        late[i] = (perf() - t) * 1000.0
+        tasks.append(asyncio.ensure_future(one()))
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await client.close()
+    return float(np.quantile(late, 0.99)), n, ok[0]
+
+
+def scenario_overrides(cfg: dict[str, Any], user: Sequence[str]) -> list[str]:
+    """Group choices (``validate.groups``) and the user's overrides both backends understand."""
+    v = section(cfg, "validate")
+    choices = v.get("groups") or {}
+    keep = [o for o in user if o.split("=", 1)[0].lstrip("+~").split(".")[0] in ("catalog", "cluster", "apps", "policy")]
+    chosen = {o.split("=", 1)[0] for o in keep}  # a group the user chose is not chosen twice
+    out = [f"{g}={choices[g]}" for g in ("catalog", "cluster", "apps", "policy") if choices.get(g) and g not in chosen]
+    return [*out, *keep, f"seed={int(cfg.get('seed', 0))}"]
+
+
+def monitor_period_s(policy: dict[str, Any]) -> float:
+    for k in ("monitor_period_s", "model_autoscale_period_s"):
+        if policy.get(k):
+            return float(policy[k])
+    return 1.0
+
+
 def main(overrides: Sequence[str]) -> int:
+    try:
+        return _main(overrides)
+    except PreconditionFailed as exc:
+        print(f"infaas-real validate: precondition failed: {exc}", file=sys.stderr)
+        return EXIT_PRECONDITION
+
+
+def _main(overrides: Sequence[str]) -> int:
     composed = compose("validate", overrides)
     cfg = composed.cfg
     run_dir = (composed.run_dir or default_run_dir("validate")).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     v = section(cfg, "validate")
+    pre = dict(v["preconditions"])
     seed = int(cfg.get("seed", 0))
-    catalog, apps = build_catalog(cfg), build_apps(cfg)
-    check_run(catalog, build_cluster(cfg), apps, section(cfg, "policy"))  # before the server starts
-    variant = pinned_variant(cfg, catalog, apps)
-    replicas = int(v.get("replicas", 1))
-    duration_s = float(v["duration_s"])
+    catalog, apps, cluster = build_catalog(cfg), build_apps(cfg), build_cluster(cfg)
+    policy = section(cfg, "policy")
+    check_run(catalog, cluster, apps, policy)  # every application placeable, before anything starts
+    cores = os.cpu_count() or 1
+    if cores < int(pre["min_cores"]):
+        raise PreconditionFailed(f"this machine has {cores} cores; the scenario needs {pre['min_cores']}")
+    fe_path = frontend_file(cfg, v)
+    fe = read_frontend(fe_path, str(section(cfg, "catalog").get("name", "")))
+    trace, peak_qps = build_trace(v, seed)
+    demand = check_demand(catalog, apps, fe, peak_qps, cores, float(pre["max_cpu_demand"]))
+    warm_artifacts(str(catalog.source_path), float(pre["artifact_timeout_s"]))
+
     user = [o for o in overrides if not o.startswith(("hydra.", "validate."))]
+    scen = scenario_overrides(cfg, user)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    scen = [*scenario_overrides(cfg, apps, variant), *_passthrough(user)]
-    pin = _pinning(v)
-    server = start_server([*scen, *pin.server_overrides, *v.get("server_overrides", [])], port, run_dir / "server.log")
-    if pin.client:
-        os.sched_setaffinity(0, pin.client)
-    ready_s = float(v["ready_timeout_s"])
+    server = start_server([*scen, *v.get("server_overrides", [])], port, run_dir / "server.log")
+    load_avg = os.getloadavg()
+    task = catalog.variants[0].task
+    from infaas_real.server.tasks import task_io
+
+    shape = task_io(task).input_shape
     try:
-        await_server(server, url, run_dir / "server.log", ready_s)
-        catalog_cap = capacity_qps(variant, replicas, float(v.get("ipc_ms_in_service", 0.0)))
-        cpu_ms = math.nan
-        if v.get("capacity_qps"):
-            measured = float(v["capacity_qps"])
-        else:
-            fe_cores = float(len(set(pin.client) | set(pin.server))) if pin.client else float(
-                max(1, (os.cpu_count() or 1) - replicas * variant.cores))
-            measured, cpu_ms = front_end_capacity_qps(
-                url, server.pid, apps, catalog, float(v["probe_qps"]), float(v["probe_s"]), fe_cores)
-        cap = min(catalog_cap, measured)
-        rate = float(v["rate_qps"]) if v.get("rate_qps") else float(v["load_fraction"]) * cap
-        settings = ReplaySettings(url=url, ready_timeout_s=ready_s, write_queries=True)
-        if v.get("overhead_ms") is not None:
-            overhead = np.array([float(v["overhead_ms"])])
-        else:
-            calib_trace = generate("poisson", rate_qps=rate, duration_s=float(v["calibration_s"]), seed=seed + 1)
-            calib = _run(replay(calib_trace, apps, catalog, seed + 1, settings))
-            overhead = calib.overhead_ms
-            if overhead.size == 0:
-                raise BackendError("overhead calibration: no query was answered")
-        trace = generate("poisson", rate_qps=rate, duration_s=duration_s, seed=seed)
-        real = _run(replay(trace, apps, catalog, seed, settings))
+        await_server(server, url, run_dir / "server.log", float(v["ready_timeout_s"]))
+        t0_perf = server_t0_perf_s(url)
+        lateness_p99, sent, answered = asyncio.run(probe_liveness(url, peak_qps, float(pre["probe_s"])))
+        if lateness_p99 > float(pre["max_lateness_p99_ms"]) or answered < sent:
+            raise PreconditionFailed(f"the generator cannot keep {peak_qps:.0f} qps here: probe lateness p99 "
+                                     f"{lateness_p99:.1f} ms (limit {pre['max_lateness_p99_ms']} ms), "
+                                     f"{answered}/{sent} answered; load average {load_avg[0]:.1f}")
+        ans = asyncio.run(open_loop(url, trace.arrivals_s, apps, seed, input_shape=shape,
+                                    timeout_s=float(v["request_timeout_s"])))  # fmt: skip
+        real_actions = server_actions(url)
     finally:
         stop_server(server)
-    write_results(run_dir / "real", real.summary, real.table)
-    offset_s = variant.load_latency_ms / 1000.0 + float(v["sim_warmup_margin_s"])
-    sim_trace_over = sim_trace(trace.arrivals_s, offset_s, run_dir / "trace_arrivals.csv")
-    profile_note = "the catalog as profiled"
-    sim_catalog: list[str] = []
-    if str(v.get("service_profile", "catalog")) == "in_situ":
-        if v.get("overhead_ms") is not None:
-            raise ConfigError("validate.service_profile", "in_situ needs the calibration run (overhead_ms unset)")
-        cat_path, points = in_situ_catalog(catalog, variant, calib.infer_ms, calib.batch,
-                                           int(v["in_situ_min_samples"]), run_dir / "catalog_in_situ.csv")  # fmt: skip
-        sim_catalog = ["~catalog", f"+catalog.path={cat_path}"]
-        profile_note = (f"in-situ (worker inference times of the calibration run): batch-1 p50 "
-                        f"{points[min(points)][0]:.3f} ms vs profiled {variant.batch1_latency_ms:.3f} ms")  # fmt: skip
-    sim_over = [*[o for o in scen if not (sim_catalog and o.split("=")[0].lstrip("+~") in ("catalog", "catalog.path"))],
-                *sim_catalog, *sim_trace_over, *v.get("sim_overrides", [])]  # fmt: skip
-    run_simulator(sim_over, run_dir / "sim", float(v["sim_timeout_s"]))
-    mode = str(v.get("overhead", "sampled"))
-    sim = sim_with_overhead(run_dir / "sim", apps, overhead, mode, seed, duration_s)
-    write_results(run_dir / "sim_with_overhead", sim)
+    start_s = ans.start_perf_s - t0_perf  # the trace's start on the server clock
+    table, summary = to_results(ans, apps, catalog, policy=str(policy["name"]), trace=trace.name, seed=seed,
+                                duration_s=trace.duration_s)  # fmt: skip
+    real_dir = run_dir / "real"
+    write_results(real_dir, summary, table)
+    write_actions_csv(real_dir / "actions.csv", real_actions)
+    run_lateness = summary["generator_lateness_ms"]["p99"]
+    if run_lateness > float(pre["max_lateness_p99_ms"]):
+        raise PreconditionFailed(f"the generator fell behind during the run: lateness p99 {run_lateness:.1f} ms "
+                                 f"(limit {pre['max_lateness_p99_ms']} ms); load average {os.getloadavg()[0]:.1f}")
+
+    cat_sim = sim_catalog(Path(catalog.source_path), float(fe["slot_start_ms"]), run_dir / "catalog_sim.csv")
+    sim_over = [*[o for o in scen if o.split("=")[0].lstrip("+~") not in ("catalog", "catalog.path")],
+                "~catalog", f"+catalog.path={cat_sim}", "+catalog.format=infaas",
+                *sim_trace(trace.arrivals_s, start_s, run_dir / "trace_arrivals.csv"),
+                "sim.frontend.enabled=true", f"sim.frontend.path={fe_path}", "sim.progress=off",
+                "sim.drop_late=true",  # the server drops a query not started within its SLO
+                *v.get("sim_overrides", [])]  # fmt: skip
+    sim_dir = run_dir / "sim"
+    run_simulator(sim_over, sim_dir, float(v["sim_timeout_s"]))
+
+    import pandas as pd
+
+    names = [a.name for a in apps]
+    sim_stats = frame_stats(pd.read_parquet(sim_dir / "queries.parquet"), names)
+    real_stats = frame_stats(table.to_dataframe(), names)
     tol = {k: float(x) for k, x in dict(v["tolerances"]).items()}
-    rows = compare(sim, real.summary, tol)
-    profiled_rows = None
-    if sim_catalog:  # the same run on the catalog as profiled, for the record
-        prof_over = [*scen, *sim_trace_over, *v.get("sim_overrides", [])]
-        run_simulator(prof_over, run_dir / "sim_profiled", float(v["sim_timeout_s"]))
-        prof = sim_with_overhead(run_dir / "sim_profiled", apps, overhead, mode, seed, duration_s)
-        write_results(run_dir / "sim_profiled_with_overhead", prof)
-        profiled_rows = compare(prof, real.summary, tol)
-        if [r["metric"] for r in profiled_rows] != [r["metric"] for r in rows]:
-            profiled_rows = None
-    lateness = real.summary["generator_lateness_ms"]
+    kinds = list(v["action_kinds"])
+    period = monitor_period_s(policy)
+    end_s = start_s + float(trace.duration_s)  # compared inside the trace's window (the sim stops at its end)
+    sim_actions = [a for a in read_actions_csv(sim_dir / "actions.csv") if a[0] <= end_s]
+    real_actions = [a for a in real_actions if a[0] <= end_s]
+    rows = compare(sim_stats, real_stats, tol)
+    rows += compare_actions(sim_actions, real_actions, kinds, start_s, tol["action_time_periods"] * period,
+                            str(policy["name"]) in list(v["require_autoscaling"]))
+    title = (f"{policy['name']}: {trace.name} trace, {len(trace)} queries, seed {seed} "
+             f"(load average {load_avg[0]:.1f} at start)")
+    figure(run_dir / "comparison.png", sim_stats, real_stats, sim_actions, real_actions, kinds, start_s, title)
     facts = {
-        "variant": f"{variant.name} x{replicas} (batch-1 p50 {variant.batch1_latency_ms:.3f} ms, max_batch {variant.max_batch})",
-        "trace": f"poisson {rate:.1f} qps for {duration_s:g} s ({len(trace)} queries), seed {seed}",
-        "capacity": f"{cap:.0f} qps = min(replica batch-1 capacity from the catalog {catalog_cap:.0f}, "
-        f"front end {measured:.0f} = its cores / {cpu_ms:.3f} marginal CPU ms per query of server + generator); "
-        f"offered load {rate / cap:.0%}",
-        "serving overhead added to the simulator": f"{mode} from {overhead.size} calibration answers "
-        f"(median {np.median(overhead):.3f} ms, p99 {np.quantile(overhead, 0.99):.3f} ms)",
-        "service times in the simulator": profile_note,
-        "generator lateness (real)": f"p50 {lateness['p50']:.3f} ms, p99 {lateness['p99']:.3f} ms",
-        "accuracy measured on labels (real)": f"{real.summary['accuracy_measured']:.4f}",
+        "policy": str(policy["name"]),
+        "trace": f"{trace.name} ({', '.join(f'{k}={x}' for k, x in dict(v['trace']).items())}), {len(trace)} queries, seed {seed}",
+        "trace start on the server clock": f"{start_s:.3f} s",
+        "CPU demand at the peak": demand,
+        "front end (simulated)": f"{fe['cores']} core(s), {fe['per_query_ms']:.3f} ms per query + "
+                                 f"{fe['per_item_ms']:.3f} ms per item; worker-slot start {fe['slot_start_ms']:.0f} ms "
+                                 f"({fe_path.name}, measured {fe.get('measured', {}).get('date', '?')})",
+        "probe": f"liveness at {peak_qps:.0f} qps: lateness p99 {lateness_p99:.2f} ms",
+        "generator lateness (real run)": f"p50 {summary['generator_lateness_ms']['p50']:.2f} ms, p99 {run_lateness:.2f} ms",
+        "load average (1, 5, 15 min) at start": " ".join(f"{x:.2f}" for x in load_avg),
+        "machine": f"{cores} cores; client, server front end and worker slots share them (no pinning)",
+        "monitor period": f"{period:g} s (action times within {tol['action_time_periods']:g} periods)",
+        "real errors": summary.get("errors") or "none",
         "simulator overrides": " ".join(sim_over),
     }
-    write_comparison(run_dir, rows, facts, profiled_rows)
-    (run_dir / "comparison.json").write_text(json.dumps({"facts": facts, "rows": rows}, indent=2) + "\n")
+    write_comparison(run_dir, rows, facts)
+    (run_dir / "comparison.json").write_text(json.dumps({"facts": facts, "rows": rows}, indent=2, default=str) + "\n")
     verdict = all(r["ok"] is not False for r in rows)
     print((run_dir / "comparison.md").read_text())
     print(f"validate: {'PASS' if verdict else 'FAIL'} — {run_dir}")
     return 0 if verdict or not v.get("strict", False) else 1
-
-
-@dataclass(frozen=True, slots=True)
-class _Pinning:
-    client: tuple[int, ...]
-    server: tuple[int, ...]
-    server_overrides: list[str]
-
-
-def _pinning(v: dict[str, Any]) -> _Pinning:
-    """Cores for client, server and worker (``validate.cpus``), when the machine has them all:
-    the worker gets its own core so its inference time is the profile's, not the time it
-    shares a core with the HTTP front end."""
-    spec = v.get("cpus") or {}
-    have = os.sched_getaffinity(0)
-    want = {int(c) for part in ("client", "server", "worker") for c in (spec.get(part) or [])}
-    if not spec or not want <= have:
-        return _Pinning((), (), [])
-    fmt = lambda cs: "[" + ",".join(str(int(c)) for c in cs) + "]"  # noqa: E731
-    return _Pinning(
-        tuple(int(c) for c in spec.get("client") or ()),
-        tuple(int(c) for c in spec.get("server") or ()),
-        [f"server.cpus={fmt(spec['server'])}", f"executor.cpus={fmt(spec['worker'])}"],
-    )
-
-
-def _passthrough(user: list[str]) -> list[str]:
-    """User overrides both backends understand (group choices and their keys, seed)."""
-    return [o for o in user if o.split("=", 1)[0].lstrip("+~").split(".")[0] in ("catalog", "cluster", "apps", "policy", "seed")]
 
 
 if __name__ == "__main__":

@@ -1,10 +1,15 @@
-"""Pieces of ``infaas-real validate`` that work on results, not on processes: the in-situ
-service profile, the simulator's trace, the serving overhead added to simulated queries, and
-the comparison table. See :mod:`infaas_real.validate` for the procedure."""
+"""The comparison half of ``infaas-real validate``: rows, decision traces, the figure.
+
+Rows keep one format (``metric``, ``sim``, ``real``, ``difference``, ``kind``, ``tolerance``,
+``ok``; ``ok`` is ``None`` for a row reported without a tolerance). Latency, violation and
+share rows compare the two backends' query tables; the rows whose metric names contain
+"action" compare their decision traces (``actions.csv`` of the simulator, ``GET
+/v2/infaas/actions`` of the server): the same kinds on the same variants in the same order,
+each action's time within ``action_time_periods`` monitor periods.
+"""
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,140 +17,188 @@ from typing import Any
 
 import numpy as np
 
-from infaas_core.catalog import Catalog
-from infaas_core.errors import BackendError, ConfigError
-from infaas_core.metrics import COMPLETED, DROPPED, LATE, REJECTED, SummaryAccumulator, summarize
-from infaas_core.model import App, Variant
+ActionRow = tuple[float, str, str, int, int, str]
+"""(time s, kind, variant, worker, replicas, refusal reason or "")."""
 
-_STATUS = {"completed": COMPLETED, "late": LATE, "dropped": DROPPED, "rejected": REJECTED}
-
-
-def in_situ_catalog(catalog: Catalog, variant: Variant, infer_ms: np.ndarray, batch: np.ndarray,
-                    min_samples: int, path: Path) -> tuple[Path, dict[int, tuple[float, float]]]:
-    """A copy of the profile table where ``variant``'s latencies are those its worker showed
-    while serving (p50/p99 of the inference time per batch size with ``min_samples`` or more
-    answers); every other row is kept as profiled."""
-    import pandas as pd
-
-    df = pd.read_csv(catalog.source_path)
-    points: dict[int, tuple[float, float]] = {}
-    for b in np.unique(batch):
-        ms = infer_ms[batch == b]
-        if ms.size >= min_samples and 1 <= b <= variant.max_batch:
-            points[int(b)] = (float(np.median(ms)), float(np.quantile(ms, 0.99)))
-    if not points:
-        raise BackendError(f"in-situ profile: fewer than {min_samples} answers at every batch size")
-    mine = df[df["variant"] == variant.name].iloc[:1]
-    rows = [mine.assign(batch=b, latency_p50_ms=p50, latency_p99_ms=p99,
-                        source=f"measured:in-server:{len(infer_ms)} answers") for b, (p50, p99) in sorted(points.items())]  # fmt: skip
-    out = pd.concat([df[df["variant"] != variant.name], *rows], ignore_index=True)
-    out.to_csv(path, index=False)
-    return path, points
+SERVED = ("completed", "late")
+VIOLATION = ("late", "dropped")
 
 
 def sim_trace(trace_arrivals_s: np.ndarray, offset_s: float, path: Path) -> list[str]:
-    """The real run's exact arrivals, shifted by ``offset_s``, as the simulator's trace.
-
-    The real server loads the pinned replicas before the trace starts; the simulator loads
-    them at its time 0 (taking their load latency). Shifting the same arrivals past the
-    loads gives both backends the same arrival sequence into ready replicas."""
+    """The real run's arrivals, shifted by ``offset_s`` (the server clock at the trace's start),
+    as the simulator's trace: both backends see the same arrivals on the same clock."""
     path.write_text("arrival_s\n" + "\n".join(f"{t + offset_s:.9f}" for t in trace_arrivals_s) + "\n")
-    return ["~trace", f"+trace.path={path}", "+trace.format=arrivals_csv", "+trace.name=poisson"]
+    return ["~trace", f"+trace.path={path}", "+trace.format=arrivals_csv", "+trace.name=validation"]
 
 
-def sim_with_overhead(
-    sim_dir: Path, apps: Sequence[App], overhead_ms: np.ndarray, mode: str, seed: int, duration_s: float
-) -> dict[str, Any]:
-    """The simulator's queries with the serving overhead added to each completed query's
-    latency (a seeded draw from ``overhead_ms``, or its median); late recomputed against the
-    application's SLO."""
+def sim_catalog(source: Path, slot_start_ms: float, path: Path) -> Path:
+    """A copy of the profile table for the simulator where every variant's load latency also
+    counts the start of its worker slot on this machine (a process, its runtime's import),
+    as the front-end calibration measured it; everything else as profiled."""
     import pandas as pd
 
-    base = json.loads((sim_dir / "summary.json").read_text())
-    df = pd.read_parquet(sim_dir / "queries.parquet")
-    status = df["status"].astype(str).map(_STATUS).to_numpy(dtype=np.int8)
-    done = (status == COMPLETED) | (status == LATE)
-    if mode == "sampled":
-        added = np.random.default_rng(seed).choice(overhead_ms, size=len(df))
-    elif mode == "median":
-        added = np.full(len(df), float(np.median(overhead_ms)))
-    else:
-        raise ConfigError("validate.overhead", f"'sampled' or 'median', got {mode!r}")
-    lat = df["latency_ms"].to_numpy(dtype=np.float64) + added
-    slo = df["app"].astype(str).map({a.name: a.requirements.latency_slo_ms for a in apps}).to_numpy(dtype=np.float64)
-    status = np.where(done, np.where(lat > slo, LATE, COMPLETED), status).astype(np.int8)
-    acc = df["accuracy"].to_numpy(dtype=np.float64)
-    summary_acc = SummaryAccumulator()
-    summary_acc.add(status, np.where(done, lat, np.nan), acc)
-    variants = df.loc[done, "variant"].astype(str).value_counts(normalize=True)
-    return summarize(
-        summary_acc, policy=base["policy"], trace=base["trace"], seed=base["seed"], backend="sim",
-        duration_s=duration_s, cost_usd=base["cost_usd"], wall_s=base["wall_s"],
-        exact_latency_ms=lat[done],
-        extra={"overhead_ms_added": {"mode": mode, "median": float(np.median(overhead_ms)),
-                                      "p99": float(np.quantile(overhead_ms, 0.99))},
-               "variant_share": {str(k): float(v) for k, v in variants.items()}},
-    )  # fmt: skip
+    df = pd.read_csv(source)
+    df["load_latency_ms"] = df["load_latency_ms"] + float(slot_start_ms)
+    df.to_csv(path, index=False)
+    return path
+
+
+def frame_stats(df: Any, apps: Sequence[str]) -> dict[str, Any]:
+    """p50 / p99 / violation rate and variant shares, overall and per application, of a
+    query table as a data frame (``app``, ``status``, ``latency_ms``, ``variant`` columns)."""
+    def stats(d: Any) -> dict[str, Any]:
+        status = d["status"].astype(str)
+        served = status.isin(SERVED)
+        admitted = int((status != "rejected").sum())
+        lat = d.loc[served, "latency_ms"].to_numpy(dtype=np.float64)
+        share = d.loc[served, "variant"].astype(str).value_counts(normalize=True)
+        return {"queries": len(d), "violation_rate": float(status.isin(VIOLATION).sum() / admitted) if admitted else 0.0,
+                "p50": float(np.median(lat)) if lat.size else math.nan,
+                "p99": float(np.quantile(lat, 0.99)) if lat.size else math.nan,
+                "latency_ms": np.sort(lat), "share": {str(k): float(v) for k, v in share.items()}}  # fmt: skip
+
+    out = {"all": stats(df)}
+    for a in apps:
+        out[a] = stats(df[df["app"].astype(str) == a])
+    return out
 
 
 def compare(sim: dict[str, Any], real: dict[str, Any], tol: dict[str, float]) -> list[dict[str, Any]]:
-    """Rows of the comparison table."""
+    """Latency, violation and share rows from :func:`frame_stats` of both backends."""
     def rel(a: float, b: float) -> float:
         return abs(b - a) / a if a else math.inf
 
     rows: list[dict[str, Any]] = []
-    for key, label, kind, limit in (
-        ("p50", "latency p50 (ms)", "rel", tol["p50_rel"]),
-        ("p99", "latency p99 (ms)", "rel", tol["p99_rel"]),
-    ):
-        s, r = float(sim["latency_ms"][key]), float(real["latency_ms"][key])
-        rows.append({"metric": label, "sim": s, "real": r, "difference": rel(s, r), "kind": kind, "tolerance": limit})
-    for key, label, limit in (
-        ("violation_rate", "violation rate", tol["violation_abs"]),
-        ("mean_accuracy", "mean accuracy (profile)", tol.get("accuracy_abs", 0.01)),
-    ):
-        s, r = float(sim[key]), float(real[key])
-        rows.append({"metric": label, "sim": s, "real": r, "difference": abs(r - s), "kind": "abs", "tolerance": limit})
-    s, r = float(sim["throughput_qps"]), float(real["throughput_qps"])
-    rows.append({"metric": "throughput (qps)", "sim": s, "real": r, "difference": rel(s, r), "kind": "rel", "tolerance": None})
-    shares = sorted(set(sim.get("variant_share", {})) | set(real.get("variant_share", {})))
-    for v in shares:
-        s, r = float(sim.get("variant_share", {}).get(v, 0.0)), float(real.get("variant_share", {}).get(v, 0.0))
-        rows.append({"metric": f"share {v}", "sim": s, "real": r, "difference": abs(r - s), "kind": "abs", "tolerance": None})
-    for row in rows:
-        row["ok"] = None if row["tolerance"] is None else bool(row["difference"] <= row["tolerance"])
+    for group in sim:
+        s, r = sim[group], real.get(group)
+        if r is None:
+            continue
+        label = "" if group == "all" else f" [{group}]"
+        checked = group == "all"  # tolerances on the overall figures; per application reported
+        rows.append(_row(f"latency p50 (ms){label}", s["p50"], r["p50"], rel(s["p50"], r["p50"]), "rel",
+                         tol["p50_rel"] if checked else None))
+        rows.append(_row(f"latency p99 (ms){label}", s["p99"], r["p99"], rel(s["p99"], r["p99"]), "rel",
+                         tol["p99_rel"] if checked else None))
+        rows.append(_row(f"violation rate{label}", s["violation_rate"], r["violation_rate"],
+                         abs(r["violation_rate"] - s["violation_rate"]), "abs",
+                         tol["violation_abs"] if checked else None))
+        if group != "all":
+            for v in sorted(set(s["share"]) | set(r["share"])):
+                a, b = s["share"].get(v, 0.0), r["share"].get(v, 0.0)
+                rows.append(_row(f"share {v}{label}", a, b, abs(b - a), "abs", None))
     return rows
 
 
-def write_comparison(
-    run_dir: Path, rows: list[dict[str, Any]], facts: dict[str, Any], profiled: list[dict[str, Any]] | None = None
-) -> None:
-    """``comparison.csv`` (the verdict rows; ``sim_profiled`` = the simulator on the catalog as
-    profiled, when the verdict used the in-situ profile) and ``comparison.md``."""
+def _row(metric: str, sim: float, real: float, diff: float, kind: str, tol: float | None) -> dict[str, Any]:
+    ok = None if tol is None else bool(diff <= tol)
+    return {"metric": metric, "sim": float(sim), "real": float(real), "difference": float(diff), "kind": kind,
+            "tolerance": tol, "ok": ok}
+
+
+def read_actions_csv(path: Path) -> list[ActionRow]:
+    import csv
+
+    with path.open() as f:
+        return [(float(r["time_s"]), r["kind"], r["variant"], int(r["worker"]), int(r["replicas"]), r["refused"])
+                for r in csv.DictReader(f)]  # fmt: skip
+
+
+def write_actions_csv(path: Path, rows: Sequence[ActionRow]) -> None:
+    import csv
+
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(("time_s", "kind", "variant", "worker", "replicas", "refused"))
+        for t, *rest in rows:
+            w.writerow((f"{t:.6f}", *rest))
+
+
+def applied(actions: Sequence[ActionRow], kinds: Sequence[str]) -> list[ActionRow]:
+    """The actions of ``kinds`` that were carried out (not refused), in order."""
+    return [a for a in actions if a[1] in kinds and not a[5]]
+
+
+def compare_actions(sim: Sequence[ActionRow], real: Sequence[ActionRow], kinds: Sequence[str], start_s: float,
+                    time_tol_s: float, require_autoscaling: bool) -> list[dict[str, Any]]:
+    """Rows for the decision traces: the sequence of (kind, variant), each matched action's
+    time, refusals, and the autoscaling actions taken once the trace has started."""
+    s, r = applied(sim, kinds), applied(real, kinds)
+    seq_s, seq_r = [(a[1], a[2]) for a in s], [(a[1], a[2]) for a in r]
+    mismatched = sum(1 for a, b in zip(seq_s, seq_r) if a != b) + abs(len(seq_s) - len(seq_r))
+    rows = [_row("actions: count", len(s), len(r), abs(len(s) - len(r)), "abs", 0.0),
+            _row("actions: positions whose (kind, variant) differ", len(seq_s), len(seq_r), mismatched, "abs", 0.0)]
+    for i, (a, b) in enumerate(zip(s, r)):
+        same = (a[1], a[2]) == (b[1], b[2])
+        label = f"{a[1]} {a[2]}" if same else f"{a[1]} {a[2]} / real {b[1]} {b[2]}"
+        rows.append(_row(f"action {i + 1} time (s): {label}", a[0], b[0], abs(a[0] - b[0]), "abs",
+                         time_tol_s if same else None))
+    late_s = [a for a in s if a[0] >= start_s]
+    late_r = [a for a in r if a[0] >= start_s]
+    auto = _row("actions after the trace started (autoscaling)", len(late_s), len(late_r),
+                abs(len(late_s) - len(late_r)), "abs", None)
+    if require_autoscaling:
+        auto["ok"] = bool(late_s and late_r)
+        auto["tolerance"] = 0.0
+    rows.append(auto)
+    ref_s = [a for a in sim if a[1] in kinds and a[5]]
+    ref_r = [a for a in real if a[1] in kinds and a[5]]
+    rows.append(_row("actions refused", len(ref_s), len(ref_r), abs(len(ref_s) - len(ref_r)), "abs", None))
+    return rows
+
+
+def figure(path: Path, sim: dict[str, Any], real: dict[str, Any], sim_actions: Sequence[ActionRow],
+           real_actions: Sequence[ActionRow], kinds: Sequence[str], start_s: float, title: str) -> None:
+    """Both latency CDFs and both action timelines, one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4.2))
+    ax, bx = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.4]})
+    for stats, label, style in ((sim["all"], "simulated", "-"), (real["all"], "real", "--")):
+        lat = stats["latency_ms"]
+        if lat.size:
+            ax.plot(lat, np.arange(1, lat.size + 1) / lat.size, style, label=f"{label} (p50 {stats['p50']:.1f}, "
+                    f"p99 {stats['p99']:.1f} ms)")
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (ms), from the client's send")
+    ax.set_ylabel("fraction of served queries")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    s, r = applied(sim_actions, kinds), applied(real_actions, kinds)
+    lanes = sorted({(a[1], a[2]) for a in [*s, *r]})
+    y = {k: i for i, k in enumerate(lanes)}
+    bx.scatter([a[0] for a in s], [y[(a[1], a[2])] + 0.12 for a in s], marker="o", label="simulated", zorder=3)
+    bx.scatter([a[0] for a in r], [y[(a[1], a[2])] - 0.12 for a in r], marker="x", label="real", zorder=3)
+    bx.axvline(start_s, color="grey", lw=0.8, ls=":", label="trace starts")
+    bx.set_yticks(range(len(lanes)), [f"{k} {v}" for k, v in lanes], fontsize=7)
+    bx.set_xlabel("server clock (s)")
+    bx.set_title("decision traces", fontsize=9)
+    bx.grid(alpha=0.3)
+    bx.legend(fontsize=8, loc="best")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def write_comparison(run_dir: Path, rows: list[dict[str, Any]], facts: dict[str, Any]) -> None:
+    """``comparison.csv`` and ``comparison.md`` (``comparison.json`` is written by the caller)."""
     import pandas as pd
 
-    table = pd.DataFrame(rows)
-    if profiled:
-        table["sim_profiled"] = [r["sim"] for r in profiled]
-        table["difference_profiled"] = [r["difference"] for r in profiled]
-    table.to_csv(run_dir / "comparison.csv", index=False)
+    pd.DataFrame(rows).to_csv(run_dir / "comparison.csv", index=False)
     lines = ["# Simulated vs real", ""]
     lines += [f"- {k}: {v}" for k, v in facts.items()]
-    head = "| metric | sim | real | difference | tolerance | ok |"
-    rule = "|---|---:|---:|---:|---:|:--:|"
-    if profiled:
-        head += " sim, profiled catalog | difference |"
-        rule += "---:|---:|"
-    lines += ["", head, rule]
+    lines += ["", "![latency CDFs and decision traces](comparison.png)", "",
+              "| metric | sim | real | difference | tolerance | ok |", "|---|---:|---:|---:|---:|:--:|"]
 
-    def diff(r: dict[str, Any]) -> str:
-        return f"{r['difference']:.1%}" if r["kind"] == "rel" else f"{r['difference']:.4f}"
+    def fmt(r: dict[str, Any], x: float | None) -> str:
+        if x is None:
+            return ""
+        return f"{x:.1%}" if r["kind"] == "rel" else f"{x:.4g}"
 
-    for i, r in enumerate(rows):
-        tol = "" if r["tolerance"] is None else (f"{r['tolerance']:.0%}" if r["kind"] == "rel" else f"{r['tolerance']:.3f}")
+    for r in rows:
         ok = "" if r["ok"] is None else ("yes" if r["ok"] else "**no**")
-        line = f"| {r['metric']} | {r['sim']:.4g} | {r['real']:.4g} | {diff(r)} | {tol} | {ok} |"
-        if profiled:
-            line += f" {profiled[i]['sim']:.4g} | {diff(profiled[i])} |"
-        lines.append(line)
+        lines.append(f"| {r['metric']} | {r['sim']:.4g} | {r['real']:.4g} | {fmt(r, r['difference'])} | "
+                     f"{fmt(r, r['tolerance'])} | {ok} |")
     (run_dir / "comparison.md").write_text("\n".join(lines) + "\n")

@@ -9,7 +9,7 @@ what that window costs; ``warmup_s`` says where it starts."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +29,30 @@ class RunResult:
     summary: dict[str, Any]
     queries: QueryTable | None  # None in streaming mode
     timeline: Any  # pandas.DataFrame
+    actions: list[tuple[float, str, str, int, int, str | None]] = field(default_factory=list)
+    """The control layer's decision trace (:attr:`Cluster.decision_trace`)."""
 
     def write(self, run_dir: str | Path) -> Path:
-        """Write ``summary.json``, ``queries.parquet`` (unless streaming), ``timeline.parquet``."""
-        return write_results(run_dir, self.summary, self.queries, self.timeline)
+        """Write ``summary.json``, ``queries.parquet`` (unless streaming), ``timeline.parquet``
+        and ``actions.csv`` (the decision trace: every action applied, refused ones too)."""
+        out = write_results(run_dir, self.summary, self.queries, self.timeline)
+        write_actions(Path(run_dir) / ACTIONS_FILE, self.actions)
+        return out
+
+
+ACTIONS_FILE = "actions.csv"
+ACTION_COLUMNS = ("time_s", "kind", "variant", "worker", "replicas", "refused")
+
+
+def write_actions(path: Path, actions: list[tuple[float, str, str, int, int, str | None]]) -> None:
+    """The decision trace as CSV (``refused`` empty when the action was carried out)."""
+    import csv
+
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(ACTION_COLUMNS)
+        for t, kind, variant, worker, replicas, why in actions:
+            w.writerow((f"{t:.6f}", kind, variant, worker, replicas, why or ""))
 
 
 def simulate(inputs: SimInputs, trace_name: str | None = None) -> RunResult:
@@ -122,7 +142,7 @@ def simulate(inputs: SimInputs, trace_name: str | None = None) -> RunResult:
         exact_latency_ms=exact,
         extra=extra,
     )
-    return RunResult(summary, table, sim.timeline.to_dataframe())
+    return RunResult(summary, table, sim.timeline.to_dataframe(), list(st.decision_trace))
 
 
 def _count_from_client_arrival(rec: Recorder, client_s: np.ndarray) -> None:
