@@ -33,7 +33,7 @@ import numpy as np
 
 from infaas_core.control.observe import WindowCounters
 from infaas_core.model import Variant
-from infaas_sim.latency import NOISE_EXPONENTIAL, NOISE_NONE, NoiseStream
+from infaas_sim.latency import NOISE_EXPONENTIAL, NOISE_NONE, NOISE_NORMAL, NoiseStream
 
 KEY_BITS = 8
 """Low bits of a query key that hold its application index (at most 256 applications)."""
@@ -46,8 +46,8 @@ _EMPTY_I = np.zeros(0, dtype=np.int64)
 class Flushed:
     """Per-query results of one instance since its last flush (numpy arrays)."""
 
-    __slots__ = ("arrival_s", "batch", "batch_finish_s", "batch_start_s", "finish_s", "keys", "served_batches",
-                 "start_s")
+    __slots__ = ("arrival_s", "batch", "batch_finish_s", "batch_start_s", "dropped", "finish_s", "keys",
+                 "served_batches", "start_s")
 
     def __init__(self, arrival_s: np.ndarray, keys: np.ndarray, start_s: np.ndarray,
                  finish_s: np.ndarray, batch: np.ndarray) -> None:
@@ -59,6 +59,7 @@ class Flushed:
         self.served_batches: np.ndarray = batch[:0]  # sizes of the batches served (one per batch)
         self.batch_start_s: np.ndarray = start_s[:0]  # start / finish of each served batch
         self.batch_finish_s: np.ndarray = finish_s[:0]
+        self.dropped = False  # whether any of these queries was dropped
 
 
 class Queue:
@@ -164,13 +165,13 @@ class Queue:
             if pt[hi - 1] > s:
                 hi = bisect_right(pt, s, h, hi)
             b = hi - h
-            if kind == NOISE_NONE:
-                svc = p50[b]
-            elif kind == NOISE_EXPONENTIAL:
-                svc = p50[b] * buf[k]
-                k += 1
-            else:
+            if kind == NOISE_NORMAL:  # the default model first: one comparison per batch
                 svc = p50[b] * exp(sig[b] * buf[k])
+                k += 1
+            elif kind == NOISE_NONE:
+                svc = p50[b]
+            else:
+                svc = p50[b] * buf[k]
                 k += 1
             busy += svc
             fin = s + svc * f
@@ -259,15 +260,25 @@ class Queue:
         h = self.head
         if h == 0:
             return None
+        # each list converted once; the per-batch arrays are only filtered if a batch record
+        # is a run of dropped queries (NaN finish), which is rare
         sizes = np.array(self.b_size, dtype=np.int64)
+        b_start = np.array(self.b_start)
         b_fin = np.array(self.b_fin)
         dropped = np.isnan(b_fin)
-        batch = np.where(dropped, 0, sizes) if dropped.any() else sizes
+        if dropped.any():
+            served = ~dropped
+            batch = np.where(dropped, 0, sizes)
+            served_sizes, served_start, served_fin = sizes[served], b_start[served], b_fin[served]
+        else:
+            batch = served_sizes = sizes
+            served_start, served_fin = b_start, b_fin
         out = Flushed(np.array(self.pt[:h]), np.array(self.pk[:h], dtype=np.int64),
-                      np.repeat(np.array(self.b_start), sizes), np.repeat(b_fin, sizes), np.repeat(batch, sizes))
-        out.served_batches = sizes[~dropped]
-        out.batch_start_s = np.array(self.b_start)[~dropped]
-        out.batch_finish_s = b_fin[~dropped]
+                      np.repeat(b_start, sizes), np.repeat(b_fin, sizes), np.repeat(batch, sizes))
+        out.served_batches = served_sizes
+        out.batch_start_s = served_start
+        out.batch_finish_s = served_fin
+        out.dropped = served_sizes is not sizes
         del self.pt[:h], self.pk[:h]
         if self.pd:
             del self.pd[:h]
@@ -293,23 +304,42 @@ class Queue:
         fin, lat = self.carry_fin, self.carry_lat
         bs, bf, bz = self.carry_bstart, self.carry_bfin, self.carry_bsize
         if flushed is not None and flushed.served_batches.size:
-            served = flushed.batch > 0
-            f = flushed.finish_s[served]
-            fin = np.concatenate((fin, f))
-            lat = np.concatenate((lat, f - flushed.arrival_s[served]))
-            bs = np.concatenate((bs, flushed.batch_start_s))
-            bf = np.concatenate((bf, flushed.batch_finish_s))
-            bz = np.concatenate((bz, flushed.served_batches))
+            f, a = flushed.finish_s, flushed.arrival_s
+            if flushed.dropped:  # served queries only
+                served = flushed.batch > 0
+                f, a = f[served], a[served]
+            # (an empty carry is the common case: no copy through concatenate then)
+            fin = np.concatenate((fin, f)) if fin.size else f
+            lat = np.concatenate((lat, f - a)) if lat.size else f - a
+            if bf.size:
+                bs = np.concatenate((bs, flushed.batch_start_s))
+                bf = np.concatenate((bf, flushed.batch_finish_s))
+                bz = np.concatenate((bz, flushed.served_batches))
+            else:
+                bs, bf, bz = flushed.batch_start_s, flushed.batch_finish_s, flushed.served_batches
+        # Finished by now_s: counted; the rest carried. When all finished (the common case)
+        # the whole arrays are summed: the same elements in the same order, the same sums.
         if fin.size:
             done = fin <= now_s
-            c.completions += int(done.sum())
-            c.latency_sum_ms += float(lat[done].sum()) * 1000.0
-            self.carry_fin, self.carry_lat = fin[~done], lat[~done]
+            nd = int(np.count_nonzero(done))
+            c.completions += nd
+            if nd == fin.size:
+                c.latency_sum_ms += float(lat.sum()) * 1000.0
+                self.carry_fin = self.carry_lat = _EMPTY_F
+            else:
+                c.latency_sum_ms += float(lat[done].sum()) * 1000.0
+                self.carry_fin, self.carry_lat = fin[~done], lat[~done]
         if bf.size:
             bdone = bf <= now_s
-            c.batches += int(bdone.sum())
-            c.batch_items += int(bz[bdone].sum())
+            nb = int(np.count_nonzero(bdone))
+            c.batches += nb
             c.busy_s += float(np.clip(np.minimum(bf, now_s) - np.maximum(bs, t0_s), 0.0, None).sum())
-            keep = ~bdone
-            self.carry_bstart, self.carry_bfin, self.carry_bsize = bs[keep], bf[keep], bz[keep]
+            if nb == bf.size:
+                c.batch_items += int(bz.sum())
+                self.carry_bstart = self.carry_bfin = _EMPTY_F
+                self.carry_bsize = _EMPTY_I
+            else:
+                c.batch_items += int(bz[bdone].sum())
+                keep = ~bdone
+                self.carry_bstart, self.carry_bfin, self.carry_bsize = bs[keep], bf[keep], bz[keep]
         return flushed

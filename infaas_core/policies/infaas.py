@@ -74,15 +74,16 @@ class InfaasPolicy(Policy):
         self.vm_scaler = (
             VmAutoscaler(self.cfg.vm_autoscaler, ctx.cluster) if self.cfg.vm_autoscaler is not None else None
         )
-        # The hot path: bind once, skip a method hop per query.
-        self._select = self.selector.select
+        # The hot path: the selector's select (same signature) replaces this object's
+        # method, so a query costs one Python call, not two.
+        self.select = self.selector.select  # type: ignore[method-assign]
 
     def check(self, cfg: InfaasConfig) -> None:
         """Subclasses pin what their name promises."""
         require(cfg.model_autoscaler is not None, "policy.model_autoscaler", f"'{self.name}' needs a model autoscaler")
 
     def select(self, req: Requirements, view: ClusterView, app: str | None = None, batch: int = 1) -> Decision:
-        return self._select(req, view, batch)
+        return self.selector.select(req, view, app, batch)  # (shadowed per instance in __init__)
 
     def monitor(self, view: ClusterView) -> list[Action]:
         return self._monitor.run(view)

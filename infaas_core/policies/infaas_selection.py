@@ -72,6 +72,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import cycle
 from typing import Literal
 
 from infaas_core.actions import Decision, LoadAndRoute, Reject, RejectKind, Route
@@ -159,19 +160,28 @@ class _Static:
     escape: _Cand | None  # the smallest max_batch covering the batch (accelerators before CPU)
 
 
+_BurstState = list[float]
+"""A worker's burst-guard count: ``[start_s, count]``; ``start_s = -inf``: never counted."""
+
+
 class _Entry:
     """A cached decision: routes replayed round-robin until the view's version changes
-    (``wids``: the worker of each, for the burst guard)."""
+    (``wids``: the worker of each, for the burst guard).
 
-    __slots__ = ("avoided", "i", "req", "routes", "wids")
+    ``turns`` cycles through ``(route, burst state of its worker, worker)`` triples (the
+    state is ``None`` where nothing is counted: no worker, or the guard off): one C-level
+    ``next`` per query gives the round-robin pick and the counter to bump, with no index
+    arithmetic or dictionary lookup on the hot path."""
+
+    __slots__ = ("avoided", "req", "routes", "turns", "wids")
 
     def __init__(self, req: Requirements, routes: tuple[Decision, ...], wids: tuple[int, ...],
-                 avoided: frozenset[int] = frozenset()) -> None:
+                 avoided: frozenset[int], states: tuple[_BurstState | None, ...]) -> None:
         self.req = req  # holding it keeps id(req) unique while the entry lives
         self.routes = routes
         self.wids = wids
         self.avoided = avoided  # the workers blacklisted when it was decided
-        self.i = 0
+        self.turns = cycle(tuple(zip(routes, states, wids)))
 
 
 _Decided = tuple[tuple[Decision, ...], tuple[int, ...], bool]
@@ -188,7 +198,7 @@ class _Plan:
     def __init__(self, blacklisted: _Entry | None, target: _Entry) -> None:
         self.blacklisted = blacklisted
         self.target = target
-        self.acc: list[float] = [0.0]  # the split's accumulator, shared across versions (see _split)
+        self.acc: list[float] = [0.0]  # the split's accumulator, shared across versions (see select)
 
 
 def _running(view: ClusterView, worker_id: int) -> bool:
@@ -267,12 +277,13 @@ class InfaasSelector:
         """Worker id -> until when (view.now_s) selection avoids it (burst guard, utilisation)."""
         self._bl_expiry = math.inf
         self._escape_acc: dict[tuple[Requirements, int], list[float]] = {}
-        self._bursts: dict[int, list[float]] = {}
+        self._bursts: dict[int, _BurstState] = {}
         self._burst = cfg.worker_blacklist.burst_guard
         self._burst_interval_s = cfg.worker_blacklist.burst_interval_s
         self._burst_requests = float(cfg.worker_blacklist.burst_requests)
+        self._share = cfg.blacklisted_share
         self._version = -1
-        self._cache: dict[tuple[int, int], _Entry | _Plan] = {}
+        self._cache: dict[int | tuple[int, int], _Entry | _Plan] = {}
         self._eq_cache: dict[tuple[Requirements, int], _Entry] = {}
         # per-requirements state a client controls the keys of: bounded, least recently used out
         self._static: OrderedDict[tuple[Requirements, int], _Static] = OrderedDict()
@@ -280,7 +291,13 @@ class InfaasSelector:
         self._index: _Index | None = None
 
     # -- the hot path --------------------------------------------------------------------
-    def select(self, req: Requirements, view: ClusterView, batch: int = 1) -> Decision:
+    def select(self, req: Requirements, view: ClusterView, app: str | None = None, batch: int = 1) -> Decision:
+        """The decision for one query (``app`` is unused: selection reads the requirements).
+
+        Written for speed (it runs once per query): a cache hit is one dict lookup keyed by
+        ``id(req)`` (a tuple with the batch only for batch > 1, so the common key needs no
+        allocation), one ``next`` of the entry's round-robin and, with the burst guard on,
+        one counter bump inlined from :meth:`_count`."""
         now = view.now_s
         if now >= self._bl_expiry:  # inf while no worker is blacklisted
             self._expire(now)
@@ -290,33 +307,41 @@ class InfaasSelector:
             self._plans.clear()
             self._index = None
             self._version = view.version
-        ikey = (id(req), batch)
+        ikey = id(req) if batch == 1 else (id(req), batch)
         c = self._cache.get(ikey)
         if c is None:
             got = self._lookup(req, view, batch, ikey)
             if not isinstance(got, _Entry | _Plan):
                 return got  # a decision that is not cached (a load)
             c = got
-        e = self._split(c) if type(c) is _Plan else c
-        assert type(e) is _Entry
-        routes = e.routes
-        n = len(routes)
-        i = 0
-        if n > 1:
-            i = e.i % n
-            e.i += 1
-        if self._burst:
-            wid = e.wids[i]
-            st = self._bursts.get(wid)
-            if st is not None and now - st[0] < self._burst_interval_s:
+        if type(c) is _Plan:
+            # The escape's split, inlined (most escaping queries come here): an accumulator
+            # per (requirements, batch), kept across view versions, sends exactly every
+            # 1/blacklisted_share-th query (every 10th) to the blacklisted variant (the code
+            # draws uniform(0, 1) < 0.1); no blacklisted route: the target, no split.
+            e = c.target
+            if c.blacklisted is not None:
+                acc = c.acc
+                a = acc[0] + self._share
+                if a >= 1.0 - 1e-9:
+                    acc[0] = a - 1.0
+                    e = c.blacklisted
+                else:
+                    acc[0] = a
+        else:
+            e = c  # type: ignore[assignment]  # (a `type() is` test narrows only its own branch)
+        d, st, wid = next(e.turns)
+        if st is not None:
+            if now - st[0] < self._burst_interval_s:
                 st[1] += 1.0
                 if st[1] >= self._burst_requests:
                     self._trip(wid, view, now, st)
             else:
-                self._count(wid, view)
-        return routes[i]
+                self._restart(st, now)
+        return d
 
-    def _lookup(self, req: Requirements, view: ClusterView, batch: int, ikey: tuple[int, int]) -> _Entry | _Plan | Decision:
+    def _lookup(self, req: Requirements, view: ClusterView, batch: int,
+                ikey: int | tuple[int, int]) -> _Entry | _Plan | Decision:
         """A miss of the identity cache: the equal-requirements caches, else a decision."""
         key = (req, batch)
         e: _Entry | _Plan | None = self._eq_cache.get(key) or self._plans.get(key)
@@ -327,7 +352,7 @@ class InfaasSelector:
                     self._count(wids[0], view)
                 return decisions[0]
             if decisions:
-                entry = _Entry(req, decisions, wids, frozenset(self.blacklist))
+                entry = self._entry(req, (decisions, wids, True))
                 if len(self._eq_cache) >= self.cfg.requirements_cache_size:
                     self._eq_cache.clear()
                 self._eq_cache[key] = entry
@@ -344,24 +369,40 @@ class InfaasSelector:
         return e
 
     # -- the worker blacklist (INFAAS.md §2.7 point 4, §3.3) ----------------------------------
+    def _state(self, wid: int) -> _BurstState | None:
+        """Worker ``wid``'s burst count (created on first use and never replaced, so cached
+        entries hold it directly); ``None`` where nothing is counted."""
+        if wid < 0 or not self._burst:
+            return None
+        st = self._bursts.get(wid)
+        if st is None:
+            st = self._bursts[wid] = [-math.inf, 0.0]
+        return st
+
     def _count(self, wid: int, view: ClusterView) -> None:
         """The code's per-worker burst guard (``queryfe_server.cc:1606-1657``): a worker's
         count restarts whenever a request comes ``burst_interval_s`` or more after the count
         started; at ``burst_requests`` the count restarts and the worker is blacklisted for
-        ``duration_s`` (only with more than one worker, never an Inferentia worker)."""
-        if wid < 0:
+        ``duration_s`` (only with more than one worker, never an Inferentia worker).
+        :meth:`select` inlines this for cached routes."""
+        st = self._state(wid)
+        if st is None:
             return
         now = view.now_s
-        st = self._bursts.get(wid)
-        if st is None:
-            self._bursts[wid] = [now, 1.0]
-            return
         if now - st[0] < self._burst_interval_s:
             st[1] += 1.0
             if st[1] >= self._burst_requests:
                 self._trip(wid, view, now, st)
         else:
-            st[0], st[1] = now, 0.0
+            self._restart(st, now)
+
+    @staticmethod
+    def _restart(st: _BurstState, now: float) -> None:
+        """A request ``burst_interval_s`` or more after the count started: the count restarts
+        from it; the code counts a worker's very first request (its map entry is created
+        with 1) but not the one that restarts a count (reset to 0)."""
+        st[1] = 1.0 if st[0] == -math.inf else 0.0
+        st[0] = now
 
     def _trip(self, wid: int, view: ClusterView, now: float, st: list[float]) -> None:
         """``burst_requests`` within the interval: restart the count, blacklist the worker."""
@@ -534,26 +575,10 @@ class InfaasSelector:
         assert st.escape is not None
         v = st.escape.variant
         target = self._on_worker(idx, v) or self._no_room(st, idx, v.hardware, view)
-        return _Plan(_Entry(req, (Route(inst.id),), (inst.worker_id,), frozenset(self.blacklist)),
-                     self._entry(req, target))
+        return _Plan(self._entry(req, ((Route(inst.id),), (inst.worker_id,), True)), self._entry(req, target))
 
     def _entry(self, req: Requirements, d: _Decided) -> _Entry:
-        return _Entry(req, d[0], d[1], frozenset(self.blacklist))
-
-    def _split(self, plan: _Plan) -> _Entry:
-        """``blacklisted_share`` of the escaping queries to the blacklisted variant,
-        deterministically: an accumulator per (requirements, batch), kept across view
-        versions, sends exactly every 1/share-th query (every 10th) there (the code draws
-        ``uniform(0, 1) < 0.1``)."""
-        if plan.blacklisted is None:
-            return plan.target
-        acc = plan.acc
-        a = acc[0] + self.cfg.blacklisted_share
-        if a >= 1.0 - 1e-9:
-            acc[0] = a - 1.0
-            return plan.blacklisted
-        acc[0] = a
-        return plan.target
+        return _Entry(req, d[0], d[1], frozenset(self.blacklist), tuple(self._state(w) for w in d[1]))
 
     def _on_worker(self, idx: _Index, v: Variant) -> _Decided | None:
         """``v`` on the least-utilised running worker of its hardware that holds it (routed
