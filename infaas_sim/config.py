@@ -55,6 +55,22 @@ class SimSettings:
     warmup_s: float
     """Queries arriving before this simulated time are simulated but left out of the summary
     metrics (``queries.parquet`` keeps them); both costs are counted from it; 0 = none."""
+    max_arrivals: float
+    """Largest number of arrivals a trace may be expected to hold (a generator's rate x
+    duration, a file's scaled count), checked before any is drawn: each costs memory (about
+    60 B recorded) and time, so a mistyped rate fails at once with one line, not with a
+    ``MemoryError`` minutes later."""
+    timeline_max_rows: int
+    """At most this many rows in ``timeline.parquet``: a run longer than
+    ``timeline_period_s x timeline_max_rows`` gets rows of the smallest whole multiple of
+    ``timeline_period_s`` that fits (memory of the timeline is bounded in simulated time)."""
+    idle_fast_forward: bool
+    """Skip the control loop's windows over idle time once the cluster and the policy have
+    reached a fixed point (:meth:`infaas_core.control.loop.ControlLoop.settled`); exact: the
+    results are the same as with ``false``."""
+    idle_quiet_min_s: float
+    """The fixed point must have held for at least this long (and at least the policy's own
+    longest duration, found in its params) before idle windows are skipped."""
     frontend: FrontendSettings
     """The server's front end as a FCFS queue before the policy (:mod:`infaas_sim.frontend`);
     disabled by default (issue 12, for ``infaas-real validate``)."""
@@ -71,6 +87,15 @@ class SimSettings:
             raise ConfigError("sim.stats_period_s", f"must be > 0 or null, got {self.stats_period_s}")
         if not (isinstance(self.warmup_s, int | float) and math.isfinite(self.warmup_s) and self.warmup_s >= 0):
             raise ConfigError("sim.warmup_s", f"must be a number >= 0, got {self.warmup_s!r}")
+        if not (isinstance(self.max_arrivals, int | float) and not isinstance(self.max_arrivals, bool)
+                and self.max_arrivals >= 1):
+            raise ConfigError("sim.max_arrivals", f"must be a number >= 1, got {self.max_arrivals!r}")
+        if isinstance(self.timeline_max_rows, bool) or not isinstance(self.timeline_max_rows, int) \
+                or self.timeline_max_rows < 1:
+            raise ConfigError("sim.timeline_max_rows", f"must be an integer >= 1, got {self.timeline_max_rows!r}")
+        if not (isinstance(self.idle_quiet_min_s, int | float) and math.isfinite(self.idle_quiet_min_s)
+                and self.idle_quiet_min_s >= 0):
+            raise ConfigError("sim.idle_quiet_min_s", f"must be a number >= 0, got {self.idle_quiet_min_s!r}")
         if self.progress not in PROGRESS_CHOICES:
             raise ConfigError("sim.progress", f"must be one of {PROGRESS_CHOICES}, got {self.progress!r}")
 
@@ -89,7 +114,7 @@ class SimSettings:
             m["progress"] = "on" if m["progress"] else "off"
         if not isinstance(m["frontend"], FrontendSettings):  # sim.frontend: a group of its own
             m["frontend"] = FrontendSettings.from_mapping(m["frontend"])
-        for k in ("drop_late", "stream", "accelerator_sharing"):
+        for k in ("drop_late", "stream", "accelerator_sharing", "idle_fast_forward"):
             if k in m and not isinstance(m[k], bool):
                 raise ConfigError(f"sim.{k}", f"must be true or false, got {m[k]!r}")
         try:
@@ -119,14 +144,20 @@ class Arrivals:
         end = float(duration_s) if duration_s is not None else (float(t[-1]) if t.size else 0.0)
 
         def chunks() -> Iterator[np.ndarray]:
-            edges = np.searchsorted(t, np.arange(chunk_s, end + chunk_s, chunk_s))
+            # chunk k holds the times before edge k = (k + 1) * chunk_s (np.arange's values),
+            # found from the arrivals, so empty simulated time costs nothing
+            n = t.size
             lo = 0
-            for hi in edges.tolist():
-                if hi > lo:
-                    yield t[lo:hi]
+            while lo < n:
+                k = int(t[lo] // chunk_s)
+                while chunk_s + k * chunk_s <= t[lo]:
+                    k += 1
+                while k > 0 and chunk_s + (k - 1) * chunk_s > t[lo]:
+                    k -= 1
+                edge = chunk_s + k * chunk_s
+                hi = int(np.searchsorted(t, edge, side="left")) if edge < end + chunk_s else n
+                yield t[lo:hi]
                 lo = hi
-            if lo < t.size:
-                yield t[lo:]
 
         return Arrivals(chunks, end, int(t.size), name)
 
@@ -155,6 +186,30 @@ class SimInputs:
             raise ConfigError("apps", f"shares must be >= 0 with a positive sum, got {shares}")
         if self.arrivals.count is None and not self.sim.stream:
             raise ConfigError("sim.stream", "an arrival source of unknown length needs sim.stream=true")
+        check_horizon(self.arrivals.duration_s, self.arrivals.name, self.sim)
+
+
+def check_horizon(horizon_s: float, name: str, s: SimSettings) -> None:
+    """A run's horizon must be a positive, finite time at which float64 still resolves the
+    simulator's shortest period: past ``2**52 x`` that period a step of it no longer moves
+    the clock, and the run would never end."""
+    if not (math.isfinite(horizon_s) and horizon_s > 0):
+        raise ConfigError("trace", f"trace '{name}': its window is {horizon_s} s long; a run needs a window > 0 s "
+                                   "(a trace whose every arrival is at 0 s has none: set trace.duration_s)")
+    periods = [s.route_period_s, s.timeline_period_s, s.chunk_s]
+    if s.stats_period_s is not None:
+        periods.append(s.stats_period_s)
+    shortest = min(periods)
+    if math.ulp(horizon_s) > shortest * HORIZON_RESOLUTION:
+        raise ConfigError("trace", f"trace '{name}': its window of {horizon_s:.6g} s is too long for the simulator's "
+                                   f"shortest period ({shortest} s): float64 time there moves in steps of "
+                                   f"{math.ulp(horizon_s):.3g} s; shorten the trace")
+
+
+HORIZON_RESOLUTION = 1e-4
+"""The clock's resolution (float64 ulp) at the horizon must be at most this fraction of the
+shortest period (route, timeline, stats, chunk): a 1e9 s run at a 10 ms route period passes
+(ulp 1.2e-7 s), a 1e12 s one does not."""
 
 
 # -- from the Hydra config (a plain mapping after OmegaConf.to_container) ---------------------
@@ -228,7 +283,7 @@ def arrivals_from_config(m: Mapping[str, Any], seed: int, settings: SimSettings,
     """The ``trace`` group as an arrival source. Streaming a generated trace draws it chunk
     by chunk (the same arrivals as the whole trace); a trace file is read whole."""
     from infaas_core.workload import config as wcfg
-    from infaas_core.workload.generators import generate_chunks
+    from infaas_core.workload.generators import check_size, generate_chunks
 
     name = str(m.get("name") or m.get("kind") or "trace")
     params = {k: v for k, v in m.items() if not str(k).startswith("_")}
@@ -240,6 +295,7 @@ def arrivals_from_config(m: Mapping[str, Any], seed: int, settings: SimSettings,
         run_seed = params.pop("seed", seed)
         if not isinstance(duration, int | float) or isinstance(duration, bool) or duration <= 0:
             raise ConfigError("trace.duration_s", f"streaming needs a positive duration, got {duration!r}")
+        check_size(kind, rate, duration, params, settings.max_arrivals, "sim.max_arrivals")
         chunk_n = max(int((rate or 1000.0) * settings.chunk_s), 1024)
         # check the parameters now (the generator checks them lazily otherwise)
         iter(generate_chunks(kind, rate_qps=rate, duration_s=duration, seed=run_seed, chunk_size=chunk_n, **params))
@@ -249,7 +305,9 @@ def arrivals_from_config(m: Mapping[str, Any], seed: int, settings: SimSettings,
                                    chunk_size=chunk_n, **params)
 
         return Arrivals(chunks, float(duration), None, name)
-    trace = wcfg.trace_from_config(m, seed, base_dir)
+    trace = wcfg.trace_from_config(m, seed, base_dir, max_arrivals=settings.max_arrivals, limit_key="sim.max_arrivals")
+    if not len(trace):
+        raise ConfigError("trace", f"trace '{trace.name or name}' ({trace.source}) holds no arrival: nothing to simulate")
     return Arrivals.from_array(trace.arrivals_s, trace.duration_s, trace.name or name, settings.chunk_s)
 
 

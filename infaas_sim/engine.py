@@ -1,9 +1,16 @@
 """The simulation: SimPy drives the control plane, the data plane moves in bulk.
 
-SimPy events exist only for control: the control loop's next due part (one process driven
-by :class:`infaas_core.control.loop.ControlLoop`: observation window, monitor, model and VM
-autoscalers), the timeline sample, worker start-ups, instance loads becoming ready and
-unload completions. No event or process exists per query.
+SimPy events exist only for control: the control loop's next due part or timeline sample
+(one process: the parts are driven by :class:`infaas_core.control.loop.ControlLoop` —
+observation window, monitor, model and VM autoscalers — and a sample due at the same instant
+is taken after them), worker start-ups, instance loads becoming ready and unload
+completions. No event or process exists per query.
+
+Idle time costs nothing per simulated second: with ``sim.idle_fast_forward``, once the data
+plane is empty and nothing is pending, and the control loop finds the cluster and the policy
+at a fixed point (:meth:`ControlLoop.settled`), the windows up to the next arrival are skipped
+(:meth:`ControlLoop.skip_to`; exact, see :mod:`infaas_core.control.loop`), and the timeline
+has a bounded number of rows (:mod:`infaas_sim.timeline`).
 
 The cluster the policy reads is the control layer's
 :class:`~infaas_core.control.cluster.Cluster`; the simulator supplies its mechanism
@@ -84,7 +91,7 @@ class Simulation:
         shares = np.array([a.share for a in self.apps], dtype=np.float64)
         self.app_cdf = np.cumsum(shares / shares.sum())
         self.app_cdf[-1] = 1.0
-        self.timeline = Timeline(s.timeline_period_s, self.horizon_s)
+        self.timeline = Timeline(s.timeline_period_s, self.horizon_s, s.timeline_max_rows)
         self.recorder = Recorder(self.apps, inputs.catalog.variants, None if s.stream else inputs.arrivals.count,
                                  self.timeline)
         self.vindex = {v.name: i for i, v in enumerate(inputs.catalog.variants)}
@@ -110,31 +117,64 @@ class Simulation:
         self.reject_reasons: Counter[str] = Counter()
         period = self.policy.monitor_period_s
         self.stats_period_s = s.stats_period_s or period or 1.0
-        self.loop = ControlLoop(self.policy, self.cluster, self.stats_period_s, on_window=self._window_done)
+        self.loop = ControlLoop(self.policy, self.cluster, self.stats_period_s, on_window=self._window_done,
+                                quiet_min_s=s.idle_quiet_min_s if s.idle_fast_forward else None)
+        self._pending = 0  # mechanism events scheduled and not yet run (start-ups, loads, unloads)
         self.progress: Any = None
 
     # -- scheduling ------------------------------------------------------------------------
     def _schedule(self, at_s: float, fn: Callable[[], None]) -> None:
         ev = self.env.timeout(max(at_s - self.env.now, 0.0))
+        self._pending += 1
         ev.callbacks.append(lambda _ev: self._control(fn))
 
     def _control(self, fn: Callable[[], None]) -> None:
+        self._pending -= 1
         self.advance_to(self.env.now)
         fn()
 
-    def _every(self, period_s: float, fn: Callable[[], None], first_s: float | None = None) -> Generator[Any, Any, None]:
-        yield self.env.timeout(period_s if first_s is None else first_s)
-        while True:
-            self._control(fn)
-            yield self.env.timeout(period_s)
-
     def _control_loop(self) -> Generator[Any, Any, None]:
-        """The policy's periodic parts, when the control loop says they are due."""
+        """The policy's periodic parts when the control loop says they are due, then the
+        timeline sample when it is due; idle windows skipped when the loop has settled."""
         env, loop = self.env, self.loop
+        period = self.timeline.period_s
+        next_tick = 0.0
+        ff = loop.quiet_s is not None
         while True:
-            yield env.timeout(max(loop.next_due_s() - env.now, 0.0))
-            self.advance_to(env.now)
-            loop.run_due(env.now)
+            due = loop.next_due_s()
+            yield env.timeout(max(min(due, next_tick) - env.now, 0.0))
+            now = env.now
+            self.advance_to(now)
+            if due <= now + 1e-12:
+                loop.run_due(now)
+                if ff and loop.settled(now, self._idle(now), self._mechanism_state()):
+                    loop.skip_to(min(self._next_arrival_s(), self.horizon_s))
+            if next_tick <= now + 1e-12:
+                self._timeline_tick()
+                next_tick += period
+
+    def _idle(self, now_s: float) -> bool:
+        """Nothing queued, in service, unrecorded or pending: only an arrival can change the run."""
+        if self._pending or self._active or self._orphans or self._rej_k or self._drop_k:
+            return False
+        for inst in self.cluster.instances.values():
+            q: Queue = inst.mech
+            if q.pt or q.carry_fin.size or q.carry_bfin.size or q.busy_s:
+                return False
+            for free_s, _ in q.servers:
+                if free_s > now_s:
+                    return False
+        return True
+
+    def _mechanism_state(self) -> tuple[Any, ...]:
+        """The simulator's state besides the cluster's that a window reads: sharing stretches."""
+        return (self.mechanism.accel_factor, [inst.mech.factor for inst in self.cluster.instances.values()])
+
+    def _next_arrival_s(self) -> float:
+        """When the next unrouted query arrives (``inf`` when none is left)."""
+        if self._pos >= len(self._T) and not self._next_chunk():
+            return math.inf
+        return self._T[self._pos]
 
     # -- the data plane --------------------------------------------------------------------
     def _next_chunk(self) -> bool:
@@ -315,7 +355,6 @@ class Simulation:
         env, s = self.env, self.settings
         self.loop.start()
         env.process(self._control_loop())
-        env.process(self._every(s.timeline_period_s, self._timeline_tick, first_s=0.0))
         show = s.progress == "on" or (s.progress == "auto" and sys.stderr.isatty() and self.horizon_s >= 30)
         if show:
             from tqdm import tqdm

@@ -19,13 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from infaas_core.errors import ConfigError
-from infaas_core.workload.generators import generate
+from infaas_core.workload.generators import check_size, generate
 from infaas_core.workload.loaders import load_trace
 from infaas_core.workload.trace import Trace
 
 
-def trace_from_config(cfg: Mapping[str, Any], seed: int, base_dir: Path | None = None) -> Trace:
-    """The trace a ``trace`` config group entry describes."""
+def trace_from_config(cfg: Mapping[str, Any], seed: int, base_dir: Path | None = None, *,
+                      max_arrivals: float | None = None, limit_key: str = "max_arrivals") -> Trace:
+    """The trace a ``trace`` config group entry describes. With ``max_arrivals``, a trace
+    expected to hold more arrivals than that is a ``ConfigError`` naming ``limit_key``,
+    raised before any arrival is drawn (:func:`~infaas_core.workload.generators.check_size`)."""
     from infaas_core.configs import resolve_path
 
     if not isinstance(cfg, Mapping):
@@ -46,6 +49,8 @@ def trace_from_config(cfg: Mapping[str, Any], seed: int, base_dir: Path | None =
             raise ConfigError("trace.kind", f"must be a string, got {kind!r}")
         rate = params.pop("rate_qps", None)
         duration = params.pop("duration_s", None)
+        if max_arrivals is not None:
+            check_size(kind, rate, duration, params, max_arrivals, limit_key)
         trace = generate(kind, rate_qps=rate, duration_s=duration, seed=seed, **params)
     else:
         raw = params.pop("path")
@@ -54,5 +59,5 @@ def trace_from_config(cfg: Mapping[str, Any], seed: int, base_dir: Path | None =
         path = resolve_path(raw, base_dir, key="trace.path")
         fmt = params.pop("format", "auto")
         options = {k: v for k, v in params.items() if v is not None}
-        trace = load_trace(path, format=fmt, seed=seed, **options)
+        trace = load_trace(path, format=fmt, seed=seed, max_arrivals=max_arrivals, limit_key=limit_key, **options)
     return replace(trace, name=name) if name else trace

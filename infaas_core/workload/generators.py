@@ -61,6 +61,85 @@ PARAMS: dict[str, tuple[str, ...]] = {
 KINDS: tuple[str, ...] = tuple(PARAMS)
 
 
+def expected_size(
+    kind: str, rate_qps: float | None, duration_s: float | None, params: Mapping[str, Any]
+) -> tuple[float, float]:
+    """``(arrivals, pieces)`` a generator of ``kind`` is expected to produce, from its
+    parameters alone and without drawing anything: the mean number of arrivals (for
+    ``diurnal`` the candidates drawn at the peak rate, for ``mmpp`` with explicit rates the
+    higher rate throughout) and the number of rate pieces it plans (spike intervals, MMPP
+    sojourns, rate-shape steps; 1 for a renewal process). NaN where a parameter is missing
+    or not a number: :func:`generate` then reports that parameter."""
+
+    def num(v: Any, default: float = math.nan) -> float:
+        if v is None:
+            return default
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return math.nan
+        return float(v)
+
+    d = num(duration_s)
+    rate = num(rate_qps)
+    if kind == "rate_shape":
+        raw = params.get("rates_qps")
+        step = num(params.get("step_s"), 1.0)
+        if raw is None or isinstance(raw, str) or not isinstance(raw, Sequence | np.ndarray) or len(raw) == 0:
+            return math.nan, math.nan
+        rates = [num(r) for r in raw]
+        mean = sum(rates) / len(rates)
+        if duration_s is None:
+            d = len(rates) * step
+        per_s = rate if rate_qps is not None else mean
+        return per_s * d, d / step if step > 0 else math.nan
+    if kind == "diurnal":
+        return rate * (1.0 + abs(num(params.get("amplitude"), 0.5))) * d, 1.0
+    if kind == "spike":
+        high = (num(params["spike_rate_qps"]) if "spike_rate_qps" in params
+                else rate * num(params.get("spike_factor"), 1.0))  # fmt: skip
+        every = num(params.get("spike_every_s"), 60.0)
+        pieces = 2.0 * (len(params["spike_starts_s"]) if isinstance(params.get("spike_starts_s"), Sequence)
+                        else d / every if every > 0 else math.nan) + 1.0  # fmt: skip
+        return max(rate, high) * d, pieces
+    if kind == "mmpp":
+        m = num(params.get("mean_high_s"), 10.0) + num(params.get("mean_low_s"), 30.0)
+        if rate_qps is None:
+            rate = max(num(params.get("rate_high_qps")), num(params.get("rate_low_qps")))
+        return rate * d, 2.0 * d / m if m > 0 else math.nan
+    return rate * d, 1.0
+
+
+def check_size(
+    kind: str,
+    rate_qps: float | None,
+    duration_s: float | None,
+    params: Mapping[str, Any],
+    max_arrivals: float,
+    limit_key: str,
+) -> None:
+    """A ``ConfigError`` naming ``limit_key`` when a generator of ``kind`` is expected to
+    produce more than ``max_arrivals`` arrivals or plan more rate pieces than that (each
+    costs memory before the first arrival is drawn); checked before anything is drawn."""
+    n, pieces = expected_size(kind, rate_qps, duration_s, params)
+    if n > max_arrivals:  # NaN compares false: a bad parameter is generate()'s to report
+        raise ConfigError(
+            limit_key,
+            f"trace kind '{kind}' is expected to make {n:.3g} arrivals (rate_qps {rate_qps} over "
+            f"duration_s {duration_s}), above the limit of {max_arrivals:.3g}; lower the rate or the "
+            f"duration, or raise {limit_key} (e.g. {limit_key}={_raise_to(n)})",
+        )
+    if pieces > max_arrivals:
+        raise ConfigError(
+            limit_key,
+            f"trace kind '{kind}' would plan {pieces:.3g} rate pieces over duration_s {duration_s}, "
+            f"above the limit of {max_arrivals:.3g}; shorten the duration or lengthen the pieces",
+        )
+
+
+def _raise_to(n: float) -> str:
+    """A round number above ``n`` to suggest as a new limit."""
+    return f"{10 ** math.ceil(math.log10(max(n, 1.0)) + 1e-12):.0e}".replace("e+", "e")
+
+
 def generate(
     kind: str, *, rate_qps: float | None, duration_s: float | None, seed: int, **params: Any
 ) -> Trace:

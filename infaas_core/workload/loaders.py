@@ -16,7 +16,10 @@ Formats (``format=``; ``auto`` detects from the header / first line):
 - ``proteus``: per-request lines ``arrival_ms,qos_level,deadline_ms`` without a header.
 - ``arrivals_csv``: a header ``arrival_s`` then one arrival time (seconds) per line.
 
-Lines starting with ``#`` are comments in ``rate_shape`` and ``arrivals_csv`` files. Options
+Lines starting with ``#`` are comments in ``rate_shape`` and ``arrivals_csv`` files. Every
+time must be a finite number >= 0 (``nan``, ``inf`` or a negative time is an ``InputError``
+naming its line); times need not be in order (a trace is the set of its arrival times, sorted
+on loading); a file with a header and no arrival is an ``InputError``. Options
 common to all formats: ``duration_s`` (cut), then ``rate_qps`` (scale, see
 :meth:`Trace.scale_to_rate`), and ``seed`` (for spreading, drawing and scaling; default 0).
 A directory ``path`` loads every file in it (sorted by name) in the given format and
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import math
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -59,8 +63,19 @@ _FORMAT_OPTIONS: dict[str, tuple[str, ...]] = {
 _COMMON_OPTIONS = ("rate_qps", "duration_s", "seed")
 
 
-def load_trace(path: str | Path, format: str = "auto", **options: Any) -> Trace:
-    """Read a trace file (or a directory of them) into a :class:`Trace`."""
+def load_trace(
+    path: str | Path,
+    format: str = "auto",
+    *,
+    max_arrivals: float | None = None,
+    limit_key: str = "max_arrivals",
+    **options: Any,
+) -> Trace:
+    """Read a trace file (or a directory of them) into a :class:`Trace`.
+
+    A cut (``duration_s``) that leaves no arrival is a ``ConfigError``. With
+    ``max_arrivals``, scaling (``rate_qps``) to more arrivals than that is a ``ConfigError``
+    naming ``limit_key``, raised before anything is drawn (the file itself is read whole)."""
     p = Path(path)
     if format != "auto" and format not in FORMATS:
         raise ConfigError(
@@ -83,10 +98,24 @@ def load_trace(path: str | Path, format: str = "auto", **options: Any) -> Trace:
         trace = _load_one(p, format, options, seed)
     duration = options.get("duration_s")
     if duration is not None:
+        whole = trace
         trace = trace.cut(_opt_positive("duration_s", duration))
+        if len(whole) and not len(trace):
+            raise ConfigError(
+                "trace.duration_s",
+                f"{p}: no arrival in the first {duration} s (the first is at {whole.arrivals_s[0]} s)",
+            )
     rate = options.get("rate_qps")
     if rate is not None:
-        trace = trace.scale_to_rate(_opt_positive("rate_qps", rate), seed=seed)
+        rate = _opt_positive("rate_qps", rate)
+        target = round(rate * trace.duration_s) if math.isfinite(rate * trace.duration_s) else math.inf
+        if max_arrivals is not None and target > max_arrivals:
+            raise ConfigError(
+                limit_key,
+                f"{p} scaled to rate_qps {rate} over its {trace.duration_s} s makes {float(target):.3g} "
+                f"arrivals, above the limit of {max_arrivals:.3g}; lower trace.rate_qps or raise {limit_key}",
+            )
+        trace = trace.scale_to_rate(rate, seed=seed)
     return trace
 
 
@@ -189,6 +218,8 @@ def _read_arrivals_csv(
         values.append(_float_cell(path, i, "arrival_s", s))
     if not header_seen:
         raise InputError(path, 1, None, "empty trace file")
+    if not values:
+        raise InputError(path, _first_content(lines)[0], None, "no arrivals after the header 'arrival_s'")
     arr = np.array(values, dtype=np.float64)
     arr.sort(kind="stable")
     return arr, None
