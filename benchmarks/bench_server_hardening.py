@@ -73,11 +73,17 @@ def main() -> int:
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
 
-    from infaas_real.server.rawhttp import infer_body, read_response, request_bytes, rss_bytes, unique_pairs_load
     from infaas_real.server.config import compose
+    from infaas_real.server.rawhttp import (
+        infer_body,
+        read_response,
+        request_bytes,
+        rss_bytes,
+        unique_pairs_load,
+    )
 
     tight = float(compose("serve", a.serve_override).cfg["policy"]["selection"]["tight_slo_ms"])
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     port = _free_port()
     cmd = [sys.executable, "-m", "infaas_real", "serve", f"server.port={port}", *a.serve_override]

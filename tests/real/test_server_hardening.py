@@ -25,7 +25,13 @@ import orjson
 import pytest
 from server_harness import Server, running_server
 
-from infaas_real.server.rawhttp import infer_body, read_response, request_bytes, rss_bytes, unique_pairs_load
+from infaas_real.server.rawhttp import (
+    infer_body,
+    read_response,
+    request_bytes,
+    rss_bytes,
+    unique_pairs_load,
+)
 
 TASK = "classification-digits"
 INFER = f"/v2/models/{TASK}/infer"
@@ -41,7 +47,7 @@ ACCEPTANCE_MB_PER_100K = 50.0
 
 
 def _raise_fd_limit(need: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < need:
         pytest.skip(f"the hard open-file limit {hard} is below the {need} this test needs")
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -52,7 +58,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with running_server(
         ["policy=infaas", f"policy.selection.requirements_cache_size={CACHE_SIZE}",
          f"server.header_timeout_s={HEADER_TIMEOUT_S}", f"server.keep_alive_timeout_s={KEEP_ALIVE_TIMEOUT_S}",
-         f"server.max_request_bytes={MAX_BODY}"],  # fmt: skip
+         f"server.max_request_bytes={MAX_BODY}"],
         tmp_path_factory.mktemp("hardening"),
     ) as srv:
         yield srv
@@ -294,7 +300,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, 
     with running_server(
         ["policy=infaas", f"server.max_connections_per_client={PER_CLIENT_CAP}",
          f"server.max_request_bytes={MAX_BODY}", f"server.shutdown_drain_s={DRAIN_S}",
-         f"server.final_metrics_path={final}"],  # fmt: skip
+         f"server.final_metrics_path={final}"],
         tmp,
     ) as srv:
         yield srv, final
