@@ -1,0 +1,40 @@
+"""``infaas-real calibrate-frontend``: a fresh server is driven at a light rate with 1- and
+k-item requests; the front end's time per query (client latency minus the server's queue and
+inference times) and the worker-slot start are written beside the catalog, with where and
+when they were measured — and the simulator reads the file back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from infaas_real.cli import main as cli_main
+from infaas_sim.frontend import FrontendSettings
+
+
+@pytest.mark.slow
+def test_calibration_writes_a_frontend_file_the_simulator_reads(tmp_path: Path) -> None:
+    out = tmp_path / "digits.frontend.yaml"
+    rc = cli_main(["calibrate-frontend", "catalog=digits", "apps=digits", "calibrate_frontend.rate_qps=10",
+                   "calibrate_frontend.duration_s=1.5", f"calibrate_frontend.out={out}",
+                   f"hydra.run.dir={tmp_path / 'run'}"])  # fmt: skip
+    assert rc == 0
+    rec = yaml.safe_load(out.read_text())
+    assert rec["cores"] == 1 and rec["per_query_ms"] >= 0 and rec["per_item_ms"] >= 0
+    assert rec["per_query_ms"] + rec["per_item_ms"] > 0  # an HTTP round trip costs something
+    assert rec["slot_start_ms"] >= 0
+    m = rec["measured"]
+    assert m["cores"] >= 1 and len(m["load_average_at_start"]) == 3 and m["catalog"] == "digits.csv"
+    assert m["front_end_ms_1_item"]["answers"] >= 5
+    fe = FrontendSettings.from_mapping({"enabled": True, "path": str(out), "cores": 9, "per_query_ms": 99.0,
+                                        "per_item_ms": 99.0})  # fmt: skip
+    assert (fe.cores, fe.per_query_ms, fe.per_item_ms) == (1, rec["per_query_ms"], rec["per_item_ms"])
+
+
+def test_one_request_size_cannot_fit_a_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = cli_main(["calibrate-frontend", "catalog=digits", "apps=digits", "calibrate_frontend.batch_items=1",
+                   f"hydra.run.dir={tmp_path}"])  # fmt: skip
+    assert rc == 2
+    assert "calibrate_frontend.batch_items" in capsys.readouterr().err
