@@ -123,16 +123,20 @@ def check_size(
     if n > max_arrivals:  # NaN compares false: a bad parameter is generate()'s to report
         raise ConfigError(
             limit_key,
-            f"trace kind '{kind}' is expected to make {n:.3g} arrivals (rate_qps {rate_qps} over "
-            f"duration_s {duration_s}), above the limit of {max_arrivals:.3g}; lower the rate or the "
+            f"trace kind '{kind}' is expected to make {n:.3g} arrivals (rate_qps {_g(rate_qps)} over "
+            f"duration_s {_g(duration_s)}), above the limit of {max_arrivals:.3g}; lower the rate or the "
             f"duration, or raise {limit_key} (e.g. {limit_key}={_raise_to(n)})",
         )
     if pieces > max_arrivals:
         raise ConfigError(
             limit_key,
-            f"trace kind '{kind}' would plan {pieces:.3g} rate pieces over duration_s {duration_s}, "
+            f"trace kind '{kind}' would plan {pieces:.3g} rate pieces over duration_s {_g(duration_s)}, "
             f"above the limit of {max_arrivals:.3g}; shorten the duration or lengthen the pieces",
         )
+
+
+def _g(x: Any) -> str:
+    return f"{x:g}" if isinstance(x, int | float) and not isinstance(x, bool) else repr(x)
 
 
 def _raise_to(n: float) -> str:

@@ -112,7 +112,7 @@ def load_trace(
         if max_arrivals is not None and target > max_arrivals:
             raise ConfigError(
                 limit_key,
-                f"{p} scaled to rate_qps {rate} over its {trace.duration_s} s makes {float(target):.3g} "
+                f"{p} scaled to rate_qps {rate:g} over its {trace.duration_s:g} s makes {float(target):.3g} "
                 f"arrivals, above the limit of {max_arrivals:.3g}; lower trace.rate_qps or raise {limit_key}",
             )
         trace = trace.scale_to_rate(rate, seed=seed)
