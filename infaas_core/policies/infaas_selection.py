@@ -158,6 +158,7 @@ class _Static:
     loose: bool
     min_load_score_ms: float
     escape: _Cand | None  # the smallest max_batch covering the batch (accelerators before CPU)
+    run_pos: dict[str, int]  # candidate name -> its position in by_run
 
 
 _BurstState = list[float]
@@ -201,6 +202,18 @@ class _Plan:
         self.acc: list[float] = [0.0]  # the split's accumulator, shared across versions (see select)
 
 
+@dataclass(frozen=True, slots=True)
+class _Running:
+    """Of one :class:`_Static`'s candidates, in one view version (:meth:`_Index.running`)."""
+
+    st: _Static
+    eligible: tuple[tuple[_Cand, list[InstanceView], list[InstanceView], list[InstanceView]], ...]
+    """``(candidate, eligible, busy, ready)`` for those with an eligible instance."""
+    busy: tuple[_Cand, ...]
+    """Those with an overloaded or interfered instance."""
+    eligible_names: frozenset[str]
+
+
 def _running(view: ClusterView, worker_id: int) -> bool:
     try:
         return view.worker(worker_id).state is WorkerState.RUNNING
@@ -213,12 +226,14 @@ class _Index:
     touches only its candidates' instances (``view.instances_of`` is an indexed lookup in
     every backend), never the whole cluster."""
 
-    __slots__ = ("_by_hw", "_lists", "view")
+    __slots__ = ("_by_hw", "_lists", "_loaded", "_running", "view")
 
     def __init__(self, view: ClusterView) -> None:
         self.view = view
         self._lists: dict[str, tuple[list[InstanceView], list[InstanceView], list[InstanceView]]] = {}
         self._by_hw: dict[str, list[WorkerView]] = {}
+        self._running: dict[int, _Running] = {}
+        self._loaded: frozenset[str] | None = None
 
     def lists(self, name: str) -> tuple[list[InstanceView], list[InstanceView], list[InstanceView]]:
         """``(eligible, busy, ready)`` instances of variant ``name`` on running workers:
@@ -242,6 +257,25 @@ class _Index:
                 if state is InstanceState.READY:
                     ready.append(inst)
         got = self._lists[name] = (eligible, busy, ready)
+        return got
+
+    def running(self, st: _Static) -> _Running:
+        """The candidates of ``st`` that have instances, in ``st.by_run`` order: a miss
+        (most come after a blacklist change, within one version) then walks these few,
+        not every candidate of the requirements; they are found from the variants the
+        workers hold (a few), not by asking each of the candidates (dozens)."""
+        got = self._running.get(id(st))
+        if got is not None and got.st is st:
+            return got
+        loaded = self._loaded
+        if loaded is None:
+            loaded = self._loaded = frozenset(i.variant.name for w in self.view.workers for i in w.instances)
+        pos = st.run_pos
+        present = [st.by_run[i] for i in sorted(pos[n] for n in loaded if n in pos)]
+        lists = self.lists
+        eligible = tuple((c, *lists(c.name)) for c in present if lists(c.name)[0])
+        busy = tuple(c for c in present if lists(c.name)[1])
+        got = self._running[id(st)] = _Running(st, eligible, busy, frozenset(c.name for c, *_ in eligible))
         return got
 
     def holds(self, worker_id: int, name: str) -> bool:
@@ -487,11 +521,8 @@ class InfaasSelector:
         # no candidate has a ready one.
         best: _Cand | None = None
         best_insts: list[InstanceView] = []
-        lists = idx.lists
-        for c in st.by_run:
-            insts, _, ready = lists(c.name)
-            if not insts:
-                continue
+        run = idx.running(st)
+        for c, insts, _, ready in run.eligible:
             if st.loose and not c.is_cpu:
                 model = c.variant.model
                 insts = [i for i in insts if model not in view.worker(i.worker_id).scale_down_to_cpu]
@@ -507,7 +538,7 @@ class InfaasSelector:
         if best is not None and (not infaas or best.run_score_ms < st.min_load_score_ms):
             return self._to(idx, best, best_insts)
         if best is None and self.cfg.when_all_blacklisted == "escape" and st.escape is not None:
-            busy_cands = [c for c in st.by_run if lists(c.name)[1]]
+            busy_cands = list(run.busy)
             if busy_cands:  # every running instance a query could use is blacklisted
                 for c in busy_cands:  # a blacklisted GPU variant asks for a GPU worker (the code's vmscale)
                     if family(c.variant.hardware) == "gpu":
@@ -515,7 +546,7 @@ class InfaasSelector:
                 self._plans[(req, batch)] = self._plan(idx, st, req, busy_cands, view)
                 return (), (), False  # select replays the plan by the split
         for c in st.loads:
-            if lists(c.name)[0]:
+            if c.name in run.eligible_names:
                 continue
             # Against a free running variant, load only one that scores better (the code's
             # shared score) AND would rank better once running (a tighter fit): loads then
@@ -668,7 +699,7 @@ class InfaasSelector:
             ok = [v for v in usable if self.serves(v, req.latency_slo_ms, batch)][:n]
         if not ok:
             reason, suggestion = rejection(self, req, batch)
-            return _Static(Reject(reason, suggestion), (), (), (), loose, math.inf, None)
+            return _Static(Reject(reason, suggestion), (), (), (), loose, math.inf, None, {})
         cands = tuple(self._cand(v, i, req, batch, loose) for i, v in enumerate(ok))
         by_run = tuple(sorted(cands, key=lambda c: c.run_key))
         loads = tuple(sorted(cands, key=lambda c: c.load_key))
@@ -676,7 +707,8 @@ class InfaasSelector:
         # batch-1 latency among equals (its variant index); CPU variants are registered with
         # max_batch 128 there (profile_model.sh:43), so an accelerator plan wins if feasible.
         escape = min(cands, key=lambda c: (c.is_cpu, c.variant.max_batch, c.variant.latency_ms(1), c.run_key[2]))
-        return _Static(None, cands, by_run, loads, loose, min(c.load_score_ms for c in cands), escape)
+        return _Static(None, cands, by_run, loads, loose, min(c.load_score_ms for c in cands), escape,
+                       {c.name: i for i, c in enumerate(by_run)})
 
     def _cand(self, v: Variant, i: int, req: Requirements, batch: int, loose: bool) -> _Cand:
         est = self.est.latency_ms(v, batch)
