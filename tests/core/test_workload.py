@@ -326,3 +326,50 @@ def test_trace_from_config_generator_and_file_shapes(tmp_path: Path) -> None:
         trace_from_config({"rate_qps": 1}, seed=0)
     with pytest.raises(ConfigError, match=r"^trace.path: 'nowhere.csv' not found"):
         trace_from_config({"path": "nowhere.csv"}, seed=0)
+
+
+# -- degenerate input (issue 13 item 6) -----------------------------------------------------
+
+
+def test_a_header_only_file_and_a_cut_before_the_first_arrival_are_errors(tmp_path: Path) -> None:
+    empty = tmp_path / "e.csv"
+    empty.write_text("# made by hand\narrival_s\n")
+    with pytest.raises(InputError, match=rf"^{re.escape(str(empty))}:2: no arrivals after the header"):
+        load_trace(empty)
+    late = tmp_path / "late.csv"
+    late.write_text("arrival_s\n7\n5\n")  # out of order: sorted on loading
+    assert list(load_trace(late).arrivals_s) == [5.0, 7.0]
+    with pytest.raises(ConfigError, match=r"^trace.duration_s: .*no arrival in the first 2 s \(the first is at 5.0 s\)"):
+        load_trace(late, duration_s=2)
+
+
+@pytest.mark.parametrize(("kind", "params"), [
+    ("poisson", {}), ("gamma", {"cv": 4}), ("diurnal", {"period_s": 20, "amplitude": 0.5}),
+    ("spike", {"spike_factor": 3, "spike_len_s": 5, "spike_every_s": 20}), ("mmpp", {"ratio": 4}),
+])  # fmt: skip
+def test_expected_size_bounds_what_a_generator_draws(kind: str, params: dict[str, object]) -> None:
+    """The up-front estimate is at least the drawn count (within Poisson noise) and the limit
+    check refuses a trace of that size before drawing."""
+    from infaas_core.workload.generators import check_size, expected_size
+
+    n, pieces = expected_size(kind, 500, 60, params)
+    drawn = len(generate(kind, rate_qps=500, duration_s=60, seed=3, **params))
+    assert drawn <= n * 1.1 + 100 and pieces >= 1
+    check_size(kind, 500, 60, params, max_arrivals=n * 2, limit_key="sim.max_arrivals")
+    with pytest.raises(ConfigError, match=r"^sim.max_arrivals: .*above the limit"):
+        check_size(kind, 500, 60, params, max_arrivals=n / 2, limit_key="sim.max_arrivals")
+
+
+def test_rate_shape_pieces_and_file_scaling_are_checked_before_drawing(tmp_path: Path) -> None:
+    from infaas_core.workload.generators import check_size
+
+    with pytest.raises(ConfigError, match=r"rate pieces"):
+        check_size("rate_shape", None, 1e12, {"rates_qps": [1e-9], "step_s": 1.0}, 1e8, "sim.max_arrivals")
+    f = tmp_path / "a.csv"
+    f.write_text("arrival_s\n0\n10\n")
+    with pytest.raises(ConfigError, match=r"^lim: .* makes 1e\+13 arrivals, above the limit of 1e\+06"):
+        load_trace(f, rate_qps=1e12, max_arrivals=1e6, limit_key="lim")
+    assert len(load_trace(f, rate_qps=10, max_arrivals=1e6)) == 100
+    with pytest.raises(ConfigError, match=r"^lim: trace kind 'poisson' is expected to make 1\.2e\+14"):
+        trace_from_config({"kind": "poisson", "rate_qps": 1e12, "duration_s": 120}, seed=0, max_arrivals=1e8,
+                          limit_key="lim")
