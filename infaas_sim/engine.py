@@ -147,8 +147,10 @@ class Simulation:
             self.advance_to(now)
             if due <= now + 1e-12:
                 loop.run_due(now)
-                if ff and loop.settled(now, self._idle(now), self._mechanism_state()):
-                    loop.skip_to(min(self._next_arrival_s(), self.horizon_s))
+                if ff:
+                    idle = self._idle(now)
+                    if loop.settled(now, idle, self._mechanism_state() if idle else None):
+                        loop.skip_to(min(self._next_arrival_s(), self.horizon_s))
             if next_tick <= now + 1e-12:
                 self._timeline_tick()
                 next_tick += period
