@@ -13,6 +13,9 @@ What the simulator's front-end stage (``sim.frontend``, :mod:`infaas_sim.fronten
   policy, the pipe to the worker and back, the response, and the client's own share;
 - ``cores``: servers of that queue (``calibrate_frontend.cores``; the server's front end is
   one asyncio thread);
+- ``infer_scale``: the calibration variant's inference time inside its worker slot (the
+  server's timestamps, 1-item requests) over its profiled batch-1 time — how much slower the
+  catalog's numbers run on this machine as it is now (``validate.service_scale: calibrated``);
 - ``slot_start_ms``: what loading a variant takes here beyond its profiled load latency (a
   worker process starting, its runtime importing): the first request to the not-yet-loaded
   variant waits for it.
@@ -146,6 +149,7 @@ def main(overrides: Sequence[str]) -> int:
         "per_query_ms": round(per_query, 4),
         "per_item_ms": round(per_item, 4),
         "slot_start_ms": round(slot_start, 1),
+        "infer_scale": round(steady_infer / variant.batch1_latency_ms, 3),
         "measured": {
             "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%MZ"),
             "by": "infaas-real calibrate-frontend",
@@ -171,7 +175,8 @@ def main(overrides: Sequence[str]) -> int:
 
     head = (f"# Front-end calibration of {cat_path.name} (infaas-real calibrate-frontend; infaas_real/calibrate_frontend.py).\n"
             "# cores / per_query_ms / per_item_ms: the simulator's front-end queue (sim.frontend.path);\n"
-            "# slot_start_ms: added to every variant's load latency by infaas-real validate.\n")  # fmt: skip
+            "# slot_start_ms: added to every variant's load latency by infaas-real validate;\n"
+            "# infer_scale: in-server / profiled batch-1 inference time (validate.service_scale: calibrated).\n")  # fmt: skip
     out.write_text(head + yaml.safe_dump(record, sort_keys=False))
     (run_dir / out.name).write_text(out.read_text())
     print(out.read_text())

@@ -273,6 +273,20 @@ def scenario_overrides(cfg: dict[str, Any], user: Sequence[str]) -> list[str]:
     return [*out, *keep, f"seed={int(cfg.get('seed', 0))}"]
 
 
+def service_scale(v: dict[str, Any], fe: dict[str, Any]) -> float:
+    """``validate.service_scale``: a number, or ``calibrated`` = the front-end file's
+    ``infer_scale`` (the calibration variant's inference time in its worker slot over its
+    profiled batch-1 time, measured at light load just as the front end was)."""
+    x = v["service_scale"]
+    if x == "calibrated":
+        if "infer_scale" not in fe:
+            raise ConfigError("validate.service_scale", "the front-end file has no infer_scale; calibrate again or give a number")
+        return float(fe["infer_scale"])
+    if isinstance(x, bool) or not isinstance(x, int | float) or not x > 0:
+        raise ConfigError("validate.service_scale", f"'calibrated' or a number > 0, got {x!r}")
+    return float(x)
+
+
 def monitor_period_s(policy: dict[str, Any]) -> float:
     for k in ("monitor_period_s", "model_autoscale_period_s"):
         if policy.get(k):
@@ -342,7 +356,8 @@ def _main(overrides: Sequence[str]) -> int:
         raise PreconditionFailed(f"the generator fell behind during the run: lateness p99 {run_lateness:.1f} ms "
                                  f"(limit {pre['max_lateness_p99_ms']} ms); load average {os.getloadavg()[0]:.1f}")
 
-    cat_sim = sim_catalog(Path(catalog.source_path), float(fe["slot_start_ms"]), run_dir / "catalog_sim.csv")
+    scale = service_scale(v, fe)
+    cat_sim = sim_catalog(Path(catalog.source_path), float(fe["slot_start_ms"]), scale, run_dir / "catalog_sim.csv")
     sim_over = [*[o for o in scen if o.split("=")[0].lstrip("+~") not in ("catalog", "catalog.path")],
                 "~catalog", f"+catalog.path={cat_sim}", "+catalog.format=infaas",
                 *sim_trace(trace.arrivals_s, start_s, run_dir / "trace_arrivals.csv"),
@@ -377,6 +392,8 @@ def _main(overrides: Sequence[str]) -> int:
         "front end (simulated)": f"{fe['cores']} core(s), {fe['per_query_ms']:.3f} ms per query + "
                                  f"{fe['per_item_ms']:.3f} ms per item; worker-slot start {fe['slot_start_ms']:.0f} ms "
                                  f"({fe_path.name}, measured {fe.get('measured', {}).get('date', '?')})",
+        "service times (simulated)": f"the catalog's x {scale:.3f} ({v['service_scale']}: "
+                                     + ("the calibration's in-server / profiled inference time)" if v["service_scale"] == "calibrated" else "as given)"),
         "probe": f"liveness at {peak_qps:.0f} qps: lateness p99 {lateness_p99:.2f} ms",
         "generator lateness (real run)": f"p50 {summary['generator_lateness_ms']['p50']:.2f} ms, p99 {run_lateness:.2f} ms",
         "load average (1, 5, 15 min) at start": " ".join(f"{x:.2f}" for x in load_avg),

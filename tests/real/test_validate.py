@@ -16,7 +16,8 @@ import pytest
 from infaas_core.metrics import SUMMARY_KEYS
 from infaas_real.cli import main as cli_main
 
-FRONTEND = "cores: 1\nper_query_ms: 1.0\nper_item_ms: 0.05\nslot_start_ms: 500\nmeasured: {date: test}\n"
+REPO = Path(__file__).resolve().parents[2]
+FRONTEND = "cores: 1\nper_query_ms: 1.0\nper_item_ms: 0.05\nslot_start_ms: 500\ninfer_scale: 1.5\nmeasured: {date: test}\n"
 
 
 def _digits(tmp_path: Path, *extra: str) -> list[str]:
@@ -38,6 +39,10 @@ def test_validate_runs_both_backends_and_compares_queries_and_actions(tmp_path: 
     assert set(SUMMARY_KEYS) <= set(real) and set(SUMMARY_KEYS) <= set(sim)
     assert real["queries"] == sim["queries"]  # the simulator replayed the real run's arrivals
     assert sim["sim"]["frontend"] == {"cores": 1, "per_query_ms": 1.0, "per_item_ms": 0.05}
+    # the simulator's catalog: load latency + the slot start, inference x infer_scale
+    prof, used = pd.read_csv(REPO / "catalogs" / "digits.csv"), pd.read_csv(out / "catalog_sim.csv")
+    assert (used["load_latency_ms"] - prof["load_latency_ms"]).round(6).eq(500).all()
+    assert (used["latency_p50_ms"] / prof["latency_p50_ms"]).round(6).eq(1.5).all()
     # both decision traces: INFaaS loads its first variant on the first query in each backend
     for d in ("real", "sim"):
         acts = pd.read_csv(out / d / "actions.csv")
