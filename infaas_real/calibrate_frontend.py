@@ -117,7 +117,7 @@ def main(overrides: Sequence[str]) -> int:
     server = start_server([*scen, "policy=infaas", *v_cfg.get("server_overrides", [])], port, run_dir / "server.log")
     shape = task_io(variant.task).input_shape
     # requests go to the variant by name with a loose SLO: the first one waits for the load
-    apps = [App(a.name, Requirements(variant=variant.name, latency_slo_ms=float(c["slo_ms"])), a.share) for a in apps]
+    apps = tuple(App(a.name, Requirements(variant=variant.name, latency_slo_ms=float(c["slo_ms"])), a.share) for a in apps)
     targets = [variant.name] * len(apps)
     rate, duration = float(c["rate_qps"]), float(c["duration_s"])
     seed = int(cfg.get("seed", 0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -90,12 +91,12 @@ def test_pass_through_keeps_the_clients_arrivals() -> None:
     np.testing.assert_allclose(p.client_s, [0.0, 0.001, 0.010])
 
 
-def _run(frontend: dict[str, object] | None) -> dict[str, object]:
-    sim: dict[str, object] = {"latency_model": "deterministic"}
-    if frontend is not None:
-        sim["frontend"] = frontend
+def _run(frontend: dict[str, object] | None) -> dict[str, Any]:
     cat = Catalog([variant("v", p50_ms=2.0)])
-    return simulate(inputs(cat, poisson(50.0, 2000, seed=3), **sim)).summary
+    times = poisson(50.0, 2000, seed=3)
+    if frontend is None:
+        return simulate(inputs(cat, times, latency_model="deterministic")).summary
+    return simulate(inputs(cat, times, latency_model="deterministic", frontend=frontend)).summary
 
 
 def test_enabled_front_end_adds_its_queue_to_latency_counted_from_the_client() -> None:
