@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -37,7 +38,7 @@ from infaas_core.errors import BackendError, ConfigError, NoFeasibleVariant
 from infaas_core.model import ClusterSpec, Requirements
 from infaas_core.policies.base import Policy
 from infaas_real.executor import ExecutorSettings, InferenceFailed, Overloaded, WorkerDied
-from infaas_real.server import jsonfast, protocol
+from infaas_real.server import jsonfast, openapi, protocol
 from infaas_real.server.httplayer import CLIENT_CLOSED, ASGIApp, CountingMiddleware, HttpAccounting
 from infaas_real.server.metrics import ServerMetrics
 from infaas_real.server.state import LiveState, Refused, StateSettings
@@ -136,11 +137,22 @@ class InferenceServer:
             media_type=_JSON,
         )
 
-    async def model_metadata(self, request: Request) -> Response:
+    def _target(self, request: Request) -> _Target | Response:
+        """The named target, or the 404 answer (unknown name or version)."""
         name = request.path_params["name"]
         t = self.targets.get(name)
         if t is None:
             return _error(404, f"unknown task, model or variant '{name}'")
+        version = request.path_params.get("version")
+        if version is not None and version != MODEL_VERSION:
+            return _error(404, f"'{name}' has no version '{version}' (versions: {MODEL_VERSION})")
+        return t
+
+    async def model_metadata(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        t = self._target(request)
+        if isinstance(t, Response):
+            return t
         return Response(
             protocol.model_metadata(name, t.io.input_shape, t.io.classes, f"infaas-{t.form}", [MODEL_VERSION], uint8=True),
             media_type=_JSON,
@@ -148,9 +160,9 @@ class InferenceServer:
 
     async def model_ready(self, request: Request) -> Response:
         name = request.path_params["name"]
-        t = self.targets.get(name)
-        if t is None:
-            return _error(404, f"unknown task, model or variant '{name}'")
+        t = self._target(request)
+        if isinstance(t, Response):
+            return t
         assert self.state is not None
         ok = t.form != "variant" or any(i.state == "ready" for i in self.state.instances_of(name))
         return Response(jsonfast.dumps({"name": name, "ready": ok}), status_code=200 if ok else 400, media_type=_JSON)
@@ -166,6 +178,9 @@ class InferenceServer:
         cols = ["time_s", "kind", "variant", "worker", "replicas", "refused"]
         return Response(jsonfast.dumps({"now_s": self.state.now_s, "columns": cols,
                                         "actions": [list(a) for a in self.state.decision_trace]}), media_type=_JSON)
+
+    async def openapi(self, request: Request) -> Response:
+        return Response(openapi.document_json(), media_type=_JSON)
 
     async def prometheus(self, request: Request) -> Response:
         assert self.metrics is not None
@@ -187,12 +202,9 @@ class InferenceServer:
         assert state is not None and metrics is not None
         t0 = time.perf_counter()
         name = request.path_params["name"]
-        t = self.targets.get(name)
-        if t is None:
-            return self._count(_error(404, f"unknown task, model or variant '{name}'"), "")
-        version = request.path_params.get("version")
-        if version is not None and version != MODEL_VERSION:
-            return self._count(_error(404, f"'{name}' has no version '{version}' (versions: {MODEL_VERSION})"), "")
+        t = self._target(request)
+        if isinstance(t, Response):
+            return self._count(t, "")
         ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if ctype and ctype not in ACCEPTED_CONTENT_TYPES:
             return self._count(_error(415, f"content-type '{ctype}' is not served; send application/json "
@@ -286,10 +298,22 @@ class InferenceServer:
                 Route("/v2/models/{name}/versions/{version}/ready", self.model_ready),
                 Route("/v2/infaas/state", self.state_snapshot),
                 Route("/v2/infaas/actions", self.actions),
+                Route(openapi.PATH, self.openapi),
                 Route("/metrics", self.prometheus),
             ],
             lifespan=self.lifespan,
+            exception_handlers={HTTPException: _http_exception},
         )
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own answers (no such route 404, wrong method 405) as one-line JSON errors."""
+    assert isinstance(exc, HTTPException)
+    what = {404: f"no such endpoint (the endpoints: GET {openapi.PATH})",
+            405: f"method {request.method} not allowed here (the endpoints: GET {openapi.PATH})"}
+    resp = _error(exc.status_code, what.get(exc.status_code, str(exc.detail)))
+    resp.headers.update(exc.headers or {})  # 405 carries Allow
+    return resp
 
 
 def _error(status: int, message: str, **extra: Any) -> Response:
