@@ -17,8 +17,9 @@ What the simulator's front-end stage (``sim.frontend``, :mod:`infaas_sim.fronten
   server's timestamps, 1-item requests) over its profiled batch-1 time — how much slower the
   catalog's numbers run on this machine as it is now (``validate.service_scale: calibrated``);
 - ``slot_start_ms``: what loading a variant takes here beyond its profiled load latency (a
-  worker process starting, its runtime importing): the first request to the not-yet-loaded
-  variant waits for it.
+  worker process starting, its runtime importing): the first request to a not-yet-loaded
+  variant waits for it. ``concurrent_slots`` variants are asked for at once (INFaaS's first
+  queries of the validation scenario start two slots together); the mean of their waits.
 
 The file also records where and when it was measured (CPU model, cores, load average, date,
 commit), so a reader can tell a calibration from another machine.
@@ -56,6 +57,15 @@ def calibration_variant(cfg: dict[str, Any], catalog: Catalog, apps: Sequence[Ap
     if not cands:
         raise ConfigError("calibrate_frontend.variant", f"no 1-core CPU variant with max_batch >= {items}; name one")
     return min(cands, key=lambda v: (v.batch1_latency_ms, v.name))
+
+
+def slot_variants(catalog: Catalog, first: Variant, n: int) -> list[Variant]:
+    """``first`` and the ``n - 1`` fastest other 1-core CPU variants (of other models first)."""
+    if n < 1:
+        raise ConfigError("calibrate_frontend.concurrent_slots", f"must be >= 1, got {n}")
+    others = sorted((v for v in catalog if v.is_cpu and v.cores == 1 and v.name != first.name),
+                    key=lambda v: (v.model == first.model, v.batch1_latency_ms, v.name))  # fmt: skip
+    return [first, *others[: n - 1]]
 
 
 def _cpu_model() -> str:
@@ -124,10 +134,17 @@ def main(overrides: Sequence[str]) -> int:
     load_avg = os.getloadavg()
     try:
         await_server(server, url, run_dir / "server.log", float(v_cfg["ready_timeout_s"]))
-        first = asyncio.run(open_loop(url, np.zeros(1), apps, seed, input_shape=shape, targets=targets,
-                                      timeout_s=float(v_cfg["request_timeout_s"])))  # fmt: skip
-        if not first.served.all():
-            raise BackendError(f"the first request to {variant.name} was not served: {first.errors or first.http}")
+        slots = slot_variants(catalog, variant, int(c["concurrent_slots"]))
+
+        async def first_requests() -> list[Answers]:
+            return list(await asyncio.gather(*(
+                open_loop(url, np.zeros(1), (App(x.name, Requirements(variant=x.name, latency_slo_ms=float(c["slo_ms"])), 1.0),),
+                          seed, input_shape=shape, timeout_s=float(v_cfg["request_timeout_s"])) for x in slots)))
+
+        firsts = asyncio.run(first_requests())
+        for x, f in zip(slots, firsts):
+            if not f.served.all():
+                raise BackendError(f"the first request to {x.name} was not served: {f.errors or f.http}")
         runs: dict[int, Answers] = {}
         for k, n_items in enumerate((1, items)):
             arrivals = generate("poisson", rate_qps=rate, duration_s=duration, seed=seed + 1 + k).arrivals_s
@@ -140,8 +157,9 @@ def main(overrides: Sequence[str]) -> int:
     per_item = max((mk - m1) / (items - 1), 0.0)
     per_query = max(m1 - per_item, 0.0)
     steady_infer = float(np.nanmedian(runs[1].infer_ms))
-    waited = float(first.latency_ms[0]) - m1 - float(first.infer_ms[0])
-    slot_start = max(waited - variant.load_latency_ms, 0.0)
+    waits = [float(f.latency_ms[0]) - m1 - float(f.infer_ms[0]) for f in firsts]
+    waited = float(np.mean(waits))
+    slot_start = max(float(np.mean([w - x.load_latency_ms for w, x in zip(waits, slots)])), 0.0)
     cat_path = Path(catalog.source_path)
     out = Path(str(c["out"])) if c.get("out") else cat_path.with_name(cat_path.name.removesuffix(".csv") + ".frontend.yaml")
     record = {
@@ -166,7 +184,8 @@ def main(overrides: Sequence[str]) -> int:
             f"front_end_ms_{items}_items": {"p50": round(mk, 4), "p99": round(float(np.quantile(many, 0.99)), 4),
                                             "answers": int(many.size)},
             "first_request_wait_ms": round(waited, 1),
-            "profiled_load_latency_ms": variant.load_latency_ms,
+            "slot_start_variants": [x.name for x in slots],
+            "profiled_load_latency_ms": [x.load_latency_ms for x in slots],
             "steady_infer_ms_1_item": round(steady_infer, 4),
             "profiled_batch1_ms": variant.batch1_latency_ms,
         },
