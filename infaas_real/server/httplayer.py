@@ -180,6 +180,7 @@ def protocol_class(acc: HttpAccounting, limits: ConnectionLimits) -> type[asynci
 
 
 _DRAINING_BODY = b'{"error":"server shutting down: request refused, retry elsewhere"}'
+_CANCELLED_BODY = b'{"error":"server shut down before the request was answered (server.shutdown_timeout_s)"}'
 
 
 class CountingMiddleware:
@@ -214,6 +215,19 @@ class CountingMiddleware:
 
         try:
             await self.app(scope, receive, counted_send)
+        except asyncio.CancelledError:
+            # uvicorn cancels what is still running when server.shutdown_timeout_s runs out: an
+            # explicit 503 if nothing was sent yet (then the request has ended: the task, which
+            # nothing awaits, finishes quietly), else the cancellation goes on
+            if status != 0:
+                raise
+            await counted_send({"type": "http.response.start", "status": 503,
+                                "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
+                                            (b"content-length", str(len(_CANCELLED_BODY)).encode())]})  # fmt: skip
+            await send({"type": "http.response.body", "body": _CANCELLED_BODY})
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
         except Exception as exc:
             log.error("request %s %s failed: %s", scope.get("method"), route, type(exc).__name__, exc_info=exc)
             if status == 0:

@@ -290,7 +290,8 @@ def test_idle_connection_flood_leaves_readiness_and_inference_answering(server: 
 
 # -- 3. accounting and shutdown, on a server of their own -----------------------------------
 PER_CLIENT_CAP = 40
-DRAIN_S = 5.0
+DRAIN_S = 3.0
+SHUTDOWN_TIMEOUT_S = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -299,7 +300,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, 
     final = tmp / "final-metrics.prom"
     with running_server(
         ["policy=infaas", f"server.max_connections_per_client={PER_CLIENT_CAP}",
-         f"server.max_request_bytes={MAX_BODY}", f"server.shutdown_drain_s={DRAIN_S}",
+         f"server.max_request_bytes={MAX_BODY}", f"server.shutdown_drain_s={DRAIN_S}", f"server.shutdown_timeout_s={SHUTDOWN_TIMEOUT_S}",
          f"server.final_metrics_path={final}"],
         tmp,
     ) as srv:
@@ -332,7 +333,8 @@ def _scrape(port: int) -> Counter[tuple[str, str]]:
 def test_every_request_is_counted_once_and_shutdown_refuses_explicitly(guarded: tuple[Server, Path]) -> None:
     """Acceptance: per-status totals in /metrics equal what the client saw, for a mix that
     includes uvicorn-level 400s, 413, 415, a client gone mid-body (499) and, after SIGTERM,
-    requests on open keep-alive connections (503 + Connection: close) and one in flight (200)."""
+    requests on open keep-alive connections (503 + Connection: close), one in flight (200) and
+    one whose body never completes (503 when server.shutdown_timeout_s cancels it)."""
     srv, final = guarded
     port = srv.port
     seen: Counter[tuple[str, str]] = Counter()
@@ -385,6 +387,8 @@ def test_every_request_is_counted_once_and_shutdown_refuses_explicitly(guarded: 
     inflight = _connect(port)
     raw = request_bytes("POST", INFER, ok)
     inflight.sendall(raw[:-10])  # head and most of the body: its handler is running
+    stuck = _connect(port)
+    stuck.sendall(raw[:-10])  # the same, never completed: cancelled at shutdown_timeout_s
     last = _scrape(port)
     seen_after[("metrics", "200")] += 1
     time.sleep(0.2)
@@ -406,10 +410,25 @@ def test_every_request_is_counted_once_and_shutdown_refuses_explicitly(guarded: 
     status, headers, body = _exchange(inflight, raw[-10:])
     assert (status, headers.get(b"connection")) == (200, b"close"), (status, body)
     seen_after[("infer", "200")] += 1
-    for s in [*keep, inflight]:
+    stuck.settimeout(DRAIN_S + SHUTDOWN_TIMEOUT_S + 10.0)
+    status, headers, body = _exchange(stuck, b"")
+    assert (status, headers.get(b"connection")) == (503, b"close"), (status, body)
+    seen_after[("infer", "503")] += 1
+    for s in [*keep, inflight, stuck]:
         s.close()
     # uvicorn re-raises the signal it handled once it has shut down: exit by SIGTERM, or 0
     assert srv.proc.wait(timeout=DRAIN_S + 30) in (0, -signal.SIGTERM)
     final_counts = _http_counts(final.read_text())
     assert final_counts - last == seen_after, (final_counts - last, seen_after)
     assert "Traceback" not in srv.log.read_text(), srv.log.read_text()[-3000:]
+
+
+def test_the_open_file_limit_is_raised_and_a_shortfall_said() -> None:
+    from infaas_real.server.cli import FD_RESERVE, raise_fd_limit
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert raise_fd_limit(FD_RESERVE) is None
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard
+    if hard != resource.RLIM_INFINITY:
+        warning = raise_fd_limit(hard + 1)
+        assert warning is not None and "\n" not in warning and str(hard) in warning
