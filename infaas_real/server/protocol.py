@@ -98,8 +98,10 @@ def parse_infer(body: bytes, header_len: str | None, input_shape: tuple[int, ...
     if app is not None and not isinstance(app, str):
         raise _bad("parameters.app: must be a string")
     rid = req.get("id")
+    if rid is not None and not isinstance(rid, str):
+        raise _bad("id: must be a string")
     return InferRequest(
-        request_id=str(rid) if rid is not None else None,
+        request_id=rid,
         x=x,
         min_accuracy=min_acc,
         latency_slo_ms=slo,
@@ -174,9 +176,20 @@ def _wants_binary(req: dict[str, Any], params: dict[str, Any]) -> bool:
         for o in outputs:
             if isinstance(o, dict) and o.get("name", OUTPUT_NAME) == OUTPUT_NAME:
                 op = o.get("parameters") or {}
-                return bool(isinstance(op, dict) and op.get("binary_data", False))
+                if not isinstance(op, dict):
+                    raise _bad("outputs[].parameters: must be an object")
+                return _flag(op, "binary_data", "outputs[].parameters")
         raise _bad(f"outputs: unknown output; this server has '{OUTPUT_NAME}'")
-    return bool(params.get("binary_data_output", False))
+    if outputs is not None and not isinstance(outputs, list):
+        raise _bad("outputs: must be a list")
+    return _flag(params, "binary_data_output", "parameters")
+
+
+def _flag(d: dict[str, Any], key: str, where: str) -> bool:
+    v = d.get(key, False)
+    if not isinstance(v, bool):
+        raise _bad(f"{where}.{key}: must be true or false, got {v!r}")
+    return v
 
 
 def encode_infer(
