@@ -46,7 +46,6 @@ import simpy
 from infaas_core.actions import LoadAndRoute, Reject, RejectKind, Route
 from infaas_core.control.cluster import Cluster, Instance
 from infaas_core.control.loop import ControlLoop
-from infaas_core.errors import ConfigError
 from infaas_core.model import CPU
 from infaas_core.policies import PolicyContext, make_policy
 from infaas_sim.cluster import SimMechanism
@@ -55,9 +54,6 @@ from infaas_sim.dataplane import KEY_BITS, Flushed, Queue
 from infaas_sim.latency import NoiseStream, latency_model
 from infaas_sim.recorder import DROPPED_NO_VARIANT, Recorder
 from infaas_sim.timeline import Timeline
-
-_PERIOD_KEYS = {"monitor": "monitor_period_s", "model_autoscaler": "model_autoscale_period_s",
-                "vm_autoscaler": "vm_autoscale_period_s"}
 
 
 def _ignore(_: float) -> None:
@@ -124,12 +120,6 @@ class Simulation:
         self.loop = ControlLoop(self.policy, self.cluster, self.stats_period_s, on_window=self._window_done,
                                 quiet_min_s=s.idle_quiet_min_s if s.idle_fast_forward else None)
         self._pending = 0  # mechanism events scheduled and not yet run (start-ups, loads, unloads)
-        for part in self.loop.parts:  # a busy window is never skipped: bound their number up front
-            if self.horizon_s / part.period_s > s.max_arrivals:
-                key = "sim.stats_period_s" if part.name == "window" else f"policy.{_PERIOD_KEYS[part.name]}"
-                raise ConfigError(key, f"a period of {part.period_s:g} s makes {self.horizon_s / part.period_s:.3g} "
-                                       f"control runs over the {self.horizon_s:g} s trace, above sim.max_arrivals "
-                                       f"({s.max_arrivals:.3g}); lengthen the period")
         self.progress: Any = None
 
     # -- scheduling ------------------------------------------------------------------------

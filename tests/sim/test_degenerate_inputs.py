@@ -68,8 +68,6 @@ CONFIG_CASES = [
     ("no_arrival_drawn", ("trace.rate_qps=1e-9",), ["holds no arrival"]),
     ("pieces_past_the_limit", ("trace=spike", "trace.rate_qps=1e-12", "trace.duration_s=1e15"), ["sim.max_arrivals:", "rate pieces"]),
     ("no_application", ("~apps", "+apps={}"), ["apps: no application"]),
-    ("stats_period_1e-9", ("sim.stats_period_s=1e-9",), ["sim.stats_period_s:", "1.2e+11 control runs"]),
-    ("vm_period_1e-9", ("policy.vm_autoscale_period_s=1e-9",), ["policy.vm_autoscale_period_s:", "control runs"]),
 ]  # fmt: skip
 
 
