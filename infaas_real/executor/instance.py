@@ -11,8 +11,8 @@ Admission is bounded twice (docs/overload-and-supervision.md):
 - a query that finds ``max_queue`` queries already waiting is refused at once
   (:class:`Overloaded`);
 - shedding by deadline (``executor.shed_by_deadline``): a query with a finite SLO whose
-  estimated finish — the rows ahead of it (queued and in flight) times the workers' observed
-  compute time per row, shared by the serving replicas, plus its own service (observed
+  estimated finish — the rows ahead of it (queued and in flight) times the observed time per
+  row of a busy replica, shared by the serving replicas, plus its own service (observed
   transfer overhead and compute) — is past its SLO is
   refused at once (:class:`DeadlineRefused`, a kind of :class:`Overloaded`); a queued query
   that can no longer finish in time is failed with the same error instead of being served
@@ -138,6 +138,7 @@ class Instance:
         self._on_change = on_change
         self._loop = asyncio.get_running_loop()
         self._queue: deque[_Pending] = deque()
+        self._queued_rows = 0  # rows of the queries in _queue
         self._inflight: dict[int, list[_Pending]] = {}
         self._batch_ids = itertools.count(1)
         self._replica_ids = itertools.count(0)
@@ -146,7 +147,8 @@ class Instance:
         self._restarts = 0
         self._unloading = False
         self._served_once = False  # a replica has been ready: deadlines apply from then on
-        self._row_ms = variant.batch1_latency_ms  # the workers' compute time per row (moving average)
+        self._row_ms = variant.batch1_latency_ms  # a busy replica's time per row answered (moving averages):
+        self._busy_ms, self._busy_rows = variant.batch1_latency_ms, 1.0  # busy time between answers, rows per answer
         self._overhead_ms = 0.0  # send-to-answer time beyond compute of a batch sent to an idle replica (moving average)
         self._start_s = -1.0  # observed replica start-up time (moving average; < 0: none seen yet)
         self.shed: Counter[str] = Counter()  # refusals and failures by reason (deadline_admission, ...)
@@ -155,9 +157,11 @@ class Instance:
         self.last_arrival_s = -math.inf
         self._counters = counters  # the current window's counters of this instance's view
         self._supervisor: asyncio.TimerHandle | None = None
+        self._lag_ms = 0.0  # how late the supervisor's timer fires: the event loop's turn (moving average)
+        self._due_s = 0.0
         self.add_replicas(replicas)
         if self.guard is not None:
-            self._supervisor = self._loop.call_later(self.guard.supervise_period_s, self._supervise)
+            self._arm()
 
     # -- InstanceMechanism ----------------------------------------------------------------
     @property
@@ -199,6 +203,10 @@ class Instance:
     @property
     def overhead_ms(self) -> float:
         return self._overhead_ms
+
+    @property
+    def loop_lag_ms(self) -> float:
+        return self._lag_ms
 
     # -- replicas ------------------------------------------------------------------------
     def _new_replica(self) -> None:
@@ -259,15 +267,17 @@ class Instance:
         return sum(r.state in (ReplicaState.IDLE, ReplicaState.BUSY) for r in self._replicas)
 
     def _own_ms(self, rows: int) -> float:
-        """Service of a query of ``rows`` rows once it is sent: the transfer and event-loop
-        overhead observed, plus its compute (at least the profiled latency)."""
-        return self._overhead_ms + max(self.variant.latency_ms(min(max(rows, 1), self.variant.max_batch)),
+        """Service of a query of ``rows`` rows once it is sent: the transfer overhead observed,
+        two event-loop turns (its answer is read, then written, at turn boundaries; a turn is
+        estimated as twice the supervisor timer's average lateness), plus its compute (at
+        least the profiled latency)."""
+        return self._overhead_ms + 4.0 * self._lag_ms + max(self.variant.latency_ms(min(max(rows, 1), self.variant.max_batch)),
                                        rows * self._row_ms)  # fmt: skip
 
     def estimate_finish_ms(self, rows: int, now_s: float) -> float:
         """Milliseconds from ``now_s`` until a new query of ``rows`` rows would be answered:
-        the rows ahead of it (queued and in flight) at the workers' observed compute time per
-        row, shared by the serving replicas, plus its own service (the observed send-to-answer
+        the rows ahead of it (queued and in flight) at the observed time per row of a busy
+        replica (busy time between answers over rows answered), shared by the serving replicas, plus its own service (the observed send-to-answer
         overhead and its compute); with no replica serving, the
         rest of the start-up of the newest starting one (inf when none is starting)."""
         serving = self._serving_replicas()
@@ -277,8 +287,7 @@ class Instance:
                 return math.inf
             wait_ms = max(self._start_s - (now_s - max(starting)), 0.0) * 1000.0
         else:
-            ahead = sum(p.x.shape[0] for p in self._queue)
-            ahead += sum(r.rows_in_flight for r in self._replicas if r.state is not ReplicaState.DEAD)
+            ahead = self._queued_rows + sum(r.rows_in_flight for r in self._replicas if r.state is not ReplicaState.DEAD)
             wait_ms = ahead * self._row_ms / serving
         return wait_ms + self._own_ms(rows)
 
@@ -312,6 +321,7 @@ class Instance:
                 )
         fut: asyncio.Future[Served] = self._loop.create_future()
         self._queue.append(_Pending(x, fut, now, slo_ms))
+        self._queued_rows += x.shape[0]
         self.last_arrival_s = now
         self._counters().arrived(slo_ms)
         self._dispatch()
@@ -355,14 +365,17 @@ class Instance:
                 p = q[0]
                 if p.future.done():  # timed out or cancelled while waiting
                     q.popleft()
+                    self._queued_rows -= p.x.shape[0]
                     continue
                 if self._guarded(p.slo_ms) and self._late(p, now):
                     q.popleft()
+                    self._queued_rows -= p.x.shape[0]
                     self._expire(p, now)
                     continue
                 if taken and rows + p.x.shape[0] > max_rows:
                     break
                 q.popleft()
+                self._queued_rows -= p.x.shape[0]
                 taken.append(p)
                 rows += p.x.shape[0]
             max_rows = self.variant.max_batch
@@ -389,6 +402,8 @@ class Instance:
         if self.gone:
             return
         now = self._clock()
+        a = g.service_estimate_alpha
+        self._lag_ms = (1 - a) * self._lag_ms + a * max(now - self._due_s, 0.0) * 1000.0
         for r in list(self._replicas):
             if r.state is ReplicaState.STARTING and now - r.started_s > g.start_timeout_s:
                 self._hang(r, now - r.started_s, f"not ready {now - r.started_s:.1f} s after its start")
@@ -410,8 +425,14 @@ class Instance:
                 else:
                     keep.append(p)
             self._queue = keep
+            self._queued_rows = sum(p.x.shape[0] for p in keep)
         if not self.gone:
-            self._supervisor = self._loop.call_later(g.supervise_period_s, self._supervise)
+            self._arm()
+
+    def _arm(self) -> None:
+        assert self.guard is not None
+        self._due_s = self._clock() + self.guard.supervise_period_s
+        self._supervisor = self._loop.call_later(self.guard.supervise_period_s, self._supervise)
 
     def _hang(self, r: Replica, after_s: float, why: str) -> None:
         self.hung.append((r.pid or 0, after_s))
@@ -455,9 +476,11 @@ class Instance:
             start += rows
             w.completions += 1
             w.latency_sum_ms += (now - p.enqueued_s) * 1000.0
-        if self.guard is not None and result.run_rows:
+        if self.guard is not None and start:
             a = self.guard.service_estimate_alpha
-            self._row_ms = (1 - a) * self._row_ms + a * (result.infer_ms / result.run_rows)
+            self._busy_ms = (1 - a) * self._busy_ms + a * replica.last_interval_s * 1000.0
+            self._busy_rows = (1 - a) * self._busy_rows + a * start
+            self._row_ms = max(self._busy_ms / self._busy_rows, result.infer_ms / max(result.run_rows, 1))
             if replica.last_idle_turnaround_s >= 0:
                 extra_ms = max(replica.last_idle_turnaround_s * 1000.0 - result.infer_ms, 0.0)
                 self._overhead_ms = (1 - a) * self._overhead_ms + a * extra_ms
@@ -491,6 +514,7 @@ class Instance:
                 p.attempts += 1
                 retry.append(p)
         self._queue.extendleft(reversed(retry))
+        self._queued_rows += sum(p.x.shape[0] for p in retry)
         if reason is not None and not self._unloading:
             live = sum(r.state is not ReplicaState.DEAD for r in self._replicas)
             if live < self._target:
@@ -511,6 +535,7 @@ class Instance:
             self._dispatch()
 
     def _fail_all(self, exc: BackendError) -> None:
+        self._queued_rows = 0
         while self._queue:
             p = self._queue.popleft()
             if not p.future.done():

@@ -75,7 +75,7 @@ class ReplicaOwner(Protocol):
 
 class Replica:
     __slots__ = ("_clock", "_fd", "_in", "_loop", "_out", "_writing", "busy_since_s", "conn", "head_since_s",
-                 "id", "inflight", "info", "last_idle_turnaround_s", "owner", "process", "rows_in_flight", "started_s", "state", "variant")  # fmt: skip
+                 "id", "inflight", "info", "last_idle_turnaround_s", "last_interval_s", "owner", "process", "rows_in_flight", "started_s", "state", "variant")  # fmt: skip
 
     def __init__(self, rid: int, variant: Variant, owner: ReplicaOwner, spec: RunnerSpec,
                  clock: Callable[[], float]) -> None:  # fmt: skip
@@ -91,6 +91,7 @@ class Replica:
         self._clock = clock
         self.started_s = clock()
         self.last_idle_turnaround_s = -1.0  # send-to-answer time of the last batch sent to an idle replica (< 0: not one)
+        self.last_interval_s = 0.0  # busy time from the previous answer (or the send to an idle replica) to the last
         self._loop = asyncio.get_running_loop()
         parent, child = _SPAWN.Pipe(duplex=True)
         self.conn: Connection = parent
@@ -204,6 +205,7 @@ class Replica:
 
     def _answered(self) -> None:
         now = self._clock()
+        self.last_interval_s = now - self.head_since_s
         self.last_idle_turnaround_s = -1.0
         if self.inflight:
             _, rows, sent_s = self.inflight.popleft()

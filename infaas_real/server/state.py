@@ -222,6 +222,7 @@ class LiveState(Cluster):
                             "hung": [{"pid": pid, "after_s": after_s} for pid, after_s in i.mech.hung],
                             "service_ms_per_row": i.mech.service_ms_per_row,
                             "overhead_ms": i.mech.overhead_ms,
+                            "loop_lag_ms": i.mech.loop_lag_ms,
                             "queue_len": i.queue_len,
                             "rate_qps": i.rate_qps,
                             "latency_ms": i.observed_latency_ms if math.isfinite(i.observed_latency_ms) else None,
