@@ -255,16 +255,21 @@ class Queue:
         self.busy_s += busy
 
     # -- results ---------------------------------------------------------------------------
-    def flush(self) -> Flushed | None:
-        """Hand over the queries that started (or were dropped) since the last flush."""
+    def flush(self, keys: np.ndarray | None = None) -> Flushed | None:
+        """Hand over the queries that started (or were dropped) since the last flush
+        (``keys``: ``pk`` already as an array, if the caller has it)."""
         h = self.head
         if h == 0:
             return None
-        # each list converted once; the per-batch arrays are only filtered if a batch record
-        # is a run of dropped queries (NaN finish), which is rare
-        sizes = np.array(self.b_size, dtype=np.int64)
-        b_start = np.array(self.b_start)
-        b_fin = np.array(self.b_fin)
+        # Each list is converted once (``fromiter`` with a count: no slice copy, no type
+        # probing); the per-batch arrays are only filtered if a batch record is a run of
+        # dropped queries (NaN finish), which is rare.
+        nb = len(self.b_size)
+        sizes = np.fromiter(self.b_size, dtype=np.int64, count=nb)
+        b_start = np.fromiter(self.b_start, dtype=np.float64, count=nb)
+        b_fin = np.fromiter(self.b_fin, dtype=np.float64, count=nb)
+        if keys is None:
+            keys = np.fromiter(self.pk, dtype=np.int64, count=h)
         dropped = np.isnan(b_fin)
         if dropped.any():
             served = ~dropped
@@ -273,7 +278,7 @@ class Queue:
         else:
             batch = served_sizes = sizes
             served_start, served_fin = b_start, b_fin
-        out = Flushed(np.array(self.pt[:h]), np.array(self.pk[:h], dtype=np.int64),
+        out = Flushed(np.fromiter(self.pt, dtype=np.float64, count=h), keys[:h],
                       np.repeat(b_start, sizes), np.repeat(b_fin, sizes), np.repeat(batch, sizes))
         out.served_batches = served_sizes
         out.batch_start_s = served_start
@@ -291,15 +296,23 @@ class Queue:
         definitions are :mod:`infaas_core.control.observe`'s) and hand over (flush) the
         queries that started in it. Queries and batches that started but finish after
         ``now_s`` are carried to the window they finish in."""
-        routed = len(self.pt) - self.mark
+        n = len(self.pk)
+        routed = n - self.mark
+        # every key in the queue converted once, for the window's SLOs and for the flush
+        keys = np.fromiter(self.pk, dtype=np.int64, count=n) if (routed or self.head) else None
         if routed:
             self.last_routed_s = self.pt[-1]
-            slo = slo_ms_by_app[np.array(self.pk[-routed:], dtype=np.int64) & KEY_MASK]
-            finite = np.isfinite(slo)
+            assert keys is not None
+            slo = slo_ms_by_app[keys[self.mark :] & KEY_MASK]
             c.arrivals += routed
-            c.slo_sum_ms += float(slo[finite].sum())
-            c.slo_count += int(finite.sum())
-        flushed = self.flush()
+            if np.isfinite(slo_ms_by_app).all():  # (the same elements, so the same sum)
+                c.slo_sum_ms += float(slo.sum())
+                c.slo_count += routed
+            else:
+                finite = np.isfinite(slo)
+                c.slo_sum_ms += float(slo[finite].sum())
+                c.slo_count += int(finite.sum())
+        flushed = self.flush(keys)
         self.mark = len(self.pt)
         fin, lat = self.carry_fin, self.carry_lat
         bs, bf, bz = self.carry_bstart, self.carry_bfin, self.carry_bsize
