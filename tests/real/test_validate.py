@@ -74,3 +74,49 @@ def test_a_precondition_that_cannot_hold_exits_3_with_its_reason(tmp_path: Path,
     args = ["validate", "catalog=digits", "apps=digits", f"validate.frontend_file={tmp_path / 'none.yaml'}",
             f"hydra.run.dir={tmp_path / 'd'}"]  # fmt: skip
     assert cli_main(args) == 2
+
+
+def test_action_rows_check_kinds_variants_order_and_times() -> None:
+    from infaas_real.validate_compare import compare_actions
+
+    kinds = ["load", "load_and_route", "unload"]
+    sim = [(0.0, "load", "a", 0, 1, ""), (5.0, "flag_overloaded", "a", 0, 0, ""), (10.0, "unload", "a", 0, 1, ""),
+           (11.0, "load", "b", 0, 1, "load_no_free_cores")]  # fmt: skip
+    same = [(0.1, "load", "a", 0, 1, ""), (11.5, "unload", "a", 0, 1, "")]
+    rows = {r["metric"]: r for r in compare_actions(sim, same, kinds, 1.0, 2.0, True)}
+    assert rows["actions: count"]["ok"] and rows["actions: positions whose (kind, variant) differ"]["ok"]
+    assert rows["action 2 time (s): unload a"]["difference"] == pytest.approx(1.5) and rows["action 2 time (s): unload a"]["ok"]
+    assert rows["actions after the trace started (autoscaling)"]["ok"]  # the unload, in both
+    assert rows["actions refused"]["sim"] == 1 and rows["actions refused"]["real"] == 0
+    late = [(0.1, "load", "a", 0, 1, ""), (14.5, "unload", "a", 0, 1, "")]
+    assert not {r["metric"]: r for r in compare_actions(sim, late, kinds, 1.0, 2.0, True)}["action 2 time (s): unload a"]["ok"]
+    other = [(0.1, "load", "b", 0, 1, ""), (10.0, "unload", "b", 0, 1, "")]
+    rows = {r["metric"]: r for r in compare_actions(sim, other, kinds, 1.0, 2.0, True)}
+    assert rows["actions: positions whose (kind, variant) differ"]["difference"] == 2
+    assert not rows["actions: positions whose (kind, variant) differ"]["ok"]
+    none_after = [(0.1, "load", "a", 0, 1, "")]
+    rows = {r["metric"]: r for r in compare_actions(sim, none_after, kinds, 1.0, 2.0, True)}
+    assert not rows["actions after the trace started (autoscaling)"]["ok"] and not rows["actions: count"]["ok"]
+
+
+def test_the_simulator_writes_the_control_layers_decision_trace(tmp_path: Path) -> None:
+    """Every load, on-demand load and unload the control layer applied, in time order, agrees
+    with the run's cluster event counts."""
+    from infaas_edge import compose_group
+    from infaas_sim.config import inputs_from_config
+    from infaas_sim.run import simulate
+
+    cfg = {"policy": compose_group("policy", "infaas"), "catalog": {"path": "catalogs/imagenet_cpu_small.csv"},
+           "apps": compose_group("apps", "validate_imagenet"), "cluster": compose_group("cluster", "local"),
+           "trace": {"kind": "spike", "rate_qps": 6, "duration_s": 60, "spike_factor": 6, "spike_len_s": 15,
+                     "spike_every_s": 1000, "first_spike_s": 20},
+           "sim": {**compose_group("sim", "default"), "progress": "off"}, "seed": 0}  # fmt: skip
+    res = simulate(inputs_from_config(cfg, REPO))
+    res.write(tmp_path)
+    acts = pd.read_csv(tmp_path / "actions.csv", dtype={"refused": str}, keep_default_na=False)
+    assert acts["time_s"].is_monotonic_increasing
+    ok = acts[acts["refused"] == ""]
+    events = res.summary["cluster_events"]
+    loads = ok[ok["kind"].isin(["load", "load_and_route"])]
+    assert len(loads) == events["replica_loads"] >= 2  # each of these loads one replica here
+    assert (ok["kind"] == "unload").sum() == events.get("instance_unloads", 0) + events.get("replica_unloads", 0) >= 1
