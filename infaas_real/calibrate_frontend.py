@@ -116,7 +116,9 @@ def main(overrides: Sequence[str]) -> int:
     if items < 2:
         raise ConfigError("calibrate_frontend.batch_items", f"must be >= 2 (two sizes fit a line), got {items}")
     variant = calibration_variant(cfg, catalog, apps, items)
-    warm_artifacts(str(catalog.source_path), float(section(v_cfg, "preconditions")["artifact_timeout_s"]))
+    pre = section(v_cfg, "preconditions")
+    if pre["warm_artifacts"]:
+        warm_artifacts(str(catalog.source_path), float(pre["artifact_timeout_s"]))
     groups = dict(v_cfg.get("groups") or {})
     user = [o for o in overrides if not o.startswith(("hydra.", "validate.", "calibrate_frontend."))]
     keep = [o for o in user if o.split("=", 1)[0].lstrip("+~").split(".")[0] in ("catalog", "cluster", "apps")]

@@ -225,7 +225,9 @@ def warm_artifacts(catalog_path: str, timeout_s: float) -> None:
     """Build (or find in the cache) every variant's artifact in a child process, so no export
     or quantisation runs on the request path of the measured run."""
     code = ("import sys\nfrom infaas_core.catalog import load_catalog\nfrom infaas_real.runtime import load_runner\n"
-            "for v in load_catalog(sys.argv[1]):\n    load_runner(v)\n")  # fmt: skip
+            "seen = set()\nfor v in load_catalog(sys.argv[1]):\n"
+            "    if (v.model, v.framework, v.hardware) not in seen:  # one artifact per model and framework\n"
+            "        seen.add((v.model, v.framework, v.hardware))\n        load_runner(v)\n")  # fmt: skip
     try:
         proc = subprocess.run([sys.executable, "-c", code, catalog_path], cwd=REPO_ROOT, capture_output=True,
                               text=True, timeout=timeout_s)  # fmt: skip
@@ -320,7 +322,8 @@ def _main(overrides: Sequence[str]) -> int:
     fe = read_frontend(fe_path, str(section(cfg, "catalog").get("name", "")))
     trace, peak_qps = build_trace(v, seed)
     demand = check_demand(catalog, apps, fe, peak_qps, cores, float(pre["max_cpu_demand"]))
-    warm_artifacts(str(catalog.source_path), float(pre["artifact_timeout_s"]))
+    if pre["warm_artifacts"]:
+        warm_artifacts(str(catalog.source_path), float(pre["artifact_timeout_s"]))
 
     user = [o for o in overrides if not o.startswith(("hydra.", "validate."))]
     scen = scenario_overrides(cfg, user)
