@@ -7,7 +7,9 @@ from ``configs/`` exactly as the command line does; extra Hydra overrides may be
 The reference is the textbook SimPy model: a ``Resource`` of capacity 1, a source process
 and one process per customer, at utilisation 0.8, for as many customers as the scenario
 has queries (capped by ``--mm1-max``). Each is run ``--repeat`` times; the best wall time
-counts (the machine is shared).
+counts (the machine is shared). The process (CPU) time of each best run is reported beside
+it (``cpu_s``, ``ratio_cpu``): on a machine other jobs share it is less disturbed than wall
+time, though not immune (shared caches and cores still slow a process down).
 
     python benchmarks/bench_sim.py
     python benchmarks/bench_sim.py --json trace.duration_s=60
@@ -42,15 +44,17 @@ def bench_scenario(overrides: list[str], repeat: int) -> dict[str, Any]:
     best: dict[str, Any] | None = None
     for _ in range(repeat):
         inputs = default_inputs(overrides)  # trace generation and catalog loading are not timed
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         s = simulate(inputs).summary
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         if best is None or wall < best["wall_s"]:
             best = {"queries": s["queries"], "duration_s": s["duration_s"], "wall_s": wall,
                     "offered_qps": s["queries"] / s["duration_s"], "violation_rate": s["violation_rate"],
                     "policy": s["policy"]}  # fmt: skip
+        best["cpu_s"] = min(best.get("cpu_s", cpu), cpu)
     assert best is not None
     best["queries_per_wall_s"] = best["queries"] / best["wall_s"]
+    best["queries_per_cpu_s"] = best["queries"] / best["cpu_s"]
     return best
 
 
@@ -77,12 +81,12 @@ def simpy_mm1(customers: int, rho: float = 0.8, seed: int = 0) -> dict[str, Any]
             env.process(customer(env))
             yield env.timeout(rng.expovariate(lam))
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     env.process(source(env))
     env.run()
-    wall = time.perf_counter() - t0
-    return {"queries": customers, "wall_s": wall, "queries_per_wall_s": customers / wall,
-            "mean_latency_ms": 1000.0 * total[0] / customers}  # fmt: skip
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"queries": customers, "wall_s": wall, "queries_per_wall_s": customers / wall, "cpu_s": cpu,
+            "queries_per_cpu_s": customers / cpu, "mean_latency_ms": 1000.0 * total[0] / customers}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -93,9 +97,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     sc = bench_scenario(a.overrides, a.repeat)
-    mm1 = min((simpy_mm1(min(sc["queries"], a.mm1_max), seed=i) for i in range(a.repeat)),
-              key=lambda r: r["wall_s"])  # fmt: skip
-    out = {"scenario": sc, "simpy_mm1": mm1, "ratio": sc["queries_per_wall_s"] / mm1["queries_per_wall_s"]}
+    runs = [simpy_mm1(min(sc["queries"], a.mm1_max), seed=i) for i in range(a.repeat)]
+    mm1 = min(runs, key=lambda r: r["wall_s"])
+    mm1_cpu = min(r["cpu_s"] for r in runs)
+    out = {"scenario": sc, "simpy_mm1": mm1, "ratio": sc["queries_per_wall_s"] / mm1["queries_per_wall_s"],
+           "ratio_cpu": sc["queries_per_cpu_s"] / (mm1["queries"] / mm1_cpu)}  # fmt: skip
     if a.json:
         print(json.dumps(out))
         return
@@ -104,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{sc['queries_per_wall_s']:,.0f} queries/wall-s")
     print(f"plain SimPy M/M/1 (one process per customer):           {mm1['queries']:,} queries in "
           f"{mm1['wall_s']:.3f} s wall = {mm1['queries_per_wall_s']:,.0f} queries/wall-s")
-    print(f"ratio: {out['ratio']:.1f}x")
+    print(f"ratio: {out['ratio']:.1f}x (wall), {out['ratio_cpu']:.1f}x (best process time of each)")
 
 
 if __name__ == "__main__":
