@@ -154,6 +154,7 @@ class Instance:
         self.shed: Counter[str] = Counter()  # refusals and failures by reason (deadline_admission, ...)
         self.hung: list[tuple[int, float]] = []  # (pid, seconds from its batch's start to the kill)
         self.gone = False
+        self.gave_up: str | None = None  # why the instance stopped restarting its replicas (None: it did not)
         self.last_arrival_s = -math.inf
         self._counters = counters  # the current window's counters of this instance's view
         self._supervisor: asyncio.TimerHandle | None = None
@@ -522,6 +523,7 @@ class Instance:
                     self._restarts += 1
                     self._new_replica()
                 elif live == 0:
+                    self.gave_up = f"replicas keep dying ({reason})"
                     self._fail_all(
                         WorkerDied(f"{self.variant.name}: replicas keep dying ({reason}); giving up")
                     )

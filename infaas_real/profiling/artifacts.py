@@ -7,6 +7,13 @@ changes its bytes: the zoo's config, the model's weights key (training config an
 weights file hash), the kind and its build options, and the library versions. A re-run
 finds the directory and skips the build. Directories are written under a temporary name
 and renamed, so a crash never leaves a half artifact that looks complete.
+
+Each build records the SHA-256 of its file in ``meta.json`` (``sha256``); :meth:`ArtifactStore.get`
+(the path every load takes, in worker processes too) verifies it before handing the artifact
+out. A mismatch — a file corrupted or truncated on disk — moves the directory aside and builds
+the artifact again; if that build fails, the load fails with the reason (the executor then
+gives the variant up and readiness says so). An artifact built before checksums were
+recorded gets its checksum on first use.
 """
 
 from __future__ import annotations
@@ -87,6 +94,18 @@ class Artifact:
         return self.path.stat().st_size / 2**20
 
 
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class ArtifactCorrupt(RuntimeError):
+    """An artifact's file does not match the checksum recorded when it was built."""
+
+
 class ArtifactStore:
     """Builds artifacts for a zoo's models on demand and caches them under ``root``."""
 
@@ -122,12 +141,47 @@ class ArtifactStore:
         meta = json.loads(meta_path.read_text())
         return Artifact(self.zoo.name, model.name, kind, meta["hash"], d / meta["file"], meta)
 
+    def verify(self, art: Artifact) -> None:
+        """Raise :class:`ArtifactCorrupt` unless ``art``'s file matches its recorded checksum
+        (one recorded before checksums existed is computed and written now)."""
+        if not art.path.is_file():
+            raise ArtifactCorrupt(f"artifact {art.zoo}/{art.model}/{art.kind}: file {art.path.name} is missing")
+        got = file_sha256(art.path)
+        want = art.meta.get("sha256")
+        if want is None:
+            meta = {**art.meta, "sha256": got}
+            tmp = art.path.parent / f"meta.json.tmp{os.getpid()}"
+            tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
+            tmp.replace(art.path.parent / "meta.json")
+            return
+        if got != want:
+            raise ArtifactCorrupt(
+                f"artifact {art.zoo}/{art.model}/{art.kind}: checksum of {art.path.name} is {got[:12]}, built as {want[:12]}"
+            )
+
+    def _discard(self, art: Artifact) -> None:
+        """Move a corrupt artifact's directory aside (atomically: a concurrent loader sees it
+        either whole or absent) and delete it."""
+        d = art.path.parent
+        aside = d.with_name(d.name + f".corrupt{os.getpid()}")
+        try:
+            d.rename(aside)
+        except OSError:  # another process moved it first
+            return
+        shutil.rmtree(aside, ignore_errors=True)
+
     # -- building -------------------------------------------------------------------------
     def get(self, model: ZooModel, kind: str) -> Artifact:
-        """The artifact of ``model`` for ``kind``, built (with its inputs) if not cached."""
+        """The artifact of ``model`` for ``kind``, built (with its inputs) if not cached; a
+        cached one is verified against its checksum and rebuilt if it does not match."""
         hit = self.cached(model, kind)
         if hit is not None:
-            return hit
+            try:
+                self.verify(hit)
+                return hit
+            except ArtifactCorrupt as exc:
+                warnings.warn(f"{exc}; rebuilding it", stacklevel=2)
+                self._discard(hit)
         if kind == KIND_WEIGHTS:
             return self._build(model, kind, "weights.pt", self._write_weights)
         if kind == KIND_ONNX_FP32:
@@ -150,6 +204,7 @@ class ArtifactStore:
         meta = {
             "hash": final.name.rsplit("-", 1)[1],
             "file": file,
+            "sha256": file_sha256(tmp / file),
             "key": self.key(model, kind),
             "build_s": round(time.perf_counter() - t0, 3),
             **extra,
@@ -160,7 +215,8 @@ class ArtifactStore:
         else:
             tmp.rename(final)
         cached = self.cached(model, kind)
-        assert cached is not None
+        if cached is None:
+            raise RuntimeError(f"artifact {self.zoo.name}/{model.name}/{kind}: built, but gone from {final}")
         return cached
 
     def load_module(self, model: ZooModel) -> Any:

@@ -68,6 +68,8 @@ class LocalMechanism:
         self.executor = executor
         self.clock = clock
         self.cluster: Cluster | None = None
+        self.served: set[int] = set()  # ids of the instances that have had a replica serving
+        self.unservable: dict[str, str] = {}  # variant -> why its last instance gave up (until one serves)
 
     def _c(self) -> Cluster:
         assert self.cluster is not None, "LocalMechanism used before its cluster was attached"
@@ -96,8 +98,12 @@ class LocalMechanism:
     def _changed(self, inst: ViewInstance, ei: Instance) -> None:
         c = self._c()
         if ei.gone:
+            if ei.gave_up is not None:
+                self.unservable[inst.variant.name] = ei.gave_up
             c.instance_gone(inst)
         elif ei.serving:
+            self.served.add(inst.id)
+            self.unservable.pop(inst.variant.name, None)
             c.instance_ready(inst)
         c.bump()
 
@@ -130,11 +136,13 @@ class LiveState(Cluster):
         mech = LocalMechanism(settings, executor, clock)
         super().__init__(catalog, cluster, policy.observation, clock, mech)
         mech.cluster = self
+        self._mech = mech
         self.policy = policy
         self.settings = settings
         self.window_s = policy.monitor_period_s or settings.stats_window_s
         self.loop = ControlLoop(policy, self, self.window_s)
         self._task: asyncio.Task[None] | None = None
+        self._initial: set[int] = set()  # ids of the instances the policy loaded at start
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -143,6 +151,7 @@ class LiveState(Cluster):
             self.loop.start()
         except ValueError as exc:
             raise BackendError(f"{exc} (server.core_budget={self.settings.core_budget})") from None
+        self._initial = set(self.instances)
         self._task = asyncio.get_running_loop().create_task(self._run_loop())
 
     async def _run_loop(self) -> None:
@@ -155,8 +164,24 @@ class LiveState(Cluster):
 
     @property
     def ready(self) -> bool:
-        """Every instance the policy asked for at start has a replica serving."""
-        return all(i.state is not InstanceState.LOADING for i in self.instances.values())
+        """The server can serve what it was started for (docs/overload-and-supervision.md):
+        every instance the policy loaded at start has served, and no task is broken — a task
+        is broken when a variant of it was given up (its replicas kept dying, e.g. on an
+        artifact that could not be rebuilt) and none of the task's instances is serving. An
+        extra variant that is loading while others serve does not make the server unready."""
+        if self._task is None:
+            return False
+        mech = self._mech
+        if not self._initial <= mech.served | self._initial_gone():
+            return False
+        if not mech.unservable:
+            return True
+        serving = {i.variant.task for i in self.instances.values() if i.state is InstanceState.READY and i.mech.serving}
+        broken = {self.catalog.get(v).task for v in mech.unservable} - serving
+        return not broken
+
+    def _initial_gone(self) -> set[int]:
+        return {i for i in self._initial if i not in self.instances}
 
     async def close(self) -> None:
         if self._task is not None:
@@ -202,6 +227,8 @@ class LiveState(Cluster):
             "version": self.version,
             "cost_usd": self.cost_usd(self.now_s),
             "refused_actions": dict(sorted(self.refused.items())),
+            "ready": self.ready,
+            "unservable": dict(sorted(self._mech.unservable.items())),
             "workers": [
                 {
                     "id": w.id,
