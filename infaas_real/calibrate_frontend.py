@@ -132,6 +132,7 @@ def main(overrides: Sequence[str]) -> int:
     apps = tuple(App(a.name, Requirements(variant=variant.name, latency_slo_ms=float(c["slo_ms"])), a.share) for a in apps)
     targets = [variant.name] * len(apps)
     rate, duration = float(c["rate_qps"]), float(c["duration_s"])
+    dtype = str(v_cfg["input_datatype"])  # the same requests as the validation run's
     seed = int(cfg.get("seed", 0))
     load_avg = os.getloadavg()
     try:
@@ -141,7 +142,7 @@ def main(overrides: Sequence[str]) -> int:
         async def first_requests() -> list[Answers]:
             return list(await asyncio.gather(*(
                 open_loop(url, np.zeros(1), (App(x.name, Requirements(variant=x.name, latency_slo_ms=float(c["slo_ms"])), 1.0),),
-                          seed, input_shape=shape, timeout_s=float(v_cfg["request_timeout_s"])) for x in slots)))
+                          seed, input_shape=shape, timeout_s=float(v_cfg["request_timeout_s"]), datatype=dtype) for x in slots)))
 
         firsts = asyncio.run(first_requests())
         for x, f in zip(slots, firsts):
@@ -151,7 +152,7 @@ def main(overrides: Sequence[str]) -> int:
         for k, n_items in enumerate((1, items)):
             arrivals = generate("poisson", rate_qps=rate, duration_s=duration, seed=seed + 1 + k).arrivals_s
             runs[n_items] = asyncio.run(open_loop(url, arrivals, apps, seed + 1 + k, input_shape=shape, items=n_items,
-                                                  targets=targets, timeout_s=float(v_cfg["request_timeout_s"])))
+                                                  targets=targets, timeout_s=float(v_cfg["request_timeout_s"]), datatype=dtype))
     finally:
         stop_server(server)
     one, many = _front_end_ms(runs[1], "1 item"), _front_end_ms(runs[items], f"{items} items")
@@ -179,6 +180,7 @@ def main(overrides: Sequence[str]) -> int:
             "load_average_at_start": [round(x, 2) for x in load_avg],
             "catalog": str(cat_path.name),
             "variant": variant.name,
+            "input_datatype": dtype,
             "rate_qps": rate,
             "duration_s_per_size": duration,
             "front_end_ms_1_item": {"p50": round(m1, 4), "p99": round(float(np.quantile(one, 0.99)), 4),

@@ -344,7 +344,7 @@ def _main(overrides: Sequence[str]) -> int:
                                      f"{lateness_p99:.1f} ms (limit {pre['max_lateness_p99_ms']} ms), "
                                      f"{answered}/{sent} answered; load average {load_avg[0]:.1f}")
         ans = asyncio.run(open_loop(url, trace.arrivals_s, apps, seed, input_shape=shape,
-                                    timeout_s=float(v["request_timeout_s"])))  # fmt: skip
+                                    timeout_s=float(v["request_timeout_s"]), datatype=str(v["input_datatype"])))  # fmt: skip
         real_actions = server_actions(url)
     finally:
         stop_server(server)
@@ -397,6 +397,7 @@ def _main(overrides: Sequence[str]) -> int:
                                  f"({fe_path.name}, measured {fe.get('measured', {}).get('date', '?')})",
         "service times (simulated)": f"the catalog's x {scale:.3f} ({v['service_scale']}: "
                                      + ("the calibration's in-server / profiled inference time)" if v["service_scale"] == "calibrated" else "as given)"),
+        "requests": f"one {v['input_datatype']} input of shape {list(shape)} each (binary tensor extension)",
         "probe": f"liveness at {peak_qps:.0f} qps: lateness p99 {lateness_p99:.2f} ms",
         "generator lateness (real run)": f"p50 {summary['generator_lateness_ms']['p50']:.2f} ms, p99 {run_lateness:.2f} ms",
         "load average (1, 5, 15 min) at start": " ".join(f"{x:.2f}" for x in load_avg),
