@@ -66,6 +66,7 @@ class ServerSettings:
     max_connections_per_client: int
     header_timeout_s: float
     keep_alive_timeout_s: float
+    body_timeout_s: float
     shutdown_drain_s: float
     shutdown_timeout_s: float
     final_metrics_path: str | None  # the final /metrics text is written here on exit
@@ -210,7 +211,8 @@ class InferenceServer:
             return self._count(_error(415, f"content-type '{ctype}' is not served; send application/json "
                                            "(or application/octet-stream with the binary extension)"), "")
         try:
-            body = await _read_body(request, self.settings.max_request_bytes)
+            async with asyncio.timeout(self.settings.body_timeout_s):  # a slow body holds an in-flight slot
+                body = await _read_body(request, self.settings.max_request_bytes)
             r = protocol.parse_infer(body, request.headers.get(protocol.HEADER_LEN), t.io.input_shape,
                                      t.io.uint8_to_input)
             req = Requirements(
@@ -220,6 +222,9 @@ class InferenceServer:
             return self._count(_error(exc.status, exc.message), "")
         except ClientDisconnect:  # the client left mid-body: nothing to answer, but counted
             return self._count(_error(CLIENT_CLOSED, "client disconnected before the body was complete"), "")
+        except TimeoutError:
+            return self._count(_error(408, f"request body not complete within server.body_timeout_s "
+                                           f"({self.settings.body_timeout_s:g} s)"), "")
         except ConfigError as exc:
             return self._count(_error(400, str(exc)), "")
         try:

@@ -122,6 +122,7 @@ def build_server_settings(cfg: Mapping[str, Any]) -> tuple[ServerSettings, State
         max_connections_per_client=_int(s, "max_connections_per_client", "server", 1),
         header_timeout_s=_positive(s, "header_timeout_s", "server"),
         keep_alive_timeout_s=_positive(s, "keep_alive_timeout_s", "server"),
+        body_timeout_s=_positive(s, "body_timeout_s", "server"),
         shutdown_drain_s=_float(s, "shutdown_drain_s", "server"),
         shutdown_timeout_s=_float(s, "shutdown_timeout_s", "server"),
         final_metrics_path=_optional_path(_present(s, "final_metrics_path", "server")),
