@@ -8,7 +8,8 @@ What the simulator's front-end stage (``sim.frontend``, :mod:`infaas_sim.fronten
   (``calibrate_frontend.rate_qps``, Poisson) with requests of 1 and of ``batch_items`` inputs
   sent to one variant by name; for each answer the front end's part is the client latency
   minus the replica's queue wait and the batch's inference time, both as the server reports
-  them (its executor's timestamps). The medians at the two sizes give the line. At that light
+  them (its executor's timestamps). The medians at the two sizes give the line (its slope
+  cut to [0, the 1-item time], so the 1-item time — a simulated query's — is exact). At that light
   load the front end's queue is empty, so this is its service time: HTTP, parsing, the
   policy, the pipe to the worker and back, the response, and the client's own share;
 - ``cores``: servers of that queue (``calibrate_frontend.cores``; the server's front end is
@@ -157,8 +158,11 @@ def main(overrides: Sequence[str]) -> int:
         stop_server(server)
     one, many = _front_end_ms(runs[1], "1 item"), _front_end_ms(runs[items], f"{items} items")
     m1, mk = float(np.median(one)), float(np.median(many))
-    per_item = max((mk - m1) / (items - 1), 0.0)
-    per_query = max(m1 - per_item, 0.0)
+    slope = (mk - m1) / (items - 1)
+    # the 1-item time stays exact (a simulated query is one item): a slope above it (the
+    # k-item requests cost more than k times one) is cut to it, a negative one to 0
+    per_item = min(max(slope, 0.0), m1)
+    per_query = m1 - per_item
     steady_infer = float(np.nanmedian(runs[1].infer_ms))
     waits = [float(f.latency_ms[0]) - m1 - float(f.infer_ms[0]) for f in firsts]
     waited = float(np.mean(waits))
@@ -187,6 +191,7 @@ def main(overrides: Sequence[str]) -> int:
                                     "answers": int(one.size)},
             f"front_end_ms_{items}_items": {"p50": round(mk, 4), "p99": round(float(np.quantile(many, 0.99)), 4),
                                             "answers": int(many.size)},
+            "slope_ms_per_item": round(slope, 4),
             "first_request_wait_ms": round(waited, 1),
             "slot_start_variants": [x.name for x in slots],
             "profiled_load_latency_ms": [x.load_latency_ms for x in slots],
