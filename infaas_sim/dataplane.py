@@ -153,6 +153,41 @@ class Queue:
         bz = self.b_size.append
         exp = math.exp
         busy = 0.0
+        if len(servers) == 1:
+            # One replica (most instances): the same recursion with its free time in a local
+            # instead of a one-element heap (no tuple and no heapreplace per batch).
+            free, last_b = servers[0]
+            while h < n:
+                a = pt[h]
+                s = free if free > a else a
+                if s >= t_end:
+                    break
+                hi = h + mb
+                if hi > n:
+                    hi = n
+                if pt[hi - 1] > s:
+                    hi = bisect_right(pt, s, h, hi)
+                b = hi - h
+                if kind == NOISE_NORMAL:
+                    svc = p50[b] * exp(sig[b] * buf[k])
+                    k += 1
+                elif kind == NOISE_NONE:
+                    svc = p50[b]
+                else:
+                    svc = p50[b] * buf[k]
+                    k += 1
+                busy += svc
+                free = s + svc * f
+                last_b = b
+                bs(s)
+                bf(free)
+                bz(b)
+                h = hi
+            servers[0] = (free, last_b)
+            noise.pos = k
+            self.head = h
+            self.busy_s += busy
+            return
         while h < n:
             free = servers[0][0]
             a = pt[h]
