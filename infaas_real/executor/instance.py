@@ -86,6 +86,7 @@ class _Pending:
     slo_ms: float
     attempts: int = 0
     dispatched_s: float = 0.0
+    deadline: bool = False  # shed by deadline (False: no finite SLO, guard off, or queued for the first load)
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,7 +322,7 @@ class Instance:
                     f"(estimated {est:.0f} ms with {len(self._queue)} waiting)"
                 )
         fut: asyncio.Future[Served] = self._loop.create_future()
-        self._queue.append(_Pending(x, fut, now, slo_ms))
+        self._queue.append(_Pending(x, fut, now, slo_ms, deadline=self._guarded(slo_ms)))
         self._queued_rows += x.shape[0]
         self.last_arrival_s = now
         self._counters().arrived(slo_ms)
@@ -368,7 +369,7 @@ class Instance:
                     q.popleft()
                     self._queued_rows -= p.x.shape[0]
                     continue
-                if self._guarded(p.slo_ms) and self._late(p, now):
+                if p.deadline and self._late(p, now):
                     q.popleft()
                     self._queued_rows -= p.x.shape[0]
                     self._expire(p, now)
@@ -421,7 +422,7 @@ class Instance:
             for p in self._queue:
                 if p.future.done():
                     continue
-                if math.isfinite(p.slo_ms) and self._late(p, now):
+                if p.deadline and self._late(p, now):
                     self._expire(p, now)
                 else:
                     keep.append(p)
@@ -509,7 +510,7 @@ class Instance:
                 p.future.set_exception(
                     WorkerDied(f"{self.variant.name}: the replica serving this query died twice ({why})")
                 )
-            elif self._guarded(p.slo_ms) and self._late(p, now):
+            elif p.deadline and self._late(p, now):
                 self._expire(p, now)
             else:
                 p.attempts += 1
