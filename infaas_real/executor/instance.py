@@ -95,7 +95,8 @@ class GuardSettings:
 
     max_rows_in_flight: int  # rows one replica may hold at once, over its batches (at least one batch)
     shed_by_deadline: bool  # refuse / expire queries that cannot finish within their SLO
-    service_estimate_alpha: float  # weight of the newest observation in the service-time average
+    service_estimate_alpha: float  # weight of the newest observation in the overhead and loop-lag averages
+    service_estimate_answers: int  # answers over which a busy replica's time per row is measured
     batch_timeout_factor: float  # a batch running longer than factor x its profiled latency ...
     batch_timeout_margin_ms: float  # ... plus this margin means its replica is hung
     start_timeout_s: float  # a replica not ready this long after its start is hung
@@ -149,7 +150,9 @@ class Instance:
         self._unloading = False
         self._served_once = False  # a replica has been ready: deadlines apply from then on
         self._row_ms = variant.batch1_latency_ms  # a busy replica's time per row answered (moving averages):
-        self._busy_ms, self._busy_rows = variant.batch1_latency_ms, 1.0  # busy time between answers, rows per answer
+        # busy time between answers and rows answered, summed over the last service_estimate_answers answers
+        self._window: deque[tuple[float, int]] = deque(maxlen=self.guard.service_estimate_answers if self.guard else 1)
+        self._busy_ms, self._busy_rows = 0.0, 0
         self._overhead_ms = 0.0  # send-to-answer time beyond compute of a batch sent to an idle replica (moving average)
         self._start_s = -1.0  # observed replica start-up time (moving average; < 0: none seen yet)
         self.shed: Counter[str] = Counter()  # refusals and failures by reason (deadline_admission, ...)
@@ -480,8 +483,14 @@ class Instance:
             w.latency_sum_ms += (now - p.enqueued_s) * 1000.0
         if self.guard is not None and start:
             a = self.guard.service_estimate_alpha
-            self._busy_ms = (1 - a) * self._busy_ms + a * replica.last_interval_s * 1000.0
-            self._busy_rows = (1 - a) * self._busy_rows + a * start
+            window = self._window
+            if len(window) == window.maxlen:
+                old_ms, old_rows = window[0]
+                self._busy_ms -= old_ms
+                self._busy_rows -= old_rows
+            window.append((replica.last_interval_s * 1000.0, start))
+            self._busy_ms += replica.last_interval_s * 1000.0
+            self._busy_rows += start
             self._row_ms = max(self._busy_ms / self._busy_rows, result.infer_ms / max(result.run_rows, 1))
             if replica.last_idle_turnaround_s >= 0:
                 extra_ms = max(replica.last_idle_turnaround_s * 1000.0 - result.infer_ms, 0.0)

@@ -149,6 +149,7 @@ def build_server_settings(cfg: Mapping[str, Any]) -> tuple[ServerSettings, State
             max_rows_in_flight=_int(e, "max_rows_in_flight", "executor", 1),
             shed_by_deadline=_bool(e, "shed_by_deadline", "executor"),
             service_estimate_alpha=_fraction(e, "service_estimate_alpha", "executor"),
+            service_estimate_answers=_int(e, "service_estimate_answers", "executor", 1),
             batch_timeout_factor=_float(e, "batch_timeout_factor", "executor", 1.0),
             batch_timeout_margin_ms=_float(e, "batch_timeout_margin_ms", "executor"),
             start_timeout_s=_float(e, "start_timeout_s", "executor"),

@@ -115,7 +115,7 @@ def _v(model: str, task: str = "classification-digits") -> Variant:
 
 def _state(catalog: Catalog, cluster: ClusterSpec) -> LiveState:
     t0 = time.perf_counter()
-    guard = GuardSettings(max_rows_in_flight=64, shed_by_deadline=True, service_estimate_alpha=0.2,
+    guard = GuardSettings(max_rows_in_flight=64, shed_by_deadline=True, service_estimate_alpha=0.2, service_estimate_answers=256,
                           batch_timeout_factor=20.0, batch_timeout_margin_ms=1000.0, start_timeout_s=60.0,
                           supervise_period_s=0.05)  # fmt: skip
     return LiveState(catalog, cluster, Policy(PolicyContext(catalog, cluster), OBSERVATION),
