@@ -26,7 +26,7 @@ def _digits(tmp_path: Path, *extra: str) -> list[str]:
     return ["validate", "catalog=digits", "apps=digits", f"validate.frontend_file={fe}",
             "validate.trace.rate_qps=6", "validate.trace.duration_s=5", "validate.trace.first_spike_s=2",
             "validate.trace.spike_len_s=1.5", "validate.trace.spike_factor=3", "validate.preconditions.probe_s=0.5",
-            "validate.preconditions.max_lateness_p99_ms=1000",
+            "validate.preconditions.max_lateness_p99_ms=1000", "validate.warmup_s=1",
             "validate.preconditions.warm_artifacts=false",  # the server builds the few it loads
             *extra]  # fmt: skip
 
