@@ -273,10 +273,10 @@ class Instance:
 
     def _own_ms(self, rows: int) -> float:
         """Service of a query of ``rows`` rows once it is sent: the transfer overhead observed,
-        two event-loop turns (its answer is read, then written, at turn boundaries; a turn is
-        estimated as twice the supervisor timer's average lateness), plus its compute (at
-        least the profiled latency)."""
-        return self._overhead_ms + 4.0 * self._lag_ms + max(self.variant.latency_ms(min(max(rows, 1), self.variant.max_batch)),
+        the wait for event-loop turns (its answer is read, then written, at turn boundaries:
+        on average half a turn each, a turn being about twice the supervisor timer's average
+        lateness ``lag_ms``, hence 2 x lag), plus its compute (at least the profiled latency)."""
+        return self._overhead_ms + 2.0 * self._lag_ms + max(self.variant.latency_ms(min(max(rows, 1), self.variant.max_batch)),
                                        rows * self._row_ms)  # fmt: skip
 
     def estimate_finish_ms(self, rows: int, now_s: float) -> float:
