@@ -75,10 +75,13 @@ from infaas_real.server.config import (
 )
 from infaas_real.validate_compare import (
     ActionRow,
+    applied,
     compare,
     compare_actions,
     figure,
     frame_stats,
+    load_wait_rows,
+    load_waits,
     read_actions_csv,
     sim_catalog,
     sim_trace,
@@ -387,6 +390,8 @@ def _main(overrides: Sequence[str]) -> int:
     rows = compare(sim_stats, real_stats, tol)
     rows += compare_actions(sim_actions, real_actions, kinds, start_s, tol["action_time_periods"] * period,
                             str(policy["name"]) in list(v["require_autoscaling"]))
+    rows += load_wait_rows(load_waits(applied(sim_actions, kinds), sim_q, 0.0),
+                           load_waits(applied(real_actions, kinds), real_q, start_s))
     title = (f"{policy['name']}: {trace.name} trace, {len(trace)} queries, seed {seed} "
              f"(load average {load_avg[0]:.1f} at start)")
     figure(run_dir / "comparison.png", sim_stats, real_stats, sim_actions, real_actions, kinds, start_s, title)

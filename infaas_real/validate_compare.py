@@ -150,6 +150,31 @@ def compare_actions(sim: Sequence[ActionRow], real: Sequence[ActionRow], kinds: 
     return rows
 
 
+def load_waits(actions: Sequence[ActionRow], df: Any, offset_s: float) -> list[tuple[ActionRow, float]]:
+    """For each applied load (``load`` / ``load_and_route``): seconds from the action to the
+    first batch its variant started after it — the worker slot's start plus the load, as the
+    queries saw it. ``df`` is a query table (``variant``, ``start_s``), its clock ``offset_s``
+    behind the actions' clock; NaN when no batch of the variant started after it."""
+    out = []
+    start = df["start_s"].to_numpy(dtype=np.float64) + offset_s
+    variant = df["variant"].astype(str).to_numpy()
+    for a in actions:
+        if a[1] in ("load", "load_and_route") and not a[5]:
+            later = start[(variant == a[2]) & (start >= a[0])]
+            out.append((a, float(later.min() - a[0]) if later.size else math.nan))
+    return out
+
+
+def load_wait_rows(sim: list[tuple[ActionRow, float]], real: list[tuple[ActionRow, float]]) -> list[dict[str, Any]]:
+    """Reported rows: each matched load's wait for its first batch in both backends."""
+    rows = []
+    for i, ((a, ws), (b, wr)) in enumerate(zip(sim, real)):
+        if (a[1], a[2]) == (b[1], b[2]):
+            rows.append(_row(f"action load {i + 1} first batch after (s): {a[1]} {a[2]}", ws, wr, abs(wr - ws),
+                             "abs", None))
+    return rows
+
+
 def figure(path: Path, sim: dict[str, Any], real: dict[str, Any], sim_actions: Sequence[ActionRow],
            real_actions: Sequence[ActionRow], kinds: Sequence[str], start_s: float, title: str) -> None:
     """Both latency CDFs and both action timelines, one PNG."""
