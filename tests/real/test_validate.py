@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -122,3 +123,18 @@ def test_the_simulator_writes_the_control_layers_decision_trace(tmp_path: Path) 
     loads = ok[ok["kind"].isin(["load", "load_and_route"])]
     assert len(loads) == events["replica_loads"] >= 2  # each of these loads one replica here
     assert (ok["kind"] == "unload").sum() == events.get("instance_unloads", 0) + events.get("replica_unloads", 0) >= 1
+
+
+def test_load_waits_measure_each_load_until_its_variants_first_batch() -> None:
+    from infaas_real.validate_compare import load_wait_rows, load_waits
+
+    acts = [(1.0, "load_and_route", "a", 0, 1, ""), (2.0, "load", "b", 0, 1, "load_no_free_cores"),
+            (5.0, "load", "c", 0, 1, "")]  # fmt: skip
+    # query table on a clock 0.5 s behind the actions': a's first batch at 3.5 + 0.5 = 4.0
+    df = pd.DataFrame({"variant": ["a", "a", "c"], "start_s": [3.5, 3.7, float("nan")]})
+    waits = load_waits(acts, df, 0.5)
+    assert [(a[2], w) for a, w in waits[:1]] == [("a", 3.0)] and len(waits) == 2  # the refused load is not one
+    assert np.isnan(waits[1][1])  # no batch of c ever started
+    rows = load_wait_rows(waits, [(acts[0], 5.0), (acts[2], 1.0)])
+    assert rows[0]["metric"] == "action load 1 first batch after (s): load_and_route a" and rows[0]["difference"] == 2.0
+    assert all(r["ok"] is None for r in rows)  # reported, not checked
