@@ -272,11 +272,11 @@ class Instance:
         return sum(r.state in (ReplicaState.IDLE, ReplicaState.BUSY) for r in self._replicas)
 
     def _own_ms(self, rows: int) -> float:
-        """Service of a query of ``rows`` rows once it is sent: the transfer overhead observed,
-        the wait for event-loop turns (its answer is read, then written, at turn boundaries:
-        on average half a turn each, a turn being about twice the supervisor timer's average
-        lateness ``lag_ms``, hence 2 x lag), plus its compute (at least the profiled latency)."""
-        return self._overhead_ms + 2.0 * self._lag_ms + max(self.variant.latency_ms(min(max(rows, 1), self.variant.max_batch)),
+        """Service of a query of ``rows`` rows once it is sent: the transfer overhead observed
+        plus its compute (at least the profiled latency). The event loop's lag is left out on
+        purpose: a refusal waits for the same loop turns as an answer, so refusing for it
+        saves nothing and, in a closed loop, feeds the lag (docs/overload-and-supervision.md)."""
+        return self._overhead_ms + max(self.variant.latency_ms(min(max(rows, 1), self.variant.max_batch)),
                                        rows * self._row_ms)  # fmt: skip
 
     def estimate_finish_ms(self, rows: int, now_s: float) -> float:
