@@ -39,10 +39,18 @@ DEFAULT_SCENARIOS: tuple[tuple[str, ...], ...] = (
 """The default scenario, an INFaaS-paper bursty run and the two baselines on the default."""
 
 REPO = Path(__file__).resolve().parent.parent
+CONFIG_PACKAGE = "infaas_configs"
+"""The package name of ``configs/`` (``infaas_edge.CONFIG_PACKAGE``)."""
 
 
 def run_tree(tree: Path, overrides: tuple[str, ...], out_dir: Path) -> None:
-    env = dict(os.environ, PYTHONPATH=str(tree))
+    """One ``infaas-sim`` run with the code *and* the configs of ``tree``: the configs are the
+    package ``infaas_configs`` (an editable install maps it to the checkout's ``configs/``),
+    so a link of that name to ``tree/configs`` goes on the path beside the tree."""
+    shim = out_dir.parent / f"shim_{out_dir.name}"
+    shim.mkdir()
+    (shim / CONFIG_PACKAGE).symlink_to(tree / "configs", target_is_directory=True)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join((str(tree), str(shim))))
     cmd = [sys.executable, "-m", "infaas_sim", *overrides, "sim.progress=off", f"hydra.run.dir={out_dir}"]
     done = subprocess.run(cmd, env=env, cwd=out_dir.parent, capture_output=True, text=True)
     if done.returncode != 0:
