@@ -272,19 +272,22 @@ class Instance:
         return sum(r.state in (ReplicaState.IDLE, ReplicaState.BUSY) for r in self._replicas)
 
     def _own_ms(self, rows: int) -> float:
-        """Service of a query of ``rows`` rows once it is sent: the transfer overhead observed
-        plus its compute (at least the profiled latency). The event loop's lag is left out on
-        purpose: a refusal waits for the same loop turns as an answer, so refusing for it
-        saves nothing and, in a closed loop, feeds the lag (docs/overload-and-supervision.md)."""
-        return self._overhead_ms + max(self.variant.latency_ms(min(max(rows, 1), self.variant.max_batch)),
+        """Service of a query of ``rows`` rows once it starts: its compute at the observed
+        time per row (at least the profiled latency). The event loop's lag and the transfer
+        overhead are left out on purpose: a refusal waits for the same loop turns as an
+        answer, so refusing for them saves nothing and, in a closed loop, feeds the lag; and
+        an estimate only answers could refresh would lock in after a burst of refusals
+        (docs/overload-and-supervision.md)."""
+        return max(self.variant.latency_ms(min(max(rows, 1), self.variant.max_batch)),
                                        rows * self._row_ms)  # fmt: skip
 
     def estimate_finish_ms(self, rows: int, now_s: float) -> float:
         """Milliseconds from ``now_s`` until a new query of ``rows`` rows would be answered:
         the rows ahead of it (queued and in flight) at the observed time per row of a busy
-        replica (busy time between answers over rows answered), shared by the serving replicas, plus its own service (the observed send-to-answer
-        overhead and its compute); with no replica serving, the
-        rest of the start-up of the newest starting one (inf when none is starting)."""
+        replica (busy time between answers over rows answered), shared by the serving
+        replicas, plus its own compute; 0 with nothing ahead (it starts now, whatever the
+        estimates say); with no replica serving, the rest of the start-up of the newest
+        starting one plus its compute (inf when none is starting)."""
         serving = self._serving_replicas()
         if serving == 0:
             starting = [r.started_s for r in self._replicas if r.state is ReplicaState.STARTING]
@@ -293,6 +296,8 @@ class Instance:
             wait_ms = max(self._start_s - (now_s - max(starting)), 0.0) * 1000.0
         else:
             ahead = self._queued_rows + sum(r.rows_in_flight for r in self._replicas if r.state is not ReplicaState.DEAD)
+            if ahead == 0:
+                return 0.0  # nothing ahead: it starts now
             wait_ms = ahead * self._row_ms / serving
         return wait_ms + self._own_ms(rows)
 
