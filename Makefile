@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "INFaaS-py needs Python >= 3.11 (found %s)" % sys.version.split()[0])'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[real,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[real,dev,ray]'
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 
