@@ -11,6 +11,27 @@ is 503, by :data:`infaas_core.control.outcomes.HTTP_STATUS`); 429 the chosen ins
 full; 500 the runner failed; 503 the query could not be served (replica died twice, load
 refused, server-side timeout, or more than ``max_inflight_requests`` in flight — health and
 metrics endpoints are not counted, so they answer during a flood).
+
+The same inference path serves KServe v2 over gRPC (:mod:`infaas_real.server.grpc_server`,
+``server.grpc_port``): :meth:`InferenceServer.run_inference` resolves the name, checks the
+request with :mod:`~infaas_real.server.protocol`'s rules, asks the policy, submits and waits;
+it raises :class:`InferError` with the HTTP status above, which each transport answers in its
+own way. gRPC maps the statuses to codes (:data:`GRPC_CODE`):
+
+====== =====================  ==========================================================
+HTTP   gRPC                   meaning
+====== =====================  ==========================================================
+400    INVALID_ARGUMENT       malformed request (shape, datatype, parameters, non-finite)
+404    NOT_FOUND              unknown task, model, variant or version
+408    DEADLINE_EXCEEDED      (HTTP only: body not complete in time)
+413    RESOURCE_EXHAUSTED     request over ``max_request_bytes``
+415    INVALID_ARGUMENT       (HTTP only: content type not served)
+422    FAILED_PRECONDITION    no variant can satisfy the requirements (reason, suggestion)
+429    RESOURCE_EXHAUSTED     the chosen instance's queue is full
+499    CANCELLED              the client left first
+500    INTERNAL               the runner failed
+503    UNAVAILABLE            not served now (capacity, replica died, timeout, busy)
+====== =====================  ==========================================================
 """
 
 from __future__ import annotations
@@ -20,7 +41,7 @@ import contextlib
 import gc
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +61,7 @@ from infaas_core.policies.base import Policy
 from infaas_real.executor import ExecutorSettings, InferenceFailed, Overloaded, WorkerDied
 from infaas_real.server import jsonfast, openapi, protocol
 from infaas_real.server.httplayer import CLIENT_CLOSED, ASGIApp, CountingMiddleware, HttpAccounting
-from infaas_real.server.metrics import ServerMetrics
+from infaas_real.server.metrics import GrpcAccounting, ServerMetrics
 from infaas_real.server.state import LiveState, Refused, StateSettings
 from infaas_real.server.tasks import TaskIO, task_io
 
@@ -51,6 +72,16 @@ ACCEPTED_CONTENT_TYPES = frozenset({"application/json", "application/octet-strea
 types (text/plain, forms) are refused with 415. No Content-Type at all is accepted (curl, some
 v2 clients)."""
 _PATH = re.compile(r"(?:/[\w.+-]+){2,}/([\w.+-]+)")
+SERVER_NAME = "infaas-py"
+SERVER_VERSION = "0.1.0"
+EXTENSIONS = ("binary_tensor_data", "model_less")
+GRPC_CODE: dict[int, str] = {
+    400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 408: "DEADLINE_EXCEEDED", 413: "RESOURCE_EXHAUSTED",
+    415: "INVALID_ARGUMENT", 422: "FAILED_PRECONDITION", 429: "RESOURCE_EXHAUSTED", CLIENT_CLOSED: "CANCELLED",
+    500: "INTERNAL", 503: "UNAVAILABLE",
+}
+"""The gRPC status code (``grpc.StatusCode`` member name) answering each HTTP status of an
+inference (the table in the module docstring; any other status is INTERNAL)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +101,43 @@ class ServerSettings:
     shutdown_drain_s: float
     shutdown_timeout_s: float
     final_metrics_path: str | None  # the final /metrics text is written here on exit
+    grpc_port: int | None  # KServe v2 over gRPC on host:grpc_port beside HTTP; None = not served
 
 
 @dataclass(frozen=True, slots=True)
 class _Target:
     form: str  # task | model | variant
     io: TaskIO
+
+
+class InferError(Exception):
+    """An inference request not answered with outputs: the HTTP status (each transport maps
+    it, gRPC by :data:`GRPC_CODE`), a one-line message (file paths reduced to their names),
+    the policy's suggestion if any, and the variant it had been routed to ("" before)."""
+
+    def __init__(self, status: int, message: str, suggestion: str | None = None, variant: str = "") -> None:
+        line = _PATH.sub(r"\1", " ".join(message.split()))
+        super().__init__(line)
+        self.status = status
+        self.message = line
+        self.suggestion = suggestion
+        self.variant = variant
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """An answered inference: the parsed request, the serving variant, the outputs, and the
+    answer's ``parameters`` (variant, worker, hardware, queue_ms, infer_ms, batch)."""
+
+    request: protocol.InferRequest
+    variant: str
+    y: np.ndarray
+    params: dict[str, Any]
+
+
+ParseRequest = Callable[[TaskIO], Awaitable[protocol.InferRequest]]
+"""A transport's reading of one inference request for the named target's task: raises
+:class:`~infaas_real.server.protocol.ProtocolError` or :class:`InferError`."""
 
 
 class InferenceServer:
@@ -99,6 +161,9 @@ class InferenceServer:
         self.targets: dict[str, _Target] = {}
         self._inflight = 0
         self.http = HttpAccounting()
+        self.grpc_acc = GrpcAccounting()
+        self.grpc: Any = None  # the grpc.aio server while it runs (grpc_server.GrpcFrontEnd)
+        self._grpc_stop: asyncio.Task[None] | None = None
         ios = {task: task_io(task) for task in catalog.tasks}  # shapes from each task's zoo
         for v in catalog:
             io = ios[v.task]
@@ -110,8 +175,12 @@ class InferenceServer:
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         catalog, cluster, policy, state_settings, executor = self._args
         self.state = LiveState(catalog, cluster, policy, state_settings, executor, self._clock)
-        self.metrics = ServerMetrics(self.state, self.http)
+        self.metrics = ServerMetrics(self.state, self.http, self.grpc_acc)
         await self.state.start()
+        if self.settings.grpc_port is not None:
+            from infaas_real.server import grpc_server  # grpcio only where gRPC is served
+
+            self.grpc = await grpc_server.start(self, self.settings.host, self.settings.grpc_port)
         # Long-lived objects (catalog, policy, modules) leave the collector's generations so a
         # full collection never walks them on the request path.
         gc.collect()
@@ -119,10 +188,125 @@ class InferenceServer:
         try:
             yield
         finally:
+            self.begin_grpc_shutdown()
+            if self._grpc_stop is not None:
+                await self._grpc_stop  # in-flight RPCs finish (server.shutdown_timeout_s at most)
             if self.settings.final_metrics_path:  # every request is answered by now
                 with open(self.settings.final_metrics_path, "wb") as f:
                     f.write(self.metrics.render())
             await self.state.close()
+
+    def begin_grpc_shutdown(self) -> None:
+        """Stop the gRPC server (new RPCs UNAVAILABLE, in-flight ones get
+        ``server.shutdown_timeout_s``); called at SIGTERM beside the HTTP drain, awaited at exit."""
+        if self.grpc is not None and self._grpc_stop is None:
+            self._grpc_stop = asyncio.ensure_future(self.grpc.stop(self.settings.shutdown_timeout_s))
+
+    # -- transport-agnostic --------------------------------------------------------------
+    def lookup(self, name: str, version: str | None) -> _Target:
+        """The named target; :class:`InferError` 404 for an unknown name or version ("" or
+        None: the only version)."""
+        t = self.targets.get(name)
+        if t is None:
+            raise InferError(404, f"unknown task, model or variant '{name}'")
+        if version and version != MODEL_VERSION:
+            raise InferError(404, f"'{name}' has no version '{version}' (versions: {MODEL_VERSION})")
+        return t
+
+    def metadata_of(self, name: str, t: _Target) -> bytes:
+        """The v2 model metadata of a target (JSON; gRPC converts it)."""
+        return protocol.model_metadata(name, t.io.input_shape, t.io.classes, f"infaas-{t.form}", [MODEL_VERSION],
+                                       uint8=True)
+
+    def ready_of(self, name: str, t: _Target) -> bool:
+        """A task or model is ready when it is known; a variant when an instance of it is ready."""
+        assert self.state is not None
+        return t.form != "variant" or any(i.state == "ready" for i in self.state.instances_of(name))
+
+    async def run_inference(self, name: str, version: str | None, parse: ParseRequest) -> Served:
+        """One inference, whatever the transport: admission, name resolution, the request read
+        by ``parse``, requirements, the policy's decision, submission and the wait. Counted
+        once in ``infaas_requests`` (status, variant); raises :class:`InferError`."""
+        # Inference requests beyond the in-flight limit are refused at once (503), so the
+        # health and metrics endpoints keep answering under a flood.
+        assert self.metrics is not None
+        try:
+            if self._inflight >= self.settings.max_inflight_requests:
+                raise InferError(503, f"server busy: {self._inflight} requests in flight")
+            self._inflight += 1
+            try:
+                served = await self._infer(name, version, parse)
+            finally:
+                self._inflight -= 1
+        except InferError as exc:
+            self.metrics.requests.labels(str(exc.status), exc.variant).inc()
+            raise
+        self.metrics.requests.labels("200", served.variant).inc()
+        return served
+
+    async def _infer(self, name: str, version: str | None, parse: ParseRequest) -> Served:
+        state, metrics = self.state, self.metrics
+        assert state is not None and metrics is not None
+        t0 = time.perf_counter()
+        t = self.lookup(name, version)
+        try:
+            r = await parse(t.io)
+            req = Requirements(
+                **{t.form: name}, min_accuracy=r.min_accuracy, latency_slo_ms=r.latency_slo_ms
+            )
+        except protocol.ProtocolError as exc:
+            raise InferError(exc.status, exc.message) from None
+        except ConfigError as exc:
+            raise InferError(400, str(exc)) from None
+        try:
+            decision = state.decide(req, r.app, r.x.shape[0])
+        except NoFeasibleVariant as exc:
+            decision = Reject(exc.reason, exc.suggestion)
+        if isinstance(decision, Reject):
+            # the kind, never the message, decides: infeasible 422, no capacity now 503
+            status = HTTP_STATUS[decision.kind]
+            if decision.kind is RejectKind.NO_CAPACITY:
+                metrics.dropped.labels("policy_no_capacity").inc()
+            raise InferError(status, decision.reason, suggestion=decision.suggestion)
+        try:
+            inst, futures = state.submit(decision, r.x, r.latency_slo_ms)
+        except Overloaded as exc:
+            raise InferError(429, str(exc)) from None
+        except Refused as exc:
+            metrics.dropped.labels(exc.reason).inc()
+            raise InferError(503, str(exc)) from None
+        except BackendError as exc:
+            raise InferError(503, str(exc)) from None
+        variant = inst.variant.name
+        try:
+            if len(futures) == 1:
+                served = [await asyncio.wait_for(futures[0], self.settings.request_timeout_s)]
+            else:
+                served = list(
+                    await asyncio.wait_for(asyncio.gather(*futures), self.settings.request_timeout_s)
+                )
+        except TimeoutError:
+            raise InferError(503, f"{variant}: not served within {self.settings.request_timeout_s} s",
+                             variant=variant) from None
+        except (WorkerDied, Overloaded) as exc:
+            raise InferError(503, str(exc), variant=variant) from None
+        except InferenceFailed as exc:
+            raise InferError(500, str(exc), variant=variant) from None
+        except BackendError as exc:
+            raise InferError(503, str(exc), variant=variant) from None
+        y = served[0].y if len(served) == 1 else np.concatenate([s.y for s in served])
+        first = served[0]
+        params: dict[str, Any] = {
+            "variant": variant,
+            "worker": inst.worker_id,
+            "hardware": inst.variant.hardware,
+            "queue_ms": max(s.queue_ms for s in served),
+            "infer_ms": sum(s.infer_ms for s in served),
+            "batch": first.batch,
+        }
+        metrics.queue.labels(variant).observe(first.queue_ms / 1000.0)
+        metrics.latency.labels(variant).observe(time.perf_counter() - t0)
+        return Served(r, variant, y, params)
 
     # -- endpoints -----------------------------------------------------------------------
     async def live(self, request: Request) -> Response:
@@ -134,38 +318,30 @@ class InferenceServer:
 
     async def server_metadata(self, request: Request) -> Response:
         return Response(
-            jsonfast.dumps({"name": "infaas-py", "version": "0.1.0", "extensions": ["binary_tensor_data", "model_less"]}),
+            jsonfast.dumps({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": list(EXTENSIONS)}),
             media_type=_JSON,
         )
 
     def _target(self, request: Request) -> _Target | Response:
         """The named target, or the 404 answer (unknown name or version)."""
-        name = request.path_params["name"]
-        t = self.targets.get(name)
-        if t is None:
-            return _error(404, f"unknown task, model or variant '{name}'")
-        version = request.path_params.get("version")
-        if version is not None and version != MODEL_VERSION:
-            return _error(404, f"'{name}' has no version '{version}' (versions: {MODEL_VERSION})")
-        return t
+        try:
+            return self.lookup(request.path_params["name"], request.path_params.get("version"))
+        except InferError as exc:
+            return _error(exc.status, exc.message)
 
     async def model_metadata(self, request: Request) -> Response:
         name = request.path_params["name"]
         t = self._target(request)
         if isinstance(t, Response):
             return t
-        return Response(
-            protocol.model_metadata(name, t.io.input_shape, t.io.classes, f"infaas-{t.form}", [MODEL_VERSION], uint8=True),
-            media_type=_JSON,
-        )
+        return Response(self.metadata_of(name, t), media_type=_JSON)
 
     async def model_ready(self, request: Request) -> Response:
         name = request.path_params["name"]
         t = self._target(request)
         if isinstance(t, Response):
             return t
-        assert self.state is not None
-        ok = t.form != "variant" or any(i.state == "ready" for i in self.state.instances_of(name))
+        ok = self.ready_of(name, t)
         return Response(jsonfast.dumps({"name": name, "ready": ok}), status_code=200 if ok else 400, media_type=_JSON)
 
     async def state_snapshot(self, request: Request) -> Response:
@@ -188,99 +364,29 @@ class InferenceServer:
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
 
     async def infer(self, request: Request) -> Response:
-        # Inference requests beyond the in-flight limit are refused at once (503), so the
-        # health and metrics endpoints keep answering under a flood.
-        if self._inflight >= self.settings.max_inflight_requests:
-            return self._count(_error(503, f"server busy: {self._inflight} requests in flight"), "")
-        self._inflight += 1
-        try:
-            return await self._infer(request)
-        finally:
-            self._inflight -= 1
+        async def parse(io: TaskIO) -> protocol.InferRequest:
+            ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            if ctype and ctype not in ACCEPTED_CONTENT_TYPES:
+                raise InferError(415, f"content-type '{ctype}' is not served; send application/json "
+                                      "(or application/octet-stream with the binary extension)")
+            try:
+                async with asyncio.timeout(self.settings.body_timeout_s):  # a slow body holds an in-flight slot
+                    body = await _read_body(request, self.settings.max_request_bytes)
+            except ClientDisconnect:  # the client left mid-body: nothing to answer, but counted
+                raise InferError(CLIENT_CLOSED, "client disconnected before the body was complete") from None
+            except TimeoutError:
+                raise InferError(408, f"request body not complete within server.body_timeout_s "
+                                      f"({self.settings.body_timeout_s:g} s)") from None
+            return protocol.parse_infer(body, request.headers.get(protocol.HEADER_LEN), io.input_shape,
+                                        io.uint8_to_input)
 
-    async def _infer(self, request: Request) -> Response:
-        state, metrics = self.state, self.metrics
-        assert state is not None and metrics is not None
-        t0 = time.perf_counter()
-        name = request.path_params["name"]
-        t = self._target(request)
-        if isinstance(t, Response):
-            return self._count(t, "")
-        ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if ctype and ctype not in ACCEPTED_CONTENT_TYPES:
-            return self._count(_error(415, f"content-type '{ctype}' is not served; send application/json "
-                                           "(or application/octet-stream with the binary extension)"), "")
         try:
-            async with asyncio.timeout(self.settings.body_timeout_s):  # a slow body holds an in-flight slot
-                body = await _read_body(request, self.settings.max_request_bytes)
-            r = protocol.parse_infer(body, request.headers.get(protocol.HEADER_LEN), t.io.input_shape,
-                                     t.io.uint8_to_input)
-            req = Requirements(
-                **{t.form: name}, min_accuracy=r.min_accuracy, latency_slo_ms=r.latency_slo_ms
-            )
-        except protocol.ProtocolError as exc:
-            return self._count(_error(exc.status, exc.message), "")
-        except ClientDisconnect:  # the client left mid-body: nothing to answer, but counted
-            return self._count(_error(CLIENT_CLOSED, "client disconnected before the body was complete"), "")
-        except TimeoutError:
-            return self._count(_error(408, f"request body not complete within server.body_timeout_s "
-                                           f"({self.settings.body_timeout_s:g} s)"), "")
-        except ConfigError as exc:
-            return self._count(_error(400, str(exc)), "")
-        try:
-            decision = state.decide(req, r.app, r.x.shape[0])
-        except NoFeasibleVariant as exc:
-            decision = Reject(exc.reason, exc.suggestion)
-        if isinstance(decision, Reject):
-            # the kind, never the message, decides: infeasible 422, no capacity now 503
-            status = HTTP_STATUS[decision.kind]
-            if decision.kind is RejectKind.NO_CAPACITY:
-                metrics.dropped.labels("policy_no_capacity").inc()
-            return self._count(_error(status, decision.reason, suggestion=decision.suggestion), "")
-        try:
-            inst, futures = state.submit(decision, r.x, r.latency_slo_ms)
-        except Overloaded as exc:
-            return self._count(_error(429, str(exc)), "")
-        except Refused as exc:
-            metrics.dropped.labels(exc.reason).inc()
-            return self._count(_error(503, str(exc)), "")
-        except BackendError as exc:
-            return self._count(_error(503, str(exc)), "")
-        variant = inst.variant.name
-        try:
-            if len(futures) == 1:
-                served = [await asyncio.wait_for(futures[0], self.settings.request_timeout_s)]
-            else:
-                served = list(
-                    await asyncio.wait_for(asyncio.gather(*futures), self.settings.request_timeout_s)
-                )
-        except TimeoutError:
-            return self._count(_error(503, f"{variant}: not served within {self.settings.request_timeout_s} s"), variant)
-        except (WorkerDied, Overloaded) as exc:
-            return self._count(_error(503, str(exc)), variant)
-        except InferenceFailed as exc:
-            return self._count(_error(500, str(exc)), variant)
-        except BackendError as exc:
-            return self._count(_error(503, str(exc)), variant)
-        y = served[0].y if len(served) == 1 else np.concatenate([s.y for s in served])
-        first = served[0]
-        params: dict[str, Any] = {
-            "variant": variant,
-            "worker": inst.worker_id,
-            "hardware": inst.variant.hardware,
-            "queue_ms": max(s.queue_ms for s in served),
-            "infer_ms": sum(s.infer_ms for s in served),
-            "batch": first.batch,
-        }
-        body_out, headers = protocol.encode_infer(variant, r.request_id, y, params, r.binary_output)
-        metrics.queue.labels(variant).observe(first.queue_ms / 1000.0)
-        metrics.latency.labels(variant).observe(time.perf_counter() - t0)
-        return self._count(Response(body_out, headers=headers), variant)
-
-    def _count(self, resp: Response, variant: str) -> Response:
-        assert self.metrics is not None
-        self.metrics.requests.labels(str(resp.status_code), variant).inc()
-        return resp
+            s = await self.run_inference(request.path_params["name"], request.path_params.get("version"), parse)
+        except InferError as exc:
+            return _error(exc.status, exc.message, suggestion=exc.suggestion)
+        body_out, headers = protocol.encode_infer(s.variant, s.request.request_id, s.y, s.params,
+                                                  s.request.binary_output)
+        return Response(body_out, headers=headers)
 
     def build(self) -> ASGIApp:
         """The ASGI application: the routes inside the HTTP layer's accounting."""

@@ -5,6 +5,8 @@ with uvicorn (uvloop and httptools when installed: they cut the per-request over
 until interrupted. Binds ``server.host`` (127.0.0.1 by default). The HTTP layer
 (:mod:`infaas_real.server.httplayer`: header and keep-alive timeouts, connection caps, the
 shutdown drain, accounting of every request) is described in docs/server-hardening.md.
+KServe v2 over gRPC is served beside HTTP on ``server.grpc_port`` in the same process and
+event loop (:mod:`infaas_real.server.grpc_server`, docs/real-backend-grpc.md).
 At start the soft open-file limit is raised to the hard one; a line says so when it is still
 too low for ``server.max_connections``.
 """
@@ -96,5 +98,5 @@ def main(overrides: Sequence[str]) -> int:
         **uvicorn_options(),  # type: ignore[arg-type]
     )
     print(f"infaas-real serve: listening on http://{s.host}:{s.port}", flush=True)
-    DrainingServer(config, srv.http, s.shutdown_drain_s).run()
+    DrainingServer(config, srv.http, s.shutdown_drain_s, on_shutdown=srv.begin_grpc_shutdown).run()
     return 0

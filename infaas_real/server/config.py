@@ -127,6 +127,7 @@ def build_server_settings(cfg: Mapping[str, Any]) -> tuple[ServerSettings, State
         shutdown_timeout_s=_float(s, "shutdown_timeout_s", "server"),
         final_metrics_path=_optional_path(_present(s, "final_metrics_path", "server")),
         max_inflight_requests=_int(s, "max_inflight_requests", "server", 1),
+        grpc_port=_optional_port(_present(s, "grpc_port", "server")),
     )
     budget = _present(s, "core_budget", "server")
     state = StateSettings(
@@ -157,6 +158,14 @@ def build_server_settings(cfg: Mapping[str, Any]) -> tuple[ServerSettings, State
         ),
     )
     return server, state, executor
+
+
+def _optional_port(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ConfigError("server.grpc_port", f"must be a port number in 0..65535 or null, got {value!r}")
+    return value
 
 
 def _optional_path(value: Any) -> str | None:

@@ -21,7 +21,8 @@
   stop accepting, answer requests on open connections with 503 + ``Connection: close`` for
   ``server.shutdown_drain_s`` (or until every connection has closed), then uvicorn's own
   shutdown (idle connections closed, in-flight requests finished within
-  ``server.shutdown_timeout_s``).
+  ``server.shutdown_timeout_s``). The gRPC server, when served, stops as the drain begins
+  (new RPCs UNAVAILABLE, in-flight ones finish within ``server.shutdown_timeout_s``).
 """
 
 from __future__ import annotations
@@ -243,12 +244,16 @@ class CountingMiddleware:
 class DrainingServer(uvicorn.Server):
     """uvicorn's server with a drain phase before its own graceful shutdown."""
 
-    def __init__(self, config: uvicorn.Config, acc: HttpAccounting, drain_s: float) -> None:
+    def __init__(self, config: uvicorn.Config, acc: HttpAccounting, drain_s: float,
+                 on_shutdown: Callable[[], None] | None = None) -> None:
         super().__init__(config)
         self.acc = acc
         self.drain_s = drain_s
+        self.on_shutdown = on_shutdown  # called as the drain begins (the gRPC server stops beside it)
 
     async def shutdown(self, sockets: Any = None) -> None:
+        if self.on_shutdown is not None:
+            self.on_shutdown()
         for server in self.servers:
             server.close()  # stop accepting; open connections stay for the drain
         self.acc.draining = True

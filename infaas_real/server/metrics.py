@@ -3,6 +3,12 @@
 Counters and histograms are updated on the request path (a few microseconds); queue
 lengths, loaded replicas and worker utilisation are read from the live state at scrape
 time by a collector, so they cost nothing between scrapes.
+
+Inference metrics (``infaas_requests``, latency, queue, drops) are shared by both transports:
+a gRPC inference is counted there with the HTTP status it maps to. Each transport also counts
+every request it answered once: ``infaas_http_requests{route,status}`` and
+``infaas_grpc_requests{method,code}`` (the service's method names and ``grpc.StatusCode``
+names: fixed sets).
 """
 
 from __future__ import annotations
@@ -76,11 +82,36 @@ class _HttpCollector(Collector):
         yield from (req, refused, idle, conns)
 
 
+class GrpcAccounting:
+    """Counts of the gRPC front end (:mod:`infaas_real.server.grpc_server`): (method, code) -> RPCs."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str], int] = {}
+
+    def count(self, method: str, code: str) -> None:
+        key = (method, code)
+        self.requests[key] = self.requests.get(key, 0) + 1
+
+
+class _GrpcCollector(Collector):
+    def __init__(self, acc: GrpcAccounting) -> None:
+        self.acc = acc
+
+    def collect(self) -> Iterator[Metric]:
+        req = CounterMetricFamily(
+            "infaas_grpc_requests", "Every gRPC request the servicer answered, once, by method and status code "
+            "(CANCELLED: the client left first)", labels=["method", "code"])
+        for (method, code), n in sorted(self.acc.requests.items()):
+            req.add_metric([method, code], n)
+        yield req
+
+
 class ServerMetrics:
-    def __init__(self, state: LiveState, http: HttpAccounting) -> None:
+    def __init__(self, state: LiveState, http: HttpAccounting, grpc: GrpcAccounting | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.requests = Counter(
-            "infaas_requests", "Inference requests by HTTP status and serving variant",
+            "infaas_requests", "Inference requests of both transports by HTTP status (gRPC: the status its code "
+            "maps from) and serving variant",
             ["status", "variant"], registry=self.registry,
         )  # fmt: skip
         self.latency = Histogram(
@@ -97,6 +128,7 @@ class ServerMetrics:
         )  # fmt: skip
         self.registry.register(_StateCollector(state))
         self.registry.register(_HttpCollector(http))
+        self.registry.register(_GrpcCollector(grpc if grpc is not None else GrpcAccounting()))
 
     def render(self) -> bytes:
         out: bytes = generate_latest(self.registry)
