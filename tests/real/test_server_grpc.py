@@ -159,6 +159,13 @@ def test_tritonclient_grpc_infers_with_requirements_as_http_answers(
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
 
 
+def test_a_message_over_max_request_bytes_is_resource_exhausted(client: object) -> None:
+    x = np.zeros((1000, 64), np.float32)  # 256000 bytes > server.max_request_bytes=200000
+    with pytest.raises(InferenceServerException) as e:
+        client.infer(TASK, [_input(x)], parameters=REQ)  # type: ignore[attr-defined]
+    assert _code(e.value) == "StatusCode.RESOURCE_EXHAUSTED", e.value
+
+
 def test_unimplemented_rpcs_answer_one_line(client: object) -> None:
     with pytest.raises(InferenceServerException) as e:
         client.get_model_repository_index()  # type: ignore[attr-defined]
