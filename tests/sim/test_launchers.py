@@ -26,6 +26,7 @@ RAY_POLICIES = ("infaas", "clipper_plus")
 RAY_CPUS = 2
 RAY_SWEEP_TIMEOUT_S = 240  # ~30 s on a 2-core machine shared with other work
 RAY_EXIT_WAIT_S = 30  # Ray's raylet and GCS stop within a few seconds of the driver
+RAY_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def _launcher(name: str) -> dict:
@@ -86,6 +87,7 @@ def test_sweep_on_a_local_ray_writes_one_summary_per_run(tmp_path: Path) -> None
     ray_tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
     sweep_dir = tmp_path / "sweep"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "INFAAS_RAY_CPUS")}
+    env[RAY_LOOPBACK_ENV] = "0"  # Ray's local-only mode: its node address and ports on 127.0.0.1
     try:
         p = subprocess.run(
             [sys.executable, "-m", "infaas_sim", "-m", "experiment=tiny",
@@ -110,6 +112,8 @@ def test_sweep_on_a_local_ray_writes_one_summary_per_run(tmp_path: Path) -> None
             assert s["completed"] > 0
             got.add(s["policy"])
         assert got == set(RAY_POLICIES)
+        raylet_logs = list(ray_tmp.glob("session_*/logs/raylet.out"))
+        assert raylet_logs and "node:127.0.0.1" in raylet_logs[0].read_text(), "Ray's node is not on loopback"
         deadline = time.monotonic() + RAY_EXIT_WAIT_S
         while (left := _procs_mentioning(str(ray_tmp))) and time.monotonic() < deadline:
             time.sleep(0.5)
