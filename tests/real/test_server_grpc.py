@@ -10,6 +10,7 @@ import re
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -34,9 +35,14 @@ def grpc_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, grpc_port: int) -> Iterator[Server]:
-    with running_server(["policy=infaas", f"server.grpc_port={grpc_port}", "server.max_request_bytes=200000"],
-                        tmp_path_factory.mktemp("grpc")) as srv:
+def final_metrics(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("grpc-final") / "final.prom"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, grpc_port: int, final_metrics: Path) -> Iterator[Server]:
+    with running_server(["policy=infaas", f"server.grpc_port={grpc_port}", "server.max_request_bytes=200000",
+                         f"server.final_metrics_path={final_metrics}"], tmp_path_factory.mktemp("grpc")) as srv:
         yield srv
 
 
@@ -197,10 +203,12 @@ def test_every_grpc_request_is_counted_once(client: object, server: Server, digi
     assert delta("infaas_http_requests_total", route="infer") == 0  # not counted as HTTP
 
 
-def test_sigint_stops_grpc_too(client: object, server: Server, grpc_port: int,
+def test_sigint_stops_grpc_too(client: object, server: Server, grpc_port: int, final_metrics: Path,
                                digits: tuple[np.ndarray, np.ndarray]) -> None:
-    """Runs last: RPCs sent before SIGINT are answered, the process exits cleanly, and an RPC
-    after it is UNAVAILABLE."""
+    """Runs last: RPCs sent before SIGINT are answered or refused UNAVAILABLE, none is lost
+    (every OK the server counted reached the client), the process exits cleanly after the
+    gRPC stop (the final metrics are written), and an RPC after it is UNAVAILABLE."""
+    before = _metric(server.get("/metrics")[1].decode(), "infaas_grpc_requests_total", method="ModelInfer", code="OK")
     sent = 8
     results: list[tuple[object, InferenceServerException | None]] = []
     for _ in range(sent):
@@ -217,6 +225,9 @@ def test_sigint_stops_grpc_too(client: object, server: Server, grpc_port: int,
             assert _code(err) == "StatusCode.UNAVAILABLE", err
         else:
             assert r.as_numpy("output").shape == (4, 10)  # type: ignore[attr-defined]
+    answered = sum(err is None for _, err in results)
+    final = _metric(final_metrics.read_text(), "infaas_grpc_requests_total", method="ModelInfer", code="OK")
+    assert final - before == answered
     late = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
     with pytest.raises(InferenceServerException) as e:
         late.is_server_live(client_timeout=5)
