@@ -62,8 +62,13 @@ scores; running still beats loading.
 
 Speed: a decision that routes to existing instances stays valid until ``view.version``
 changes, so it is cached per (requirements, batch) and replayed round-robin; a cache hit
-costs one dict lookup (and, with the burst guard on, one count per query). A blacklist
-entry that starts or expires drops the cache.
+costs one dict lookup and one ``next`` of the entry's cycle (and, with the burst guard on,
+one count per query). A blacklist entry that starts drops the cached decisions routing to
+that worker; one that expires drops those decided while it was blacklisted (the rest stay).
+A miss walks only the candidates that have instances (memoised per view version). A miss
+must still rank busy instances by ``queue_len`` as written (reading a queue advances it,
+which fixes the order in which batches draw service-time noise), so decisions are not
+replayed across blacklist changes.
 """
 
 from __future__ import annotations
