@@ -74,7 +74,7 @@ def _outcome(ref: Any, t0: float, timeout_s: float) -> dict[str, Any]:
 def _fault(fn: Any, actor: Any, timeout_s: float, node_id: str | None = None) -> dict[str, Any]:
     """Run ``fn`` (the fault) with a long call on ``actor`` in flight: how long until ray.get of
     that call raises, what a new call made after it gets, and (``node_id``) how long until
-    ray.nodes() reports that node dead."""
+    ray.nodes() reports that node dead and what a call made then gets."""
     call = actor.sleep.remote(timeout_s)
     time.sleep(0.2)  # the call is running
     t0 = time.perf_counter()
@@ -84,6 +84,8 @@ def _fault(fn: Any, actor: Any, timeout_s: float, node_id: str | None = None) ->
     out = {"in_flight": in_flight, "next_call": _outcome(actor.where.remote(), t1, timeout_s)}
     if node_id is not None:
         out["node_marked_dead_after_s"] = _wait_dead(node_id, t0, timeout_s)
+        t2 = time.perf_counter()
+        out["call_after_node_dead"] = _outcome(actor.where.remote(), t2, timeout_s)
     return out
 
 
