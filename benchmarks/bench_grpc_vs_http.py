@@ -69,7 +69,9 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
 
     x_all, _ = get_zoo("digits").eval_data()
     x_all = np.ascontiguousarray(x_all, dtype=np.float32)
-    http_port, grpc_port = _free_port(), _free_port()
+    http_port = grpc_port = _free_port()
+    while grpc_port == http_port:  # two picks may return the same free port
+        grpc_port = _free_port()
     cmd = [sys.executable, "-m", "infaas_real", "serve", "policy=infaas", f"server.port={http_port}",
            f"server.grpc_port={grpc_port}", "server.log_level=warning", *a.serve_override]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)

@@ -178,9 +178,13 @@ class InferenceServer:
         self.metrics = ServerMetrics(self.state, self.http, self.grpc_acc)
         await self.state.start()
         if self.settings.grpc_port is not None:
-            from infaas_real.server import grpc_server  # grpcio only where gRPC is served
-
-            self.grpc = await grpc_server.start(self, self.settings.host, self.settings.grpc_port)
+            try:
+                from infaas_real.server import grpc_server  # grpcio only where gRPC is served
+            except ImportError as exc:
+                print(f"infaas-real serve: warning: gRPC not served: {exc} (install the real extra: "
+                      "tritonclient[grpc]); HTTP serves alone", flush=True)
+            else:
+                self.grpc = await grpc_server.start(self, self.settings.host, self.settings.grpc_port)
         # Long-lived objects (catalog, policy, modules) leave the collector's generations so a
         # full collection never walks them on the request path.
         gc.collect()

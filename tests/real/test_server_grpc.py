@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-from server_harness import Server, catalog_overrides, free_port, running_server
+from server_harness import Server, catalog_overrides, running_server
 
 from infaas_core.catalog import Catalog
 from infaas_real.server.config import build_catalog, compose
@@ -30,20 +31,24 @@ REQ = {"min_accuracy": 0.95, "latency_slo_ms": 1000}
 
 
 @pytest.fixture(scope="module")
-def grpc_port() -> int:
-    return free_port()
-
-
-@pytest.fixture(scope="module")
 def final_metrics(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("grpc-final") / "final.prom"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, grpc_port: int, final_metrics: Path) -> Iterator[Server]:
-    with running_server(["policy=infaas", f"server.grpc_port={grpc_port}", "server.max_request_bytes=200000",
+def server(tmp_path_factory: pytest.TempPathFactory, final_metrics: Path) -> Iterator[Server]:
+    # grpc_port=0: any free port, read back from the server's line (a port picked here could
+    # be the one the harness picks for HTTP)
+    with running_server(["policy=infaas", "server.grpc_port=0", "server.max_request_bytes=200000",
                          f"server.final_metrics_path={final_metrics}"], tmp_path_factory.mktemp("grpc")) as srv:
         yield srv
+
+
+@pytest.fixture(scope="module")
+def grpc_port(server: Server) -> int:
+    m = re.search(r"gRPC on 127\.0\.0\.1:(\d+)", server.log.read_text())
+    assert m, server.log.read_text()[-2000:]
+    return int(m.group(1))
 
 
 @pytest.fixture(scope="module")
@@ -233,3 +238,17 @@ def test_sigint_stops_grpc_too(client: object, server: Server, grpc_port: int, f
         late.is_server_live(client_timeout=5)
     assert _code(e.value) in ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED"), e.value
     late.close()
+
+
+def test_a_grpc_port_in_use_leaves_http_serving_with_a_warning(tmp_path: Path) -> None:
+    """Another process holds the gRPC port: one warning line, HTTP serves, the holder's port
+    is not shared (no SO_REUSEPORT)."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with running_server(["policy=infaas", f"server.grpc_port={port}"], tmp_path) as srv:
+            assert srv.get("/v2/health/live")[0] == 200
+            log = srv.log.read_text()
+            assert f"gRPC not served: cannot bind 127.0.0.1:{port}" in log, log[-2000:]
+            assert "gRPC on" not in log
