@@ -10,7 +10,9 @@ Rules, in the order they apply (sources: paper §4.1 Algorithm 1 ``GETVARIANT``;
    metadata_lookup_ms))`` of them (task form; the code's search budget). Each must take the
    query's batch, run on hardware some instance type offers, and have an estimated latency
    (:mod:`~infaas_core.policies.common`) within the SLO. Tight SLOs (<= ``tight_slo_ms``)
-   exclude CPU variants (``queryfe_server.cc:747``).
+   exclude CPU variants for the model form (``queryfe_server.cc:747``, ``par_lat_search``);
+   the use-case search does not (``cpu_when_tight``). Variants of equal accuracy come in
+   name order, as the code's Redis sorted set returns them (``accuracy_ties``).
 2. Running first: among candidates with a ready (or loading) instance that is neither
    overloaded nor interfered, pick the tightest fit (smallest SLO - estimate); loose SLOs
    (> ``loose_slo_ms``) rank CPU variants first, and skip accelerator instances on a worker
@@ -125,6 +127,8 @@ class SelectionConfig:
     metadata_lookup_ms: float
     min_search_candidates: int
     truncate: Literal["after_filter", "before_filter"]
+    cpu_when_tight: Literal["model_form", "all_forms"]
+    accuracy_ties: Literal["name", "batch1_latency"]
     when_no_room: Literal["route_overloaded", "reject"]
     when_all_blacklisted: Literal["escape", "load_next"]
     blacklisted_share: float
@@ -322,7 +326,10 @@ class InfaasSelector:
         self._burst_requests = float(cfg.worker_blacklist.burst_requests)
         self._share = cfg.blacklisted_share
         self._version = -1
-        self._cache: dict[int | tuple[int, int], _Entry | _Plan] = {}
+        # identity cache: id(req) -> (req, its entry); the stored req is compared with `is` on a
+        # hit, since a freed Requirements' id is reused by the next one allocated (the server
+        # makes one per request), and holding it keeps its id unique while it is cached
+        self._cache: dict[int | tuple[int, int], tuple[Requirements, _Entry | _Plan]] = {}
         self._eq_cache: dict[tuple[Requirements, int], _Entry] = {}
         # per-requirements state a client controls the keys of: bounded, least recently used out
         self._static: OrderedDict[tuple[Requirements, int], _Static] = OrderedDict()
@@ -347,8 +354,10 @@ class InfaasSelector:
             self._index = None
             self._version = view.version
         ikey = id(req) if batch == 1 else (id(req), batch)
-        c = self._cache.get(ikey)
-        if c is None:
+        hit = self._cache.get(ikey)
+        if hit is not None and hit[0] is req:
+            c = hit[1]
+        else:
             got = self._lookup(req, view, batch, ikey)
             if not isinstance(got, _Entry | _Plan):
                 return got  # a decision that is not cached (a load)
@@ -404,7 +413,7 @@ class InfaasSelector:
                 e = plan
         if len(self._cache) >= self.cfg.requirements_cache_size:  # bounded within a view version too
             self._cache.clear()
-        self._cache[ikey] = e
+        self._cache[ikey] = (req, e)
         return e
 
     # -- the worker blacklist (INFAAS.md §2.7 point 4, §3.3) ----------------------------------
@@ -479,7 +488,7 @@ class InfaasSelector:
                 return stale(c.target) or (c.blacklisted is not None and stale(c.blacklisted))
             return stale(c)
 
-        for ik in [k for k, c in self._cache.items() if bad(c)]:
+        for ik in [k for k, (_, c) in self._cache.items() if bad(c)]:
             del self._cache[ik]
         for cache in (self._eq_cache, self._plans):
             for k in [k for k, c in cache.items() if bad(c)]:
@@ -671,11 +680,19 @@ class InfaasSelector:
     def tight_slo_ms(self) -> float:
         return self.cfg.tight_slo_ms
 
-    def serves(self, v: Variant, slo_ms: float, batch: int = 1) -> bool:
-        """Would selection send a query with this SLO to ``v``? (The model autoscaler asks
-        before it upgrades or downgrades, so it never moves traffic where selection will not
-        follow: e.g. a CPU variant for a tight SLO.)"""
-        if v.hardware == CPU and slo_ms <= self.cfg.tight_slo_ms:
+    def excludes_cpu_when_tight(self, form: str) -> bool:
+        """Does a tight SLO (<= ``tight_slo_ms``) leave CPU variants out for this query form?
+        The code skips them only in ``par_lat_search`` (a query naming the architecture,
+        ``queryfe_server.cc:747``); its use-case search ``gpar_lat_acc_search`` tests only batch
+        and latency (``cpu_when_tight: model_form``, the default). ``all_forms`` is this
+        project's earlier rule."""
+        return form == "model" or self.cfg.cpu_when_tight == "all_forms"
+
+    def serves(self, v: Variant, slo_ms: float, batch: int = 1, form: str = "model") -> bool:
+        """Would selection send a query of this form with this SLO to ``v``? (The model
+        autoscaler asks before it upgrades or downgrades, so it never moves traffic where
+        selection will not follow; it asks as for the architecture form, the stricter one.)"""
+        if v.hardware == CPU and slo_ms <= self.cfg.tight_slo_ms and self.excludes_cpu_when_tight(form):
             return False
         return self.est.latency_ms(v, batch) <= slo_ms
 
@@ -690,6 +707,10 @@ class InfaasSelector:
         else:
             if req.form == "task":
                 pool = [v for v in cat.by_task(req.task or "") if v.accuracy >= req.min_accuracy]
+                if cfg.accuracy_ties == "name":
+                    # The code's use-case index is a Redis sorted set scored by accuracy: equal
+                    # scores come back in the members' lexicographic order (ZRANGEBYSCORE).
+                    pool.sort(key=lambda v: (v.accuracy, v.name))
             else:
                 pool = [v for v in cat.by_model(req.model or "") if v.accuracy >= req.min_accuracy]
             usable = [v for v in pool if v.max_batch >= batch and v.hardware in self.offered]
@@ -701,7 +722,7 @@ class InfaasSelector:
                 )
             if cfg.truncate == "before_filter":
                 usable = usable[:n]
-            ok = [v for v in usable if self.serves(v, req.latency_slo_ms, batch)][:n]
+            ok = [v for v in usable if self.serves(v, req.latency_slo_ms, batch, req.form)][:n]
         if not ok:
             reason, suggestion = rejection(self, req, batch)
             return _Static(Reject(reason, suggestion), (), (), (), loose, math.inf, None, {})

@@ -29,7 +29,8 @@ class Feasibility(Protocol):
     def catalog(self) -> Catalog: ...
     @property
     def tight_slo_ms(self) -> float: ...
-    def serves(self, v: Variant, slo_ms: float, batch: int = 1) -> bool: ...
+    def excludes_cpu_when_tight(self, form: str) -> bool: ...
+    def serves(self, v: Variant, slo_ms: float, batch: int = 1, form: str = "model") -> bool: ...
 
 
 def _up(x: float) -> float:
@@ -41,9 +42,9 @@ def _down(x: float) -> float:
     return math.floor(x * 1000.0 + 1e-9) / 1000.0
 
 
-def _needed_slo_ms(sel: Feasibility, v: Variant, batch: int) -> float:
+def _needed_slo_ms(sel: Feasibility, v: Variant, batch: int, form: str) -> float:
     est = sel.est.latency_ms(v, batch)
-    if v.hardware == CPU:  # CPU variants need an SLO above the tight bound
+    if v.hardware == CPU and sel.excludes_cpu_when_tight(form):  # then CPU needs an SLO above the tight bound
         est = max(est, sel.tight_slo_ms + 0.1)
     return _up(est)
 
@@ -72,13 +73,13 @@ def rejection(sel: Feasibility, req: Requirements, batch: int) -> tuple[str, str
         return f"no variant of {what} takes a batch of {batch}", f"batch <= {mb}"
     slo = req.latency_slo_ms
     acc_ok = [v for v in fits if v.accuracy >= req.min_accuracy]
-    lat_ok = [v for v in fits if sel.serves(v, req.latency_slo_ms, batch)]
+    lat_ok = [v for v in fits if sel.serves(v, req.latency_slo_ms, batch, req.form)]
     hints: list[str] = []
     if lat_ok and req.form == "task":
         best_acc = max(v.accuracy for v in lat_ok)
         hints.append(f"min_accuracy <= {_down(best_acc)} at latency_slo_ms {slo:g}")
     if acc_ok:
-        need = min(_needed_slo_ms(sel, v, batch) for v in acc_ok)
+        need = min(_needed_slo_ms(sel, v, batch, req.form) for v in acc_ok)
         at = f" at min_accuracy {req.min_accuracy:g}" if req.form == "task" else ""
         hints.append(f"latency_slo_ms >= {need:g}{at}")
     if not acc_ok:

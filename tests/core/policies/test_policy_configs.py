@@ -109,8 +109,10 @@ def test_variants_state_only_what_differs(composed):
     assert cost["selection"]["ordering"] == "cost" and cost["selection"]["truncate"] == "after_filter"
     assert cost["vm_autoscaler"]["scale_in"]["remove_cpu_workers"] is True
     assert cost["model_autoscaler"]["memory_slack_mb"] == 1024  # this project's choices; infaas keeps the code's
-    own = ("selection.ordering", "selection.truncate", "vm_autoscaler.scale_in.remove_cpu_workers",
-           "model_autoscaler.memory_slack_mb")
+    assert cost["selection"]["cpu_when_tight"] == "all_forms" and cost["selection"]["accuracy_ties"] == "batch1_latency"
+    assert infaas["selection"]["cpu_when_tight"] == "model_form" and infaas["selection"]["accuracy_ties"] == "name"
+    own = ("selection.ordering", "selection.truncate", "selection.cpu_when_tight", "selection.accuracy_ties",
+           "vm_autoscaler.scale_in.remove_cpu_workers", "model_autoscaler.memory_slack_mb")
     assert _without(cost, "name", *own) == _without(infaas, "name", *own)
     no_mas = composed["infaas_no_model_autoscale"]
     assert no_mas["model_autoscale_period_s"] is None and no_mas["model_autoscaler"] is None

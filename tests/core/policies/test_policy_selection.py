@@ -47,7 +47,34 @@ def test_tightest_fit_across_the_use_case_architectures():
     ctx, view = world()
     view.add_instance(1, "mobilenet-trt-b1")
     big = view.add_instance(1, "resnet152-trt-b1")
-    assert build("infaas", ctx).select(req(min_accuracy=0.6, latency_slo_ms=30), view) == Route(big.id)
+    fastest_first = {"selection.accuracy_ties": "batch1_latency"}  # name order: see the test below
+    assert build("infaas", ctx, **fastest_first).select(req(min_accuracy=0.6, latency_slo_ms=30), view) == Route(big.id)
+
+
+def test_equal_accuracies_come_in_name_order_as_the_code_s_sorted_set():
+    """Rule (accuracy_ties: name, the code's Redis sorted set): equal accuracies in
+    lexicographic name order, so the 30 ms search budget of 7 variants ends at
+    resnet152-cpu and leaves resnet152-trt-b1 out; the running mobilenet plan serves."""
+    ctx, view = world()
+    mob = view.add_instance(1, "mobilenet-trt-b1")
+    view.add_instance(1, "resnet152-trt-b1")
+    assert build("infaas", ctx).select(req(min_accuracy=0.6, latency_slo_ms=30), view) == Route(mob.id)
+
+
+def test_use_case_search_keeps_cpu_variants_at_a_tight_slo():
+    """Rule (cpu_when_tight: model_form, the code): the tight-SLO CPU exclusion belongs to
+    the architecture search (par_lat_search); the use-case search tests batch and latency
+    only, so a 30 ms task query may load mobilenet-cpu (30 ms), a 30 ms query naming the
+    architecture may not; all_forms (infaas_cost's rule) leaves it out for both."""
+    ctx, view = world(workers=("m5.2xlarge",))
+    one = {"selection.metadata_lookup_ms": 100.0, "selection.min_search_candidates": 1}
+    d = build("infaas", ctx, **one).select(req(min_accuracy=0.6, latency_slo_ms=30), view)
+    assert d == LoadAndRoute("mobilenet-cpu", 0)
+    d = build("infaas", ctx).select(req(model="mobilenet", latency_slo_ms=30), view)
+    assert not (isinstance(d, LoadAndRoute) and d.variant == "mobilenet-cpu")
+    d = build("infaas", ctx, **one, **{"selection.cpu_when_tight": "all_forms"}).select(
+        req(min_accuracy=0.6, latency_slo_ms=30), view)
+    assert isinstance(d, Reject)
 
 
 def test_accuracy_index_ascending_prefers_least_accurate_within_the_budget():
@@ -57,7 +84,8 @@ def test_accuracy_index_ascending_prefers_least_accurate_within_the_budget():
     ctx, view = world()
     mob = view.add_instance(1, "mobilenet-trt-b1")
     view.add_instance(1, "resnet152-trt-b1")
-    one = {"selection.metadata_lookup_ms": 100.0, "selection.min_search_candidates": 1}
+    one = {"selection.metadata_lookup_ms": 100.0, "selection.min_search_candidates": 1,
+           "selection.accuracy_ties": "batch1_latency"}  # in name order mobilenet-cpu comes first
     assert build("infaas", ctx, **one).select(req(min_accuracy=0.6, latency_slo_ms=30), view) == Route(mob.id)
 
 
@@ -468,3 +496,22 @@ def test_per_requirements_state_is_bounded_when_clients_choose_the_keys():
         assert isinstance(d, Route | LoadAndRoute)
     sel = pol.selector
     assert len(sel._static) <= 64 and len(sel._cache) <= 64 and len(sel._eq_cache) <= 64
+
+
+def test_a_reused_object_address_never_replays_another_requirement_s_decision():
+    """Regression: the identity cache is keyed by ``id(req)``; the server builds one
+    Requirements per request and frees it, and CPython hands the freed address to the next
+    one, so a hit must also be the same object. Alternating an exact-variant query with an
+    infeasible task query (accuracy above every variant), each object freed after use, must
+    give each its own answer."""
+    ctx, view = world()
+    view.add_instance(1, "mobilenet-trt-b1")  # a Route, which is cached (a load is not)
+    p = build("infaas", ctx)
+    exact = {"variant": "mobilenet-trt-b1"}
+    infeasible = {"min_accuracy": 0.9999, "latency_slo_ms": 100.0}
+    kinds = []
+    for i in range(200):  # (with a cache that held no reference, the addresses repeat here)
+        r = req(**(exact if i % 2 == 0 else infeasible))
+        kinds.append(type(p.select(r, view)))
+        del r
+    assert all(k is Route for k in kinds[0::2]) and all(k is Reject for k in kinds[1::2])
