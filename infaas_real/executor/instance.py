@@ -108,12 +108,13 @@ class ExecutorSettings:
     """The ``executor`` keys of configs/serve.yaml (and ``server.max_queue_per_instance``);
     ``build_server_settings`` sets each from the YAML. ``guard`` None switches admission by
     deadline and supervision off (one batch in flight per replica, no hang detection): the
-    executor as it was before them, which callers that build settings by hand get."""
+    executor as it was before them (the contract suite's harness asks for it, to compare
+    with the simulator's queues, which shed nothing)."""
 
     runner: RunnerSpec
     max_queue: int
     max_restarts: int
-    guard: GuardSettings | None = None
+    guard: GuardSettings | None
 
 
 class Instance:

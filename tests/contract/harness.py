@@ -126,7 +126,7 @@ class ServerHarness(Harness):
         async def build() -> LiveState:
             st = LiveState(catalog, SPEC, Policy(PolicyContext(catalog, SPEC), params),
                            StateSettings(core_budget=4, stats_window_s=3600.0, startup_scale=1.0),
-                           ExecutorSettings(RunnerSpec("infaas_real.runtime:load_runner", None, "cpu", ()), max_queue=64, max_restarts=3), lambda: time.perf_counter() - t0)  # fmt: skip
+                           ExecutorSettings(RunnerSpec("infaas_real.runtime:load_runner", None, "cpu", ()), max_queue=64, max_restarts=3, guard=None), lambda: time.perf_counter() - t0)  # fmt: skip
             await st.start()
             return st
 

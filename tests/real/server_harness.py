@@ -83,7 +83,9 @@ class Server:
 def running_server(overrides: list[str], tmp: Path, ready_timeout_s: float = 180.0) -> Iterator[Server]:
     port = free_port()
     log = tmp / f"server-{port}.log"
-    cmd = [sys.executable, "-m", "infaas_real", "serve", *catalog_overrides(), *overrides,
+    # gRPC off unless a test asks for it: parallel servers would all try its default port (8001)
+    grpc = [] if any(o.startswith("server.grpc_port=") for o in overrides) else ["server.grpc_port=null"]
+    cmd = [sys.executable, "-m", "infaas_real", "serve", *catalog_overrides(), *overrides, *grpc,
            f"server.port={port}", "server.log_level=warning", "server.request_timeout_s=120"]  # fmt: skip
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
