@@ -214,7 +214,8 @@ def test_every_grpc_request_is_counted_once(client: object, server: Server, digi
 
 def test_sigint_stops_grpc_too(client: object, server: Server, grpc_port: int, final_metrics: Path,
                                digits: tuple[np.ndarray, np.ndarray]) -> None:
-    """Runs last: RPCs sent before SIGINT are answered or refused UNAVAILABLE, none is lost
+    """Runs last: RPCs sent before SIGINT are answered or refused (UNAVAILABLE, or CANCELLED
+    when the transport closed before dispatch; CI saw one), none is lost
     (every OK the server counted reached the client), the process exits cleanly after the
     gRPC stop (the final metrics are written), and an RPC after it is UNAVAILABLE."""
     before = _metric(server.get("/metrics")[1].decode(), "infaas_grpc_requests_total", method="ModelInfer", code="OK")
@@ -229,9 +230,9 @@ def test_sigint_stops_grpc_too(client: object, server: Server, grpc_port: int, f
     while len(results) < sent and time.monotonic() < deadline:
         time.sleep(0.01)  # the callbacks run on the client's threads
     assert len(results) == sent
-    for r, err in results:  # answered, or (sent once the stop began) refused as UNAVAILABLE
-        if err is not None:
-            assert _code(err) == "StatusCode.UNAVAILABLE", err
+    for r, err in results:  # answered, or (sent once the stop began) refused as UNAVAILABLE, or
+        if err is not None:  # CANCELLED when the stop closed the transport before it was dispatched
+            assert _code(err) in ("StatusCode.UNAVAILABLE", "StatusCode.CANCELLED"), err
         else:
             assert r.as_numpy("output").shape == (4, 10)  # type: ignore[attr-defined]
     answered = sum(err is None for _, err in results)
