@@ -26,6 +26,7 @@ from infaas_core.catalog import Catalog
 from infaas_core.errors import ConfigError
 from infaas_core.metrics import COMPLETED, DROPPED, LATE, REJECTED, QueryTable, summarize
 from infaas_core.model import App
+from infaas_real.replay import send_on_schedule
 from infaas_real.server import jsonfast
 from infaas_real.server.client import Reply, V2Client, decode_reply
 from infaas_real.server.protocol import HEADER_LEN, INPUT_NAME, OUTPUT_NAME
@@ -125,7 +126,6 @@ async def open_loop(url: str, arrivals_s: np.ndarray, apps: Sequence[App], seed:
                   0.0, 0.0)  # fmt: skip
     client = V2Client(url, max_connections, timeout_s)
     perf = time.perf_counter
-    loop = asyncio.get_running_loop()
 
     async def one(i: int, t_sched: float) -> None:
         a = int(app_of[i])
@@ -149,22 +149,12 @@ async def open_loop(url: str, arrivals_s: np.ndarray, apps: Sequence[App], seed:
             key = (r.error or f"HTTP {r.status}")[:120]
             out.errors[key] = out.errors.get(key, 0) + 1
 
-    pending: set[asyncio.Task[None]] = set()
     gc.collect()
     gc.disable()  # a collector pause in the generator would show up as latency
     try:
         start = perf() + lead_s
         out.start_perf_s = start
-        for i, t in enumerate(out.arrival_s.tolist()):
-            t_sched = start + t
-            delay = t_sched - perf()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            task = loop.create_task(one(i, t_sched))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-        while pending:
-            await asyncio.gather(*list(pending))
+        await send_on_schedule(out.arrival_s.tolist(), start, one)
         out.wall_s = perf() - start
     finally:
         gc.enable()

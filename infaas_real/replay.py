@@ -21,7 +21,7 @@ import gc
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,25 @@ def _eval_split(dataset: str) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64)
 
 
+
+async def send_on_schedule(arrivals_s: Sequence[float], start_perf_s: float,
+                           one: Callable[[int, float], Coroutine[Any, Any, None]]) -> None:
+    """Open loop: start ``one(i, t_sched)`` at ``t_sched = start_perf_s + arrivals_s[i]``
+    (``time.perf_counter`` time), never waiting for earlier answers; return once all ended."""
+    loop = asyncio.get_running_loop()
+    perf = time.perf_counter
+    pending: set[asyncio.Task[None]] = set()
+    for i, t in enumerate(arrivals_s):
+        t_sched = start_perf_s + t
+        delay = t_sched - perf()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = loop.create_task(one(i, t_sched))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    while pending:
+        await asyncio.gather(*list(pending))
+
 async def replay(
     trace: Trace, apps: Sequence[App], catalog: Catalog, seed: int, settings: ReplaySettings
 ) -> ReplayResult:
@@ -134,7 +153,6 @@ async def replay(
 
     client = V2Client(settings.url, settings.max_connections, settings.timeout_s)
     snap0 = await wait_ready(client, settings.ready_timeout_s)
-    loop = asyncio.get_running_loop()
     perf = time.perf_counter
 
     async def one(i: int, t_sched: float) -> None:
@@ -163,7 +181,6 @@ async def replay(
         else:
             errors[(r.error or "")[:120]] += 1
 
-    pending: set[asyncio.Task[None]] = set()
     arrivals = trace.arrivals_s
     # A collector pause in the generator would show up as latency; the replay allocates little
     # that needs cycle collection, so the collector is off for the timed section.
@@ -171,17 +188,7 @@ async def replay(
     gc.disable()
     try:
         wall0 = perf()
-        start = perf() + settings.lead_s
-        for i in range(n):
-            t_sched = start + float(arrivals[i])
-            delay = t_sched - perf()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            task = loop.create_task(one(i, t_sched))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-        while pending:
-            await asyncio.gather(*list(pending))
+        await send_on_schedule(arrivals.tolist(), perf() + settings.lead_s, one)
         wall_s = perf() - wall0
     finally:
         gc.enable()

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infaas_real.zoo.base import Zoo, ZooModel
+from infaas_real.zoo.base import Zoo, ZooModel, file_sha256
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,14 +92,6 @@ class Artifact:
     @property
     def size_mb(self) -> float:
         return self.path.stat().st_size / 2**20
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class ArtifactCorrupt(RuntimeError):

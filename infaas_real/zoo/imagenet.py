@@ -19,7 +19,6 @@ accuracy resolution differs from the input (``check_accuracy_resolution``).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from infaas_core.errors import ConfigError
-from infaas_real.zoo.base import Zoo, ZooModel
+from infaas_real.zoo.base import Zoo, ZooModel, file_sha256
 
 TASK = "classification-imagenet-224"
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32).reshape(1, 3, 1, 1)
@@ -83,14 +82,6 @@ def published_resolution(arch: str) -> int:
     return int(crop[0])
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class ImagenetZoo(Zoo):
     """torchvision classifiers with random (seeded) or user-supplied weights."""
 
@@ -136,7 +127,7 @@ class ImagenetZoo(Zoo):
         for arch in self.architectures:
             path = self.weights.get(arch)
             key: dict[str, Any] = (
-                {"weights": "state_dict", "sha256": _file_sha256(path)}
+                {"weights": "state_dict", "sha256": file_sha256(path)}
                 if path
                 else {"weights": "random", "seed": self.seed}
             )
