@@ -12,11 +12,10 @@ from collections.abc import Iterator
 import numpy as np
 import orjson
 import pytest
-from server_harness import Server, catalog_overrides, running_server
+from server_harness import Server, running_server
 
 from infaas_core.catalog import Catalog
 from infaas_real.server.client import V2Client
-from infaas_real.server.config import build_catalog, compose
 
 TASK = "classification-digits"
 
@@ -29,19 +28,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         tmp_path_factory.mktemp("server"),
     ) as srv:
         yield srv
-
-
-@pytest.fixture(scope="module")
-def catalog() -> Catalog:
-    return build_catalog(compose("serve", catalog_overrides()).cfg)
-
-
-@pytest.fixture(scope="module")
-def digits() -> tuple[np.ndarray, np.ndarray]:
-    from infaas_real.zoo import get_zoo
-
-    x, y = get_zoo("digits").eval_data()
-    return np.ascontiguousarray(x, dtype=np.float32), np.asarray(y)
 
 
 def _infer_body(x: np.ndarray, **params: object) -> bytes:

@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-from server_harness import Server, catalog_overrides, running_server
+from server_harness import Server, running_server
 
 from infaas_core.catalog import Catalog
-from infaas_real.server.config import build_catalog, compose
 
 grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] (the real extra) is not installed")
 import grpc  # noqa: E402  (grpcio comes with tritonclient[grpc])
@@ -56,19 +55,6 @@ def client(server: Server, grpc_port: int) -> Iterator[object]:
     c = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
     yield c
     c.close()
-
-
-@pytest.fixture(scope="module")
-def catalog() -> Catalog:
-    return build_catalog(compose("serve", catalog_overrides()).cfg)
-
-
-@pytest.fixture(scope="module")
-def digits() -> tuple[np.ndarray, np.ndarray]:
-    from infaas_real.zoo import get_zoo
-
-    x, y = get_zoo("digits").eval_data()
-    return np.ascontiguousarray(x, dtype=np.float32), np.asarray(y)
 
 
 def _input(x: np.ndarray, datatype: str = "FP32") -> object:
