@@ -19,6 +19,7 @@ import numpy as np
 from infaas_core.metrics import COMPLETED, DROPPED, LATE, REJECTED, QueryTable, SummaryAccumulator
 from infaas_core.model import App, Variant
 from infaas_sim.dataplane import KEY_BITS, KEY_MASK
+from infaas_sim.frontend import count_from_client_arrival
 from infaas_sim.timeline import Timeline
 
 DROPPED_NO_VARIANT = -2
@@ -36,6 +37,10 @@ class Recorder:
         self.timeline = timeline
         self.warmup_s = 0.0
         """Arrivals before this are left out of the summary (set before the run starts)."""
+        self.client_arrival_s: np.ndarray | None = None
+        """With the front-end stage (set before the run starts): each query's arrival at the
+        client, in arrival order; the recorded arrivals are those the policy saw, and
+        :meth:`finalize` counts each query from its client's arrival instead."""
         self.total = SummaryAccumulator()
         self.per_app = [SummaryAccumulator() for _ in apps]
         self.arrived = 0
@@ -114,6 +119,9 @@ class Recorder:
             return
         if (self.status < 0).any():
             raise AssertionError("a query has no final status")  # internal invariant
+        if self.client_arrival_s is not None:
+            count_from_client_arrival(self.arrival_s, self.finish_s, self.batch, self.app, self.status,
+                                      self.slo_ms, self.client_arrival_s, COMPLETED, LATE)
         lat = (self.finish_s - self.arrival_s) * 1000.0
         self._accumulate(self.app.astype(np.int64), self.status, lat, self.variant, self.arrival_s,
                          self.start_s, self.finish_s)

@@ -17,11 +17,10 @@ import numpy as np
 
 from infaas_core.control.startup import check_run
 from infaas_core.errors import ConfigError
-from infaas_core.metrics import COMPLETED, LATE, QueryTable, summarize, write_results
+from infaas_core.metrics import QueryTable, summarize, write_results
 from infaas_sim.config import Arrivals, SimInputs
 from infaas_sim.engine import Simulation
-from infaas_sim.frontend import count_from_client_arrival, pass_through
-from infaas_sim.recorder import Recorder
+from infaas_sim.frontend import pass_through
 
 
 @dataclass(slots=True)
@@ -73,7 +72,7 @@ def simulate(inputs: SimInputs, trace_name: str | None = None) -> RunResult:
         inputs = replace(inputs, arrivals=Arrivals.from_array(passed.policy_s, a.duration_s, a.name, inputs.sim.chunk_s))
     sim = Simulation(inputs)
     if passed is not None:
-        _count_from_client_arrival(sim.recorder, passed.client_s)
+        sim.recorder.client_arrival_s = passed.client_s
     warmup_s = float(inputs.sim.warmup_s)
     if warmup_s >= sim.horizon_s > 0:
         raise ConfigError("sim.warmup_s", f"{warmup_s} leaves nothing of the {sim.horizon_s} s run to measure")
@@ -143,20 +142,6 @@ def simulate(inputs: SimInputs, trace_name: str | None = None) -> RunResult:
         extra=extra,
     )
     return RunResult(summary, table, sim.timeline.to_dataframe(), list(st.decision_trace))
-
-
-def _count_from_client_arrival(rec: Recorder, client_s: np.ndarray) -> None:
-    """With the front-end stage, the recorder counts each query from its client's arrival:
-    just before it computes its counters (``finalize``), the per-query arrival times (those
-    the policy saw) become the clients' and late is decided again against the SLO."""
-    finalize = rec.finalize
-
-    def from_client() -> None:
-        count_from_client_arrival(rec.arrival_s, rec.finish_s, rec.batch, rec.app, rec.status, rec.slo_ms,
-                                  client_s, COMPLETED, LATE)
-        finalize()
-
-    rec.finalize = from_client  # type: ignore[method-assign]
 
 
 def _count(names: Any) -> dict[str, int]:
