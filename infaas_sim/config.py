@@ -213,7 +213,7 @@ shortest period (route, timeline, stats, chunk): a 1e9 s run at a 10 ms route pe
 
 
 # -- from the Hydra config (a plain mapping after OmegaConf.to_container) ---------------------
-TOP_LEVEL_KEYS = ("policy", "trace", "cluster", "catalog", "apps", "sim", "seed", "sweep", "baselines")
+TOP_LEVEL_KEYS = ("policy", "trace", "cluster", "catalog", "apps", "sim", "seed", "sweep", "baselines", "offline")
 
 
 def apply_baselines(name: str, policy: Mapping[str, Any], baselines: Mapping[str, Any] | None) -> dict[str, Any]:
