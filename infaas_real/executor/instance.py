@@ -104,6 +104,14 @@ class GuardSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HeartbeatSettings:
+    """Pings of idle replicas (``executor.heartbeat_*`` of configs/serve.yaml)."""
+
+    period_s: float  # a replica idle this long since its worker last spoke is pinged
+    timeout_s: float  # a ping unanswered this long after it was sent means the replica is hung
+
+
+@dataclass(frozen=True, slots=True)
 class ExecutorSettings:
     """The ``executor`` keys of configs/serve.yaml (and ``server.max_queue_per_instance``);
     ``build_server_settings`` sets each from the YAML. ``guard`` None switches admission by
@@ -115,10 +123,17 @@ class ExecutorSettings:
     max_queue: int
     max_restarts: int
     guard: GuardSettings | None
+    heartbeat: HeartbeatSettings | None = None  # None: idle replicas are not pinged (the config always sets it)
 
 
 class Instance:
-    """Live instance of ``variant`` on worker ``worker_id`` (implements ``InstanceView``)."""
+    """Live instance of ``variant`` on worker ``worker_id`` (implements ``InstanceView``).
+
+    Background work (offline jobs, :mod:`infaas_real.server.offline`) takes a low-priority
+    path: :meth:`submit_background` queues a batch that is sent only to a replica with nothing
+    in flight while no online query waits, so online queries always go first and wait at most
+    for one background batch that had already started. Background batches are kept out of
+    what the policy observes (queue length, window counters, the service estimate)."""
 
     def __init__(
         self,
@@ -142,6 +157,8 @@ class Instance:
         self._loop = asyncio.get_running_loop()
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0  # rows of the queries in _queue
+        self._background: deque[_Pending] = deque()  # low-priority batches (submit_background)
+        self._bg_inflight: dict[int, _Pending] = {}  # batch id -> background batch sent to a replica
         self._inflight: dict[int, list[_Pending]] = {}
         self._batch_ids = itertools.count(1)
         self._replica_ids = itertools.count(0)
@@ -246,7 +263,9 @@ class Instance:
         self.remove_replicas(self._target)
 
     def _maybe_finish_unload(self) -> None:
-        if self._unloading and not self._queue and not self._inflight:
+        if self._unloading and self._background:
+            self._fail_background(Overloaded(f"{self.variant.name} on worker {self.worker_id} is unloading"))
+        if self._unloading and not self._queue and not self._inflight and not self._bg_inflight:
             for r in self._replicas:
                 r.stop()
             if all(r.state is ReplicaState.DEAD for r in self._replicas):
@@ -348,6 +367,11 @@ class Instance:
         )
 
     def _dispatch(self) -> None:
+        self._dispatch_online()
+        if self._background and not self._queue:
+            self._dispatch_background()
+
+    def _dispatch_online(self) -> None:
         if not self._queue:
             return
         max_rows = self.variant.max_batch
@@ -399,6 +423,52 @@ class Instance:
             x = taken[0].x if len(taken) == 1 else np.concatenate([p.x for p in taken])
             best.send(bid, x, now)
 
+    # -- background (offline) batches -----------------------------------------------------
+    def submit_background(self, x: np.ndarray) -> asyncio.Future[Served]:
+        """Queue one low-priority batch (``x``: [rows, features], rows <= max_batch), sent only
+        to a replica with nothing in flight while no online query waits. Not counted in the
+        window counters or the queue length the policy sees. Raises :class:`Overloaded` when
+        the instance is going away; the future fails with the usual errors (no retry)."""
+        if self._unloading:
+            raise Overloaded(f"{self.variant.name} on worker {self.worker_id} is unloading")
+        fut: asyncio.Future[Served] = self._loop.create_future()
+        self._background.append(_Pending(x, fut, self._clock(), math.inf))
+        self._dispatch()
+        return fut
+
+    def cancel_background(self) -> int:
+        """Cancel the background batches not sent yet (those in flight finish); how many."""
+        n = 0
+        while self._background:
+            p = self._background.popleft()
+            if not p.future.done():
+                p.future.cancel()
+                n += 1
+        return n
+
+    def _dispatch_background(self) -> None:
+        now = self._clock()
+        for r in self._replicas:
+            if r.state is not ReplicaState.IDLE or r.inflight:
+                continue
+            while self._background and self._background[0].future.done():
+                self._background.popleft()
+            if not self._background:
+                return
+            p = self._background.popleft()
+            p.dispatched_s = now
+            bid = next(self._batch_ids)
+            self._bg_inflight[bid] = p
+            r.send(bid, p.x, now)
+
+    def _background_answered(self, replica: Replica, p: _Pending, result: ipc.Result) -> None:
+        replica.busy_since_s = self._clock()  # its busy time is not the online window's
+        if not p.future.done():
+            p.future.set_result(Served(result.y, (p.dispatched_s - p.enqueued_s) * 1000.0, result.infer_ms, 1,
+                                       replica.pid or 0))
+        self._dispatch()
+        self._maybe_finish_unload()
+
     # -- supervision ---------------------------------------------------------------------
     def batch_limit_ms(self, rows: int) -> float:
         """How long a replica's current run of ``rows`` rows may take before it is hung."""
@@ -426,6 +496,11 @@ class Instance:
                 limit_ms = self.batch_limit_ms(r.rows_in_flight)
                 if ran_ms > limit_ms:
                     self._hang(r, ran_ms / 1000.0, f"batch running {ran_ms:.0f} ms, over its limit of {limit_ms:.0f} ms")
+            hb = self.settings.heartbeat
+            if hb is not None and r.state in (ReplicaState.IDLE, ReplicaState.BUSY):
+                why = r.heartbeat(now, hb.period_s, hb.timeout_s)
+                if why is not None:
+                    self._hang(r, now - r.heard_s, why)
         if g.shed_by_deadline and self._served_once and self._queue:
             keep: deque[_Pending] = deque()
             for p in self._queue:
@@ -463,6 +538,10 @@ class Instance:
         self._dispatch()
 
     def on_result(self, replica: Replica, result: ipc.Result) -> None:
+        bg = self._bg_inflight.pop(result.batch_id, None)
+        if bg is not None:
+            self._background_answered(replica, bg, result)
+            return
         taken = self._inflight.pop(result.batch_id, [])
         now = self._clock()
         w = self._counters()
@@ -505,7 +584,8 @@ class Instance:
         self._maybe_finish_unload()
 
     def on_failed(self, replica: Replica, batch_id: int, reason: str) -> None:
-        taken = self._inflight.pop(batch_id, [])
+        bg = self._bg_inflight.pop(batch_id, None)
+        taken = self._inflight.pop(batch_id, []) if bg is None else [bg]
         for p in taken:
             if not p.future.done():
                 p.future.set_exception(InferenceFailed(f"{self.variant.name}: inference failed: {reason}"))
@@ -517,6 +597,11 @@ class Instance:
         now = self._clock()
         taken = [p for bid in lost for p in self._inflight.pop(bid, [])]
         why = reason or "worker process exited"
+        for bid in lost:  # background batches are not retried here: their owner resubmits
+            bg = self._bg_inflight.pop(bid, None)
+            if bg is not None and not bg.future.done():
+                bg.future.set_exception(WorkerDied(f"{self.variant.name}: the replica serving a background batch "
+                                                   f"died ({why})"))
         retry: list[_Pending] = []
         for p in taken:
             if p.future.done():
@@ -546,13 +631,25 @@ class Instance:
                     self._unloading = True
                     self._target = 0
         self._on_change(self)
-        if self._unloading and all(r.state is ReplicaState.DEAD for r in self._replicas) and not self._inflight:
+        if (self._unloading and all(r.state is ReplicaState.DEAD for r in self._replicas) and not self._inflight
+                and not self._bg_inflight):
             self._fail_all(WorkerDied(f"{self.variant.name}: unloaded before the query could run"))
             self._finish()
         else:
             self._dispatch()
 
+    def _fail_background(self, exc: BackendError) -> None:
+        while self._background:
+            p = self._background.popleft()
+            if not p.future.done():
+                p.future.set_exception(exc)
+
     def _fail_all(self, exc: BackendError) -> None:
+        self._fail_background(exc)
+        for p in self._bg_inflight.values():
+            if not p.future.done():
+                p.future.set_exception(exc)
+        self._bg_inflight.clear()
         self._queued_rows = 0
         while self._queue:
             p = self._queue.popleft()
@@ -570,5 +667,6 @@ class Instance:
         w = self._counters()
         for r in self._replicas:
             if r.state is ReplicaState.BUSY:
-                w.busy_s += now_s - r.busy_since_s
+                if not all(b[0] in self._bg_inflight for b in r.inflight):  # background time is not counted
+                    w.busy_s += now_s - r.busy_since_s
                 r.busy_since_s = now_s

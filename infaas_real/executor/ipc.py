@@ -6,9 +6,10 @@ float32 rows. Nothing is pickled on the hot path, so a batch costs one copy each
 
 Parent -> worker: ``BATCH`` (batch id, rows, values per row, data; a row of an image task is
 its ``3 x 224 x 224`` values, which the worker shapes back into its runner's item shape) and
-``STOP``.
+``STOP`` and ``PING`` (the supervisor's heartbeat to an idle replica).
 Worker -> parent: ``READY`` (JSON facts about the loaded runner), ``RESULT`` (batch id,
-rows, cols, inference time and rows of the run it was part of, data) and ``FAILED`` (batch id, the runner's error text).
+rows, cols, inference time and rows of the run it was part of, data), ``FAILED`` (batch id,
+the runner's error text) and ``PONG`` (the answer to a ``PING``, sent as soon as it is read).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-BATCH, STOP, READY, RESULT, FAILED = 1, 2, 3, 4, 5
+BATCH, STOP, READY, RESULT, FAILED, PING, PONG = 1, 2, 3, 4, 5, 6, 7
 
 _BATCH = struct.Struct("<BIII")  # kind, batch id, rows, cols
 _RESULT = struct.Struct("<BIIIdI")  # kind, batch id, rows, cols, infer_ms, rows of the run it was part of
@@ -38,6 +39,14 @@ def encode_batch(batch_id: int, x: np.ndarray) -> bytes:
 
 def encode_stop() -> bytes:
     return _KIND.pack(STOP)
+
+
+def encode_ping() -> bytes:
+    return _KIND.pack(PING)
+
+
+def encode_pong() -> bytes:
+    return _KIND.pack(PONG)
 
 
 def encode_ready(info: dict[str, Any]) -> bytes:

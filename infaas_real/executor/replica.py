@@ -6,7 +6,9 @@ an output buffer flushed by ``loop.add_writer``), so results, readiness and deat
 as callbacks on the loop thread, and a stopped (``SIGSTOP``) worker cannot stall the server.
 A replica that dies — killed, crashed, or failed to load — is seen as end-of-file on its
 pipe, the one signal every kind of death produces; a hung one is killed by its instance's
-supervisor (:meth:`Replica.kill_hung`), which turns the hang into a death.
+supervisor (:meth:`Replica.kill_hung`), which turns the hang into a death. An idle replica
+is pinged by the same supervisor (:meth:`Replica.heartbeat`): a worker answers ``PING`` as
+soon as it reads it, so one stopped while idle is found without a query being sent to it.
 
 Frames are ``multiprocessing.Connection``'s (a 4-byte big-endian length, then the message),
 so the worker reads them with ``recv_bytes``. Up to ``max_batches_in_flight`` batches may be
@@ -75,7 +77,8 @@ class ReplicaOwner(Protocol):
 
 class Replica:
     __slots__ = ("_clock", "_fd", "_in", "_loop", "_out", "_writing", "busy_since_s", "conn", "head_since_s",
-                 "id", "inflight", "info", "last_idle_turnaround_s", "last_interval_s", "owner", "process", "rows_in_flight", "started_s", "state", "variant")  # fmt: skip
+                 "heard_s", "id", "inflight", "info", "last_idle_turnaround_s", "last_interval_s", "owner", "ping_sent_s",
+                 "process", "rows_in_flight", "started_s", "state", "variant")  # fmt: skip
 
     def __init__(self, rid: int, variant: Variant, owner: ReplicaOwner, spec: RunnerSpec,
                  clock: Callable[[], float]) -> None:  # fmt: skip
@@ -90,6 +93,8 @@ class Replica:
         self.head_since_s = 0.0  # when the oldest batch in flight became the worker's current one
         self._clock = clock
         self.started_s = clock()
+        self.heard_s = self.started_s  # when the worker last sent anything (start: its start)
+        self.ping_sent_s = -1.0  # when the unanswered heartbeat was sent (< 0: none outstanding)
         self.last_idle_turnaround_s = -1.0  # send-to-answer time of the last batch sent to an idle replica (< 0: not one)
         self.last_interval_s = 0.0  # busy time from the previous answer (or the send to an idle replica) to the last
         self._loop = asyncio.get_running_loop()
@@ -119,6 +124,21 @@ class Replica:
         """The oldest batch in flight (-1 if none)."""
         return self.inflight[0][0] if self.inflight else -1
 
+
+    def heartbeat(self, now_s: float, period_s: float, timeout_s: float) -> str | None:
+        """The supervisor's heartbeat: ping a ready replica idle for ``period_s`` since the
+        worker last spoke; a ping unanswered ``timeout_s`` after it was sent (whatever was
+        sent after it: the worker answers a ping as it reads it, before any later batch)
+        means a hang, returned as the reason; None otherwise."""
+        if self.ping_sent_s >= 0.0:
+            self.drain()  # an answer already written is not a hang
+            if self.ping_sent_s >= 0.0 and now_s - self.ping_sent_s > timeout_s and self.state is not ReplicaState.DEAD:
+                return f"no answer to a heartbeat within {timeout_s:g} s"
+            return None
+        if self.state is ReplicaState.IDLE and now_s - self.heard_s >= period_s:
+            self.ping_sent_s = now_s
+            self._write(ipc.encode_ping())
+        return None
 
     def send(self, batch_id: int, x: np.ndarray, now_s: float) -> None:
         assert self.state in (ReplicaState.IDLE, ReplicaState.BUSY), self.state
@@ -187,6 +207,10 @@ class Replica:
 
     def _handle(self, msg: bytes) -> None:
         kind = ipc.kind_of(msg)
+        self.heard_s = self._clock()
+        self.ping_sent_s = -1.0  # whatever it says, the worker is alive
+        if kind == ipc.PONG:
+            return
         if kind == ipc.RESULT:
             self._answered()
             self.owner.on_result(self, ipc.decode_result(msg))

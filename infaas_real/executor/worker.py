@@ -3,7 +3,9 @@
 It builds the variant's runner (``runner_factory``, by default
 :func:`infaas_real.runtime.load_runner`, which uses ``variant.cores`` threads), runs one
 warm-up batch, says ``READY``, then answers ``BATCH`` messages until ``STOP`` or until the
-pipe closes (the server went away — a worker never outlives it). Batches that are waiting
+pipe closes (the server went away — a worker never outlives it). A ``PING`` (the
+supervisor's heartbeat while the replica is idle) is answered with ``PONG`` as soon as it is
+read. Batches that are waiting
 in the pipe when the runner frees are joined, in order, into one run of up to
 ``variant.max_batch`` rows (so batching grows with load even when the parent has several
 batches in flight); each gets its own ``RESULT``. A runner exception fails the batches of
@@ -47,6 +49,14 @@ def _item_shape(runner: Any, variant: Variant) -> tuple[int, ...]:
     return shape
 
 
+def _take(conn: Connection, msg: bytes, pending: deque[bytes]) -> None:
+    """A message from the parent: a heartbeat is answered at once, anything else waits its turn."""
+    if ipc.kind_of(msg) == ipc.PING:
+        conn.send_bytes(ipc.encode_pong())
+    else:
+        pending.append(msg)
+
+
 def worker_main(
     conn: Connection,
     variant: Variant,
@@ -79,10 +89,10 @@ def worker_main(
     stopping = False
     while not stopping or pending:
         try:
-            if not pending:
-                pending.append(conn.recv_bytes())
+            while not pending:
+                _take(conn, conn.recv_bytes(), pending)
             while conn.poll(0):  # whatever else the parent has sent joins this turn
-                pending.append(conn.recv_bytes())
+                _take(conn, conn.recv_bytes(), pending)
         except (EOFError, OSError):
             break
         ids: list[int] = []

@@ -24,6 +24,7 @@ from infaas_core.errors import ConfigError
 from infaas_core.model import App, ClusterSpec
 from infaas_core.policies.base import Policy, PolicyContext, make_policy
 from infaas_real.executor import ExecutorSettings, GuardSettings, RunnerSpec
+from infaas_real.executor.instance import HeartbeatSettings
 from infaas_real.server.app import ServerSettings
 from infaas_real.server.state import StateSettings
 
@@ -155,6 +156,10 @@ def build_server_settings(cfg: Mapping[str, Any]) -> tuple[ServerSettings, State
             batch_timeout_margin_ms=_float(e, "batch_timeout_margin_ms", "executor"),
             start_timeout_s=_float(e, "start_timeout_s", "executor"),
             supervise_period_s=_positive(e, "supervise_period_s", "executor"),
+        ),
+        heartbeat=HeartbeatSettings(
+            period_s=_positive(e, "heartbeat_period_s", "executor"),
+            timeout_s=_positive(e, "heartbeat_timeout_s", "executor"),
         ),
     )
     return server, state, executor

@@ -1,7 +1,9 @@
 """Replica supervision (issue 13): SIGSTOP of every replica of the serving instance under a
 light load is detected and the replicas are replaced within 2 s; no query waits for the
 request timeout (each is answered within its SLO plus a small margin, served or refused with
-a one-line reason); the stopped processes are killed and reaped (gone, not zombies)."""
+a one-line reason); the stopped processes are killed and reaped (gone, not zombies). A
+replica stopped while idle is found by the heartbeat (``executor.heartbeat_*``) and replaced
+within 2 s with no query sent."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ SLO_MS = 1000.0
 RATE_QPS = 100.0  # light load
 BEFORE_S, AFTER_S = 1.0, 4.0  # load before and after the SIGSTOP
 REPLACED_WITHIN_S = 2.0
+IDLE_BEFORE_STOP_S = 0.5  # the replica has been idle (and pinged) this long when it is stopped
+POLL_S = 0.05
 ANSWER_MARGIN_MS = 500.0  # HTTP and scheduling slack on a shared 2-core machine; the request timeout is 120 s
 
 
@@ -113,4 +117,55 @@ def test_sigstop_of_every_replica_is_detected_replaced_and_reaped(tmp_path: Path
     for st, _, err in answers:
         if st != 200:  # a refusal says why, on one line, and is never the request timeout
             assert err and "\n" not in err and "not served within" not in err, err
+    assert leftovers == [], f"stopped replicas not reaped: {leftovers}"
+
+
+def _pick_variant() -> str:
+    catalog = build_catalog(compose("serve", catalog_overrides()).cfg)
+    return min((v for v in catalog.cpu_variants() if v.max_batch >= 8),
+               key=lambda v: (v.cores, v.batch1_latency_ms, v.name)).name  # fmt: skip
+
+
+def test_sigstop_of_an_idle_replica_is_found_by_the_heartbeat_and_replaced_with_no_query(tmp_path: Path) -> None:
+    variant = _pick_variant()
+    x = np.zeros((1, 64), dtype=np.float32)
+
+    async def scenario(url: str) -> dict[str, Any]:
+        client = V2Client(url, max_connections=4, timeout_s=60)
+        assert (await client.infer(variant, x, {"latency_slo_ms": SLO_MS})).status == 200  # loads the variant
+        await asyncio.sleep(IDLE_BEFORE_STOP_S)  # idle from here on: no query is sent again
+        _, snap = await client.get_json("/v2/infaas/state")
+        inst = _instance(snap, variant)
+        assert inst is not None and inst["ready_pids"], snap
+        stopped = list(inst["pids"])
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        t0 = time.perf_counter()
+        replaced_after_s = None
+        while time.perf_counter() - t0 < 3 * REPLACED_WITHIN_S:
+            _, snap = await client.get_json("/v2/infaas/state")
+            inst = _instance(snap, variant)
+            ready = set(inst["ready_pids"]) if inst else set()
+            if ready and not ready & set(stopped):
+                replaced_after_s = time.perf_counter() - t0
+                break
+            await asyncio.sleep(POLL_S)
+        await client.close()
+        return {"stopped": stopped, "replaced_after_s": replaced_after_s, "snap": snap}
+
+    with running_server(["policy=infaas"], tmp_path) as srv:
+        out = asyncio.run(scenario(srv.url))
+        assert srv.proc.poll() is None
+        leftovers = [pid for pid in out["stopped"] if _zombie_or_alive_child(pid, srv.proc.pid)]
+        _, out["metrics"] = srv.get("/metrics")
+
+    inst = _instance(out["snap"], variant)
+    print(f"{variant}: idle replica replaced after {out['replaced_after_s']} s; hung {inst and inst['hung']}")
+    assert out["replaced_after_s"] is not None, "the stopped idle replica was never replaced"
+    assert out["replaced_after_s"] <= REPLACED_WITHIN_S
+    assert inst is not None and {h["pid"] for h in inst["hung"]} >= set(out["stopped"])
+    # no query reached the server after the first one: the heartbeat alone found the hang
+    assert b'infaas_requests_total{status="200"' in out["metrics"]
+    served = [ln for ln in out["metrics"].splitlines() if ln.startswith(b"infaas_requests_total{")]
+    assert sum(float(ln.rsplit(b" ", 1)[1]) for ln in served) == 1.0, served
     assert leftovers == [], f"stopped replicas not reaped: {leftovers}"
