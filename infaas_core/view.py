@@ -135,3 +135,9 @@ class ClusterView(Protocol):
     def instances_of_model(self, model: str) -> Sequence[InstanceView]:
         """Instances (any state) of any variant of architecture ``model``."""
         ...
+    @property
+    def unservable(self) -> Mapping[str, str]:
+        """Variants the backend cannot serve (variant -> why; e.g. replicas that keep dying on
+        an artifact that cannot be built): a load of one is refused (``load_unservable``), so
+        selection should not choose to load it."""
+        ...

@@ -10,8 +10,9 @@ under the reason given here; a backend never invents or reinterprets an action):
     (:mod:`~infaas_core.control.resources`) -> if the worker holds the variant (not
     unloading), ``n`` replicas join that instance; else a new instance, LOADING until the
     mechanism reports its first replica ready. Resources are taken at once.
-    Refusals: ``load_unknown_variant``, ``load_bad_replicas``, ``load_worker_not_running``,
-    ``load_<Unfit>`` (``load_no_free_cores``...).
+    Refusals: ``load_unknown_variant``, ``load_unservable`` (the mechanism reported the
+    variant unservable: :meth:`Cluster.variant_unservable`), ``load_bad_replicas``,
+    ``load_worker_not_running``, ``load_<Unfit>`` (``load_no_free_cores``...).
 ``LoadAndRoute(variant, worker)`` (per query)
     the worker holds the variant (not unloading) -> route there, nothing is loaded (INFaaS:
     the worker loads a variant only if it does not have it); else ``LoadVariant(variant,
@@ -36,6 +37,13 @@ under the reason given here; a backend never invents or reinterprets an action):
 ``SetFlags`` / ``SetScaleDown``
     a live instance / worker -> its flags. Refusals: ``set_flags_unknown_instance``,
     ``set_scale_down_unknown_worker``.
+
+A worker lost (the mechanism's report, not an action): :meth:`Cluster.worker_lost` retires a
+worker whose machine or process died without a ``RemoveWorker`` at once — its instances are
+gone with their resources, the worker stops costing, it is counted in ``counts``
+(``workers_lost``, ``instances_lost``) and the policy sees it gone from the next read on
+(the next window at the latest). Queries that were in flight there are the mechanism's to
+retry or fail explicitly.
 
 ``version`` increases on every change selection may read.
 """
@@ -239,6 +247,10 @@ class Cluster:
         self._by_variant: dict[str, list[Instance]] = {}
         self._by_model: dict[str, list[Instance]] = {}
         self.refused: Counter[str] = Counter()
+        self.unservable: dict[str, str] = {}
+        """Variant -> why the mechanism cannot serve it (its replicas kept dying, its artifact
+        cannot be built): a load of it is refused (``load_unservable``) until the mechanism
+        reports it servable again; policies read it through the view."""
         self.decision_trace: list[tuple[float, str, str, int, int, str | None]] = []
         """Every action applied, in order: (time s, kind, variant (or instance type), worker id,
         replicas, refusal reason or None). Kinds: load, load_and_route (a query's load), unload,
@@ -360,6 +372,8 @@ class Cluster:
     def _load(self, name: str, worker_id: int, replicas: int) -> tuple[Instance | None, str | None]:
         if name not in self.catalog:
             return None, "load_unknown_variant"
+        if name in self.unservable:
+            return None, "load_unservable"
         if replicas < 1:
             return None, "load_bad_replicas"
         w = self._workers.get(worker_id)
@@ -468,6 +482,17 @@ class Cluster:
         return None
 
     # -- reports from the mechanism ------------------------------------------------------
+    def variant_unservable(self, name: str, reason: str) -> None:
+        """The mechanism cannot serve ``name`` (one line why): loads of it are refused from now on."""
+        if self.unservable.get(name) != reason:
+            self.unservable[name] = reason
+            self.version += 1
+
+    def variant_servable(self, name: str) -> None:
+        """An instance of ``name`` served after all: it may be loaded again."""
+        if self.unservable.pop(name, None) is not None:
+            self.version += 1
+
     def worker_ready(self, w: Worker) -> None:
         if w.state is WorkerState.STARTING:
             w.state = WorkerState.RUNNING
@@ -482,6 +507,27 @@ class Cluster:
         """An unloading instance has drained and stopped: its resources are free."""
         if self.instances.pop(inst.id, None) is None:
             return
+        self._drop(inst)
+        w = inst.worker
+        if w.state is WorkerState.STOPPING and not w.instances:
+            self._retire(w)
+
+    def worker_lost(self, w: Worker) -> None:
+        """The mechanism lost ``w`` (its process or machine died): retire it at once, with
+        every instance on it (gone, resources freed); counted as ``workers_lost`` and
+        ``instances_lost``. A worker already gone is ignored."""
+        if self._workers.get(w.id) is not w:
+            return
+        w.state = WorkerState.STOPPING
+        for inst in list(w.instances):
+            if self.instances.pop(inst.id, None) is not None:
+                self._drop(inst)
+                self.counts["instances_lost"] += 1
+        self.counts["workers_lost"] += 1
+        self._retire(w)
+
+    def _drop(self, inst: Instance) -> None:
+        """Forget ``inst`` (already out of :attr:`instances`): free its resources."""
         w = inst.worker
         w.free.take(inst.variant, -inst.replicas)
         self._meter(inst.variant, w, -inst.replicas)
@@ -489,8 +535,6 @@ class Cluster:
         self._by_model[inst.variant.model].remove(inst)
         w.instances.remove(inst)
         self.version += 1
-        if w.state is WorkerState.STOPPING and not w.instances:
-            self._retire(w)
 
     def _retire(self, w: Worker) -> None:
         w.removed_s = self.now_s

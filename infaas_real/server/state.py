@@ -69,7 +69,6 @@ class LocalMechanism:
         self.clock = clock
         self.cluster: Cluster | None = None
         self.served: set[int] = set()  # ids of the instances that have had a replica serving
-        self.unservable: dict[str, str] = {}  # variant -> why its last instance gave up (until one serves)
 
     def _c(self) -> Cluster:
         assert self.cluster is not None, "LocalMechanism used before its cluster was attached"
@@ -99,11 +98,11 @@ class LocalMechanism:
         c = self._c()
         if ei.gone:
             if ei.gave_up is not None:
-                self.unservable[inst.variant.name] = ei.gave_up
+                c.variant_unservable(inst.variant.name, ei.gave_up)  # its loads are refused from now on
             c.instance_gone(inst)
         elif ei.serving:
             self.served.add(inst.id)
-            self.unservable.pop(inst.variant.name, None)
+            c.variant_servable(inst.variant.name)
             c.instance_ready(inst)
         c.bump()
 
@@ -143,6 +142,9 @@ class LiveState(Cluster):
         self.loop = ControlLoop(policy, self, self.window_s)
         self._task: asyncio.Task[None] | None = None
         self._initial: set[int] = set()  # ids of the instances the policy loaded at start
+        self.after_control: list[Callable[[], None]] = []
+        """Called after each run of the control loop's due parts (a window closed, the monitor's
+        flags set): offline jobs re-check whether they may run (:mod:`infaas_real.server.offline`)."""
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -161,6 +163,11 @@ class LiveState(Cluster):
                 self.loop.run_due(self.now_s)
             except Exception:  # a policy bug must not stop the server's control loop
                 log.exception("periodic policy part failed")
+            for listener in self.after_control:
+                try:
+                    listener()
+                except Exception:
+                    log.exception("after-control listener failed")
 
     @property
     def ready(self) -> bool:
@@ -174,10 +181,10 @@ class LiveState(Cluster):
         mech = self._mech
         if not self._initial <= mech.served | self._initial_gone():
             return False
-        if not mech.unservable:
+        if not self.unservable:
             return True
         serving = {i.variant.task for i in self.instances.values() if i.state is InstanceState.READY and i.mech.serving}
-        broken = {self.catalog.get(v).task for v in mech.unservable} - serving
+        broken = {self.catalog.get(v).task for v in self.unservable} - serving
         return not broken
 
     def _initial_gone(self) -> set[int]:
@@ -228,7 +235,7 @@ class LiveState(Cluster):
             "cost_usd": self.cost_usd(self.now_s),
             "refused_actions": dict(sorted(self.refused.items())),
             "ready": self.ready,
-            "unservable": dict(sorted(self._mech.unservable.items())),
+            "unservable": dict(sorted(self.unservable.items())),
             "workers": [
                 {
                     "id": w.id,

@@ -16,10 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from server_harness import catalog_overrides, running_server
 
+from infaas_core.actions import LoadAndRoute, LoadVariant
+from infaas_core.catalog import Catalog
+from infaas_core.model import ClusterSpec, InstanceType, Variant, make_variant
+from infaas_core.policies.base import Policy, PolicyContext
+from infaas_core.view import ClusterView
+from infaas_real.executor import ExecutorSettings, GuardSettings, RunnerSpec
 from infaas_real.server.client import V2Client
 from infaas_real.server.config import build_catalog, compose
+from infaas_real.server.state import LiveState, Refused, StateSettings
 
 SLO_MS = 1000.0
 RATE_QPS = 100.0  # light load
@@ -169,3 +177,60 @@ def test_sigstop_of_an_idle_replica_is_found_by_the_heartbeat_and_replaced_with_
     served = [ln for ln in out["metrics"].splitlines() if ln.startswith(b"infaas_requests_total{")]
     assert sum(float(ln.rsplit(b" ", 1)[1]) for ln in served) == 1.0, served
     assert leftovers == [], f"stopped replicas not reaped: {leftovers}"
+
+
+SLOT = InstanceType("slot", price_usd_per_hour=0.0, vcpus=2, memory_gb=1.0, startup_s=0.0)
+OBSERVATION = {"observation": {"latency_decay_divisor": {"cpu": 15.0, "gpu": 1.5, "inferentia": 1.5},
+                               "gpu_utilisation": "memory"}}
+GIVE_UP_WITHIN_S = 60.0
+
+
+def _unloadable(model: str) -> Variant:
+    """A variant of a model the digits zoo does not have: every replica fails to load."""
+    return make_variant(
+        name=f"{model}-onnx-fp32-cpu1-b8", model=model, task="classification-digits", framework="onnx-fp32",
+        hardware="cpu", cores=1, max_batch=8, load_latency_ms=100.0, memory_mb=50.0, accuracy=0.9,
+        source="modeled:test", points={1: (0.05, 0.1)},
+    )  # fmt: skip
+
+
+def test_a_variant_the_executor_gave_up_is_refused_by_the_control_layer_with_a_reason() -> None:
+    broken = _unloadable("no_such_model")
+    catalog = Catalog([broken])
+    cluster = ClusterSpec((SLOT,), initial_workers=(("slot", 1),), max_workers=(("slot", 1),))
+    guard = GuardSettings(max_rows_in_flight=64, shed_by_deadline=True, service_estimate_alpha=0.2,
+                          service_estimate_answers=256, batch_timeout_factor=20.0, batch_timeout_margin_ms=1000.0,
+                          start_timeout_s=60.0, supervise_period_s=0.05)  # fmt: skip
+    t0 = time.perf_counter()
+
+    async def body() -> None:
+        st = LiveState(catalog, cluster, Policy(PolicyContext(catalog, cluster), OBSERVATION),
+                       StateSettings(core_budget=2, stats_window_s=1.0, startup_scale=1.0),
+                       ExecutorSettings(RunnerSpec("infaas_real.runtime:load_runner", None, "cpu", ()), 64, 1, guard),
+                       lambda: time.perf_counter() - t0)  # fmt: skip
+        await st.start()
+        wid = st.workers[0].id
+        assert st.apply([LoadVariant(broken.name, wid)]) == [None]  # not known to be unservable yet
+        deadline = time.monotonic() + GIVE_UP_WITHIN_S
+        while broken.name not in st.unservable:
+            assert time.monotonic() < deadline, st.describe()
+            await asyncio.sleep(0.02)
+        while st.instances_of(broken.name):  # the given-up instance goes away
+            assert time.monotonic() < deadline, st.describe()
+            await asyncio.sleep(0.02)
+        view: ClusterView = st  # policies read the set through the view
+        assert "keep dying" in view.unservable[broken.name] and "\n" not in view.unservable[broken.name]
+        v0 = st.version
+        assert st.apply([LoadVariant(broken.name, wid)]) == ["load_unservable"]
+        with pytest.raises(Refused, match="load_unservable"):  # a query's load is refused the same way
+            st.submit(LoadAndRoute(broken.name, wid), np.zeros((1, 64), dtype=np.float32), SLO_MS)
+        assert st.refused["load_unservable"] == 2
+        assert not st.instances_of(broken.name) and st.version == v0  # nothing was started
+        snap = st.describe()
+        assert snap["refused_actions"]["load_unservable"] == 2
+        assert broken.name in snap["unservable"]
+        st.variant_servable(broken.name)  # the mechanism's report that it can serve again
+        assert st.version > v0 and broken.name not in st.unservable
+        await st.close()
+
+    asyncio.run(asyncio.wait_for(body(), timeout=GIVE_UP_WITHIN_S + 30))
