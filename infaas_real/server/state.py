@@ -119,6 +119,16 @@ class LocalMechanism:
         for inst in self._c().instances.values():
             inst.mech.collect(now_s)
 
+    def worker_facts(self, w: ViewWorker) -> dict[str, Any]:
+        """What ``/v2/infaas/state`` adds to a worker (a slot has nothing beyond the view's)."""
+        return {}
+
+    def facts(self) -> dict[str, Any]:
+        return {"kind": "local"}
+
+    async def close(self) -> None:
+        pass  # the instances' processes are killed by LiveState.close
+
 
 class LiveState(Cluster):
     """The server's view and control: a :class:`Cluster` over :class:`LocalMechanism`."""
@@ -131,8 +141,10 @@ class LiveState(Cluster):
         settings: StateSettings,
         executor: ExecutorSettings,
         clock: Any,
+        mechanism: Callable[[ExecutorSettings, Callable[[], float]], Any] | None = None,
     ) -> None:
-        mech = LocalMechanism(settings, executor, clock)
+        # the mechanism: this machine's slots, or another backend's (cluster=ray: infaas_real.raycluster)
+        mech = LocalMechanism(settings, executor, clock) if mechanism is None else mechanism(executor, clock)
         super().__init__(catalog, cluster, policy.observation, clock, mech)
         mech.cluster = self
         self._mech = mech
@@ -197,6 +209,7 @@ class LiveState(Cluster):
                 await self._task
         for inst in list(self.instances.values()):
             inst.mech.kill()
+        await self._mech.close()
 
     # -- per query -----------------------------------------------------------------------
     def decide(self, req: Requirements, app: str | None, batch: int) -> Decision:
@@ -236,6 +249,8 @@ class LiveState(Cluster):
             "refused_actions": dict(sorted(self.refused.items())),
             "ready": self.ready,
             "unservable": dict(sorted(self.unservable.items())),
+            "mechanism": self._mech.facts(),
+            "workers_lost": self.counts["workers_lost"],
             "workers": [
                 {
                     "id": w.id,
@@ -243,6 +258,7 @@ class LiveState(Cluster):
                     "state": str(w.state),
                     "utilization": w.utilization,
                     "free_cores": w.free_cores,
+                    **self._mech.worker_facts(w),
                     "instances": [
                         {
                             "id": i.id,
