@@ -4,7 +4,8 @@ Each harness wraps the control layer's :class:`~infaas_core.control.cluster.Clus
 backend's own mechanism — the snapshot view (nothing happens until ``settle``), the
 simulator's :class:`~infaas_sim.cluster.SimMechanism` in SimPy time, and the server's
 :class:`~infaas_real.server.state.LocalMechanism` with real worker processes on the wall
-clock — and offers the same four verbs: ``apply`` actions, ``route`` a decision,
+clock, and the same server over the Ray mechanism (:mod:`infaas_real.raycluster`, worker actors
+on a local Ray cluster) — and offers the same four verbs: ``apply`` actions, ``route`` a decision,
 ``settle`` (let every start-up, load and drain finish), ``close_window`` (the backend's own
 path for ending an observation window). A future backend counts as one when a harness for it
 passes ``test_contract.py``.
@@ -126,12 +127,16 @@ class ServerHarness(Harness):
         async def build() -> LiveState:
             st = LiveState(catalog, SPEC, Policy(PolicyContext(catalog, SPEC), params),
                            StateSettings(core_budget=4, stats_window_s=3600.0, startup_scale=1.0),
-                           ExecutorSettings(RunnerSpec("infaas_real.runtime:load_runner", None, "cpu", ()), max_queue=64, max_restarts=3, guard=None), lambda: time.perf_counter() - t0)  # fmt: skip
+                           ExecutorSettings(RunnerSpec("infaas_real.runtime:load_runner", None, "cpu", ()), max_queue=64, max_restarts=3, guard=None), lambda: time.perf_counter() - t0,
+                           mechanism=self._mechanism())  # fmt: skip
             await st.start()
             return st
 
         self.state = self.loop.run_until_complete(build())
         self.cluster = self.state
+
+    def _mechanism(self) -> Any:
+        return None  # LiveState's own: this machine's slots
 
     def _in_loop(self, fn: Callable[[], Any]) -> Any:
         async def call() -> Any:
@@ -170,8 +175,57 @@ class ServerHarness(Harness):
         self.loop.close()
 
 
+class RayHarness(ServerHarness):
+    """The server's :class:`LiveState` over the Ray mechanism (:mod:`infaas_real.raycluster`):
+    each worker a Ray actor on a local Ray cluster (one per test module, :func:`ray_cluster`),
+    its replicas the executor's processes inside the actor."""
+
+    name = "ray"
+
+    def __init__(self) -> None:
+        from infaas_real.raycluster import LocalRay, RaySettings, mechanism_factory
+
+        ray_cluster()
+        # stats_timeout_s / stop_timeout_s: generous for a loaded 2-core machine
+        self._factory = mechanism_factory(RaySettings(address=None, local_only=True, local=LocalRay(None, None, 80, "/tmp/iray"),
+                                                      accelerator_resources={}, type_resources={}, max_concurrency=256,
+                                                      stats_timeout_s=10.0, stop_timeout_s=10.0))  # fmt: skip
+        super().__init__()
+
+    def _mechanism(self) -> Any:
+        return self._factory
+
+
+_RAY: list[Any] = []
+
+
+def ray_cluster() -> Any:
+    """The local Ray cluster the Ray harness runs on (started on first use: 5-10 s): one
+    head raylet with room for the contract's two 2-vCPU workers."""
+    if not _RAY:
+        from infaas_real.raycluster.local import LocalRayCluster
+
+        _RAY.append(LocalRayCluster(num_cpus=4, memory_gb=4.0, object_store_mb=80))
+    return _RAY[0]
+
+
+def shutdown_ray() -> None:
+    """Stop the Ray cluster if one was started (a module fixture's finalizer calls it)."""
+    while _RAY:
+        _RAY.pop().shutdown()
+
+
+def _ray_available() -> str | None:
+    try:
+        import ray  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - the ray extra is part of `make test`
+        return f"ray is not installed (the ray extra): {exc}"
+    return None
+
+
 HARNESSES: dict[str, Callable[[], Harness]] = {
     "snapshot": SnapshotHarness,
     "sim": SimHarness,
     "server": ServerHarness,
+    "ray": RayHarness,
 }

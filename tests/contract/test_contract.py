@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from harness import HARNESSES, VARIANT, Harness, SimHarness
+from harness import HARNESSES, VARIANT, Harness, SimHarness, _ray_available, shutdown_ray
 
 from infaas_core.actions import (
     AddWorker,
@@ -41,9 +41,18 @@ def _server_available() -> str | None:
     return None
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_ray_cluster_per_module() -> Iterator[None]:
+    """The Ray harness's cluster is started once (on first use) and stopped after the module."""
+    yield
+    shutdown_ray()
+
+
 @pytest.fixture(params=sorted(HARNESSES))
 def make(request: pytest.FixtureRequest) -> Iterator[Callable[[], Harness]]:
-    if request.param == "server" and (why := _server_available()):
+    if request.param in ("server", "ray") and (why := _server_available()):
+        pytest.skip(why)
+    if request.param == "ray" and (why := _ray_available()):
         pytest.skip(why)
     made: list[Harness] = []
 
@@ -233,3 +242,28 @@ def test_a_backend_that_drifts_alone_fails_the_contract(drifted: type[Harness], 
     except AssertionError:
         return  # the scenario's own checks caught it
     assert got != want
+
+
+def test_a_lost_worker_is_retired_at_once_with_its_instances() -> None:
+    """``Cluster.worker_lost`` (a mechanism's report): the worker and its instances are gone
+    from the view at once, its capacity with them, counted; a second report is ignored; the
+    max_workers room it held is free again."""
+    from harness import SnapshotHarness
+
+    h = SnapshotHarness()
+    h.apply([LoadVariant(V, 0), AddWorker("two")])
+    h.settle()
+    h.apply([LoadVariant(V, 1, 2)])
+    h.settle()
+    lost = h.cluster.worker(1)
+    v0 = h.cluster.version
+    h.cluster.worker_lost(lost)
+    h.cluster.worker_lost(lost)
+    assert h.cluster.version > v0
+    assert [w.id for w in h.cluster.workers] == [0]
+    assert [i.worker_id for i in h.cluster.instances.values()] == [0]
+    assert [i.worker_id for i in h.cluster.instances_of(V)] == [0]
+    assert h.cluster.counts["workers_lost"] == 1 and h.cluster.counts["instances_lost"] == 1
+    assert h.cluster.gone_workers == [lost] and lost.removed_s == h.cluster.now_s
+    assert h.route(Route(max(h.cluster.instances) + 1)) == (None, "route_unknown_instance")
+    assert h.apply([AddWorker("two")]) == [None]  # its max_workers room is free again
