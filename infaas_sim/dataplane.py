@@ -326,11 +326,13 @@ class Queue:
         self.b_start, self.b_fin, self.b_size = [], [], []
         return out
 
-    def close_window(self, t0_s: float, now_s: float, slo_ms_by_app: np.ndarray, c: WindowCounters) -> Flushed | None:
+    def close_window(self, t0_s: float, now_s: float, slo_ms_by_app: np.ndarray, c: WindowCounters,
+                     slo_finite: bool | None = None) -> Flushed | None:
         """End an observation window ``[t0_s, now_s)``: count its raw facts into ``c`` (the
         definitions are :mod:`infaas_core.control.observe`'s) and hand over (flush) the
         queries that started in it. Queries and batches that started but finish after
-        ``now_s`` are carried to the window they finish in."""
+        ``now_s`` are carried to the window they finish in. ``slo_finite``: whether every
+        application's SLO is finite (computed here when not given)."""
         n = len(self.pk)
         routed = n - self.mark
         # every key in the queue converted once, for the window's SLOs and for the flush
@@ -340,7 +342,9 @@ class Queue:
             assert keys is not None
             slo = slo_ms_by_app[keys[self.mark :] & KEY_MASK]
             c.arrivals += routed
-            if np.isfinite(slo_ms_by_app).all():  # (the same elements, so the same sum)
+            if slo_finite is None:
+                slo_finite = bool(np.isfinite(slo_ms_by_app).all())
+            if slo_finite:  # (the same elements, so the same sum)
                 c.slo_sum_ms += float(slo.sum())
                 c.slo_count += routed
             else:

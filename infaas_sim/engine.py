@@ -95,11 +95,15 @@ class Simulation:
         self.recorder = Recorder(self.apps, inputs.catalog.variants, None if s.stream else inputs.arrivals.count,
                                  self.timeline)
         self.vindex = {v.name: i for i, v in enumerate(inputs.catalog.variants)}
+        self._slo_finite = bool(np.isfinite(self.recorder.slo_ms).all())
         self.timeout_s = s.batch_timeout_ms / 1000.0
         self.drop_late = s.drop_late
         self._reqs = [a.requirements for a in self.apps]
         self._names = [a.name for a in self.apps]
         self._slo_s = [a.requirements.latency_slo_ms / 1000.0 for a in self.apps]
+        sel = self.policy.select
+        self._selectors = [partial(sel, r, self.view, n) for r, n in zip(self._reqs, self._names)]
+        self._select_hits: Callable[..., int] | None = getattr(getattr(sel, "__self__", None), "select_hits", None)
         # the routing buffer: the current chunk's arrivals (time, key, app), next position
         self._chunks: Iterator[np.ndarray] = iter(inputs.arrivals.chunks())
         self._next_id = 0
@@ -242,19 +246,27 @@ class Simulation:
 
         Resolved decisions are cached by identity for the window (policies replay cached
         ``Route`` objects), so a repeated decision costs one dict lookup; a ``LoadAndRoute``
-        is carried out every time it is returned.
+        is carried out every time it is returned. A selector that offers ``select_hits``
+        (:meth:`infaas_core.policies.infaas_selection.InfaasSelector.select_hits`) decides
+        the runs of queries that are cache hits in one call, and the decisions are carried
+        out after it: the same decisions, in the same order, at the same times.
         """
-        T, K = self._T, self._K
+        T, K, A = self._T, self._K, self._A
         slo_s = self._slo_s
-        sel = self.policy.select
+        selectors = self._selectors
+        hits = self._select_hits
+        reqs = self._reqs
         view = self.view
-        selectors = [partial(sel, r, view, n) for r, n in zip(self._reqs, self._names)]
         drop = self.drop_late
         cache: dict[int, list[Any]] = {}
         get = cache.get
         resolve = self._resolve
         clock = self.clock
-        for a, t, k in zip(self._A[lo:hi], T[lo:hi], K[lo:hi]):
+        out: list[Any] = []
+        i = lo
+        while i < hi:
+            a = A[i]
+            t = T[i]
             clock[0] = t  # each decision sees the cluster at its query's arrival
             d = selectors[a]()
             e = get(id(d))
@@ -262,12 +274,36 @@ class Simulation:
                 e = resolve(d, t)
                 if type(d) is not LoadAndRoute:
                     cache[id(d)] = e
-            e[1](t)
-            e[2](k)
-            if e[3] is not None:
+            _, ta, ka, why, da, _ = e
+            ta(t)
+            ka(K[i])
+            if why is not None:
                 e[5] += 1
             elif drop:
-                e[4](t + slo_s[a])
+                da(t + slo_s[a])
+            i += 1
+            if hits is None or i >= hi:
+                continue
+            j = hits(reqs, A, T, i, hi, view, out)
+            if j == i:
+                continue
+            for d, t, k, a in zip(out, T[i:j], K[i:j], A[i:j]):
+                e = get(id(d))
+                if e is None or e[0] is not d:
+                    clock[0] = t
+                    e = resolve(d, t)
+                    if type(d) is not LoadAndRoute:
+                        cache[id(d)] = e
+                _, ta, ka, why, da, _ = e
+                ta(t)
+                ka(k)
+                if why is not None:
+                    e[5] += 1
+                elif drop:
+                    da(t + slo_s[a])
+            out.clear()
+            clock[0] = T[j - 1]
+            i = j
         for e in cache.values():
             if e[3] is not None:
                 self.reject_reasons[e[3]] += e[5]
@@ -323,9 +359,10 @@ class Simulation:
         record every query that started, was dropped or was refused in it."""
         parts, self._orphans = self._orphans, []
         slo_ms = self.recorder.slo_ms
+        finite = self._slo_finite
         for inst in self.cluster.instances.values():
             q: Queue = inst.mech
-            fl = q.close_window(t0, now_s, slo_ms, inst.counters)
+            fl = q.close_window(t0, now_s, slo_ms, inst.counters, finite)
             if fl is not None:
                 parts.append(self._parts(q, fl))
         for ts, ks, variant in ((self._rej_t, self._rej_k, -1), (self._drop_t, self._drop_k, DROPPED_NO_VARIANT)):

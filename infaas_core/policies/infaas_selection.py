@@ -77,7 +77,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import cycle
 from typing import Literal
@@ -387,6 +387,74 @@ class InfaasSelector:
             else:
                 self._restart(st, now)
         return d
+
+    def select_hits(self, reqs: Sequence[Requirements], apps: list[int], times_s: list[float], lo: int, hi: int,
+                    view: ClusterView, out: list[Decision]) -> int:
+        """A run of :meth:`select` calls in one: for queries ``lo, lo+1, ...`` (query ``i``:
+        requirements ``reqs[apps[i]]``, batch 1, arriving at ``times_s[i]``), append to
+        ``out`` the decision :meth:`select` would return with ``view.now_s == times_s[i]``,
+        for as long as each is a hit of the identity cache in the current view version;
+        returns the index of the first query not decided (``hi`` when all were).
+
+        A run of hits reads nothing the caller changes between them (no queue length, only
+        the time and the policy's own state), so the caller may carry the decisions out after
+        the run; a ``LoadAndRoute`` (an escape plan's target) ends the run after it, since
+        carrying it out changes the view. The body is :meth:`select`'s hit path, inlined."""
+        if view.version != self._version:
+            return lo
+        interval = self._burst_interval_s
+        share = self._share
+        append = out.append
+        ents = self._hit_entries(reqs)
+        bl = self._bl_expiry
+        i = lo
+        for now, a in zip(times_s[lo:hi], apps[lo:hi]):
+            if now >= bl:
+                self._expire(now)
+                ents, bl = self._hit_entries(reqs), self._bl_expiry
+            c = ents[a]
+            if c is None:
+                break
+            if type(c) is _Plan:
+                e = c.target
+                if c.blacklisted is not None:
+                    acc = c.acc
+                    x = acc[0] + share
+                    if x >= 1.0 - 1e-9:
+                        acc[0] = x - 1.0
+                        e = c.blacklisted
+                    else:
+                        acc[0] = x
+                d, st, wid = next(e.turns)
+            else:
+                d, st, wid = c()
+            if st is not None:
+                if now - st[0] < interval:
+                    st[1] += 1.0
+                    if st[1] >= self._burst_requests:
+                        self._trip(wid, view, now, st)
+                        ents, bl = self._hit_entries(reqs), self._bl_expiry
+                else:
+                    self._restart(st, now)
+            append(d)
+            i += 1
+            if type(d) is LoadAndRoute:
+                break
+        return i
+
+    def _hit_entries(self, reqs: Sequence[Requirements]) -> list[Callable[[], tuple[Decision, _BurstState | None, int]] | _Plan | None]:
+        """Per requirements, what a batch-1 hit of the identity cache replays: an entry's
+        round-robin (its ``next``), an escape plan, or ``None`` (a miss)."""
+        out: list[Callable[[], tuple[Decision, _BurstState | None, int]] | _Plan | None] = []
+        get = self._cache.get
+        for req in reqs:
+            hit = get(id(req))
+            if hit is None or hit[0] is not req:
+                out.append(None)
+            else:
+                c = hit[1]
+                out.append(c if type(c) is _Plan else c.turns.__next__)  # type: ignore[union-attr]
+        return out
 
     def _lookup(self, req: Requirements, view: ClusterView, batch: int,
                 ikey: int | tuple[int, int]) -> _Entry | _Plan | Decision:

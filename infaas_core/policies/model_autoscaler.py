@@ -229,7 +229,7 @@ class ModelAutoscaler:
         have = {i.variant.name: i.replicas for i in insts}
         best: tuple[float, Variant, int] | None = None
         for u in self._same_model(insts[0].variant):
-            if not w.instance_type.offers(u.hardware) or u.accuracy < min_acc:
+            if u.accuracy < min_acc or not w.instance_type.offers(u.hardware):
                 continue
             t1 = self.t1(u)
             if t1 <= floor_t1 or not self.serves(u, slo):
@@ -275,7 +275,7 @@ class ModelAutoscaler:
         present = {i.variant.name for i in w.instances}
         best: tuple[float, Variant] | None = None
         for d in self._same_model(v):
-            if d.name in present or not w.instance_type.offers(d.hardware) or d.accuracy < v.accuracy:
+            if d.accuracy < v.accuracy or d.name in present or not w.instance_type.offers(d.hardware):
                 continue
             t1 = self.t1(d)
             if not (want <= t1 < t1_v) or not self.serves(d, inst.slo_ms) or not room.fits(w.instance_type, d):
