@@ -20,8 +20,10 @@ import numpy as np
 from infaas_core.catalog import Catalog
 from infaas_core.errors import ConfigError
 from infaas_core.model import App, ClusterSpec
+from infaas_core.policies.offline import OfflineConfig, offline_config_from_mapping
 from infaas_sim.frontend import FrontendSettings
 from infaas_sim.latency import latency_model
+from infaas_sim.offline import OfflineJobs
 
 PROGRESS_CHOICES = ("auto", "on", "off")
 
@@ -74,6 +76,9 @@ class SimSettings:
     frontend: FrontendSettings
     """The server's front end as a FCFS queue before the policy (:mod:`infaas_sim.frontend`);
     disabled by default (issue 12, for ``infaas-real validate``)."""
+    offline: OfflineJobs
+    """Offline jobs run as a low-priority stream on idle replicas (:mod:`infaas_sim.offline`,
+    docs/offline.md); none by default (every other result is unchanged then)."""
 
     def __post_init__(self) -> None:
         latency_model(self.latency_model)  # unknown names fail here, with the known ones
@@ -114,6 +119,8 @@ class SimSettings:
             m["progress"] = "on" if m["progress"] else "off"
         if not isinstance(m["frontend"], FrontendSettings):  # sim.frontend: a group of its own
             m["frontend"] = FrontendSettings.from_mapping(m["frontend"])
+        if not isinstance(m["offline"], OfflineJobs):  # sim.offline: the jobs of the run
+            m["offline"] = OfflineJobs.from_mapping(m["offline"])
         for k in ("drop_late", "stream", "accelerator_sharing", "idle_fast_forward"):
             if k in m and not isinstance(m[k], bool):
                 raise ConfigError(f"sim.{k}", f"must be true or false, got {m[k]!r}")
@@ -173,6 +180,9 @@ class SimInputs:
     """The policy's full params: its composed ``configs/policy/<name>.yaml`` (``infaas_edge.policy_params``)."""
     seed: int
     sim: SimSettings
+    offline: OfflineConfig | None = None
+    """The offline rule (the top-level ``offline:`` block); needed only when
+    ``sim.offline.jobs`` is not empty."""
 
     def __post_init__(self) -> None:
         if not self.apps:
@@ -335,4 +345,5 @@ def inputs_from_config(cfg: Mapping[str, Any], base_dir: Any = None) -> SimInput
         policy_params=apply_baselines(name, policy, cfg.get("baselines")),
         seed=seed,
         sim=settings,
+        offline=offline_config_from_mapping(cfg["offline"]) if cfg.get("offline") is not None else None,
     )

@@ -52,6 +52,7 @@ from infaas_sim.cluster import SimMechanism
 from infaas_sim.config import SimInputs
 from infaas_sim.dataplane import KEY_BITS, Flushed, Queue
 from infaas_sim.latency import NoiseStream, latency_model
+from infaas_sim.offline import OfflineStream
 from infaas_sim.recorder import DROPPED_NO_VARIANT, Recorder
 from infaas_sim.timeline import Timeline
 
@@ -125,6 +126,7 @@ class Simulation:
                                 quiet_min_s=s.idle_quiet_min_s if s.idle_fast_forward else None)
         self._pending = 0  # mechanism events scheduled and not yet run (start-ups, loads, unloads)
         self.progress: Any = None
+        self.offline = OfflineStream.build(self)  # sim.offline.jobs (None: none)
 
     # -- scheduling ------------------------------------------------------------------------
     def _schedule(self, at_s: float, fn: Callable[[], None]) -> None:
@@ -151,6 +153,8 @@ class Simulation:
             self.advance_to(now)
             if due <= now + 1e-12:
                 loop.run_due(now)
+                if self.offline is not None:
+                    self.offline.check(now)
                 if ff:
                     idle = self._idle(now)
                     if loop.settled(now, idle, self._mechanism_state() if idle else None):
@@ -162,6 +166,8 @@ class Simulation:
     def _idle(self, now_s: float) -> bool:
         """Nothing queued, in service, unrecorded or pending: only an arrival can change the run."""
         if self._pending or self._active or self._orphans or self._rej_k or self._drop_k:
+            return False
+        if self.offline is not None and not self.offline.idle:
             return False
         for inst in self.cluster.instances.values():
             q: Queue = inst.mech
@@ -230,6 +236,8 @@ class Simulation:
         self.clock[0] = t
 
     def _advance_queues(self, t: float) -> None:
+        if self.offline is not None:
+            self.offline.fill(t)  # offline batches in the gaps before t (infaas_sim/offline.py)
         active = self._active
         if not active:
             return
@@ -358,6 +366,8 @@ class Simulation:
         """A window ``[t0, now_s)`` closes (the control layer asks): count each queue's window,
         record every query that started, was dropped or was refused in it."""
         parts, self._orphans = self._orphans, []
+        if self.offline is not None:
+            self.offline.collect(t0, now_s)
         slo_ms = self.recorder.slo_ms
         finite = self._slo_finite
         for inst in self.cluster.instances.values():

@@ -129,6 +129,8 @@ def simulate(inputs: SimInputs, trace_name: str | None = None) -> RunResult:
         "cost_instance_usd": st.cost_instance_usd(sim.horizon_s),
         "catalog": inputs.catalog.source_path,
     }  # fmt: skip
+    if sim.offline is not None:  # only with sim.offline.jobs: other summaries are unchanged
+        extra["offline"] = sim.offline.summary(st.cost_usd(sim.horizon_s))
     summary = summarize(
         rec.total,
         policy=inputs.policy,
