@@ -9,14 +9,18 @@ The original (INFaaS, ../shared/reference/INFAAS.md, "Offline queries", and sect
 - **Which variant** [CODE constants.h.templ:36; queryfe_server.cc:1752-1774]: the master
   takes the first variant of the parent whose framework is ``offline_framework = "pytorch"``
   (CPU only). Here, :func:`offline_variant` walks ``catalog.by_task(task)``, which is INFaaS's
-  ``gpar_acc_bin`` order (accuracy ascending, ties by batch-1 latency, then name), and takes
-  the first variant that runs on CPU, whose framework equals ``cfg.framework`` exactly, whose
-  accuracy is at least ``min_accuracy`` and whose ``max_batch`` holds one offline batch
-  (``cfg.batch``). That is the least accurate variant meeting the floor, fastest among equals.
-  Our catalogs name the framework with its precision (``torch-fp32``), so the configs set
-  ``framework: torch-fp32``: the original's "pytorch on CPU".
-  *Our change:* the original's job names a parent, not a task and an accuracy floor; the walk
-  over the task's accuracy order is the use-case form of the same "first match" rule.
+  ``gpar_acc_bin`` order (accuracy ascending), keeping the variants that run on CPU, whose
+  framework equals ``cfg.framework`` exactly, whose accuracy is at least ``min_accuracy`` and
+  whose ``max_batch`` holds one offline batch (``cfg.batch``), and takes the first: the least
+  accurate architecture meeting the floor. Our catalogs name the framework with its precision
+  (``torch-fp32``), so the configs set ``framework: torch-fp32``: the original's "pytorch on CPU".
+  *Our changes:* the original's job names a parent, not a task and an accuracy floor; the walk
+  over the task's accuracy order is the use-case form of the same "first match" rule. And the
+  original has one pytorch variant per parent, where our catalogs have one per core count and
+  maximum batch; among those of equal accuracy the first is the one needing the fewest cores,
+  then the smallest ``max_batch`` that holds a batch, then the fastest at ``cfg.batch`` (then
+  the name) — offline work is meant for spare capacity, and an 8-core variant would need a
+  whole empty worker.
 - **Which worker** [CODE queryfe_server.cc:1752-1774]: the running worker with the lowest CPU
   utilisation, CPU-only workers preferred (the original shuffles a list of 10 candidates; here
   ties go to the lower worker id, so runs are deterministic). :func:`offline_worker` also
@@ -77,16 +81,19 @@ def offline_variant(
     catalog: Catalog, task: str, min_accuracy: float, cfg: OfflineConfig
 ) -> Variant | None:
     """The first CPU variant of ``cfg.framework`` for ``task`` meeting ``min_accuracy`` and
-    holding a batch of ``cfg.batch``, in the task's accuracy order; ``None`` if there is none."""
-    for v in catalog.by_task(task):
-        if (
-            v.hardware == CPU
-            and v.framework == cfg.framework
-            and v.accuracy >= min_accuracy
-            and v.max_batch >= cfg.batch
-        ):
-            return v
-    return None
+    holding a batch of ``cfg.batch``, by (accuracy, cores, max_batch, latency at ``cfg.batch``,
+    name); ``None`` if there is none."""
+    fits = [
+        v
+        for v in catalog.by_task(task)
+        if v.hardware == CPU
+        and v.framework == cfg.framework
+        and v.accuracy >= min_accuracy
+        and v.max_batch >= cfg.batch
+    ]
+    if not fits:
+        return None
+    return min(fits, key=lambda v: (v.accuracy, v.cores, v.max_batch, v.latency_ms(cfg.batch), v.name))
 
 
 def is_cpu_only(worker: WorkerView) -> bool:

@@ -43,6 +43,8 @@ def catalog() -> Catalog:
         _v("small-torch-b1", "torch-fp32", "cpu", 0.60, 1, 2.0),    # cannot hold a batch of 4
         _v("small-torch-b8", "torch-fp32", "cpu", 0.60, 8, 3.0),
         _v("small-torch-slow", "torch-fp32", "cpu", 0.60, 8, 9.0),  # same accuracy, slower
+        _v("small-torch-c2", "torch-fp32", "cpu", 0.60, 4, 1.5, cores=2),  # fastest, but 2 cores
+        _v("small-torch-b4", "torch-fp32", "cpu", 0.60, 4, 4.0),   # 1 core, the smallest batch that holds 4
         _v("big-torch", "torch-fp32", "cpu", 0.80, 8, 20.0, cores=4, mem_mb=4000.0),
     ])
 
@@ -58,8 +60,12 @@ def view() -> SnapshotView:
 
 # -- variant ----------------------------------------------------------------------------
 def test_variant_is_first_cpu_variant_of_the_framework_in_accuracy_order() -> None:
+    """Least accurate meeting the floor; then fewest cores, smallest max_batch holding a batch."""
     v = offline_variant(catalog(), TASK, 0.5, CFG)
-    assert v is not None and v.name == "small-torch-b8"
+    assert v is not None and v.name == "small-torch-b4"
+    without = catalog().subset(v.name for v in catalog() if v.name != "small-torch-b4")
+    v = offline_variant(without, TASK, 0.5, CFG)
+    assert v is not None and v.name == "small-torch-b8"  # fastest at batch 4 of the 1-core, max_batch-8 ones
 
 
 def test_variant_meets_the_accuracy_floor() -> None:
