@@ -99,6 +99,12 @@ class Catalog:
         names = set(keep)
         return Catalog((v for v in self.variants if v.name in names), self.source_path)
 
+    def extended(self, added: Iterable[Variant]) -> Catalog:
+        """A new catalog of these variants and ``added`` (this one is unchanged; a name
+        already here, or twice in ``added``, raises :class:`ConfigError`). The live server
+        swaps it in when a model is registered (docs/registration.md)."""
+        return Catalog((*self.variants, *added), self.source_path)
+
     def cpu_variants(self) -> tuple[Variant, ...]:
         return tuple(v for v in self.variants if v.hardware == CPU)
 

@@ -26,6 +26,7 @@ int8, activations quantised at run time; needs no data).
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import warnings
 from collections.abc import Mapping
@@ -51,6 +52,10 @@ from infaas_real.registration.spec import (
 from infaas_real.zoo.base import Zoo, ZooModel, file_sha256
 
 CONV_OPS = frozenset({"Conv", "ConvTranspose", "ConvInteger", "QLinearConv"})
+UNSUPPORTED_SIGNS = ("NOT_IMPLEMENTED", "Could not find an implementation", "No Op registered",
+                     "is not a registered function/op")  # fmt: skip
+"""How onnxruntime's load error says it has no kernel for an operator of the graph."""
+_PATH = re.compile(r"(?:/[\w.+-]+){2,}/([\w.+-]+)")
 PROBE_BATCH = 2
 
 
@@ -59,7 +64,8 @@ def _refuse(message: str) -> RegistrationError:
 
 
 def _short(exc: BaseException) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+    """One line, at most 300 characters, file paths reduced to their names."""
+    return _PATH.sub(r"\1", " ".join(f"{type(exc).__name__}: {exc}".split()))[:300]
 
 
 # -- reading the submitted files ------------------------------------------------------------
@@ -158,7 +164,7 @@ def _probe_ort(path: Path, input_shape: tuple[int, ...]) -> int:
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
         text = str(exc)
-        if "NOT_IMPLEMENTED" in text or "Could not find an implementation" in text or "No Op registered" in text:
+        if any(sign in text for sign in UNSUPPORTED_SIGNS):
             raise _refuse(f"unsupported operator: onnxruntime (CPU) cannot run this graph ({_short(exc)})") from None
         raise _refuse(f"onnxruntime cannot load the graph ({_short(exc)})") from None
     try:
