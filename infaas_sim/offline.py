@@ -316,7 +316,7 @@ class OfflineStream:
     # -- results -----------------------------------------------------------------------------
     def summary(self, run_cost_usd: float) -> dict[str, Any]:
         """The ``offline`` block of ``summary.json``."""
-        jobs = []
+        jobs: list[dict[str, Any]] = []
         for i, r in enumerate(self.runs):
             paused = r.paused_s
             if r.paused_since is not None and r.status != "finished":
@@ -333,8 +333,21 @@ class OfflineStream:
                 "paused_s": paused,
             })  # fmt: skip
         c = self.cfg
-        return {"max_cpu_utilisation": c.max_cpu_utilisation, "batch": c.batch, "framework": c.framework,
-                "jobs": jobs}
+        out: dict[str, Any] = {
+            "max_cpu_utilisation": c.max_cpu_utilisation, "batch": c.batch, "framework": c.framework,
+            # totals over the jobs (scalars, so the report table has them as offline.<key> columns)
+            "jobs_finished": sum(j["status"] == "finished" for j in jobs),
+            "inputs": sum(j["inputs"] for j in jobs),
+            "inputs_done": sum(j["inputs_done"] for j in jobs),
+            "busy_replica_s": sum(j["busy_replica_s"] for j in jobs),
+            "cost_usd": sum(j["cost_usd"] for j in jobs),
+            "cost_share": sum(j["cost_share"] for j in jobs),
+            "paused_s": sum(j["paused_s"] for j in jobs),
+        }  # fmt: skip
+        if jobs and all(j["completion_s"] is not None for j in jobs):
+            out["completion_s"] = max(j["completion_s"] for j in jobs)  # the slowest job's
+        out["jobs"] = jobs
+        return out
 
 
 def _cpu_share_usd_per_s(inst: Instance) -> float:

@@ -125,6 +125,23 @@ def _peak_worker_rows(columns: list[str], m: dict[str, dict[str, float]], polici
     return rows
 
 
+# (label, column, formatter) of the offline rows (runs with sim.offline.jobs; docs/offline.md)
+OFFLINE_ROWS: tuple[tuple[str, str, Any], ...] = (
+    ("offline inputs done", "offline.inputs_done", _fmt_int),
+    ("offline jobs finished", "offline.jobs_finished", _fmt_int),
+    ("offline completion (s, slowest job)", "offline.completion_s", _fmt_ms),
+    ("offline busy replica-s", "offline.busy_replica_s", _fmt_ms),
+    ("offline cost share", "offline.cost_share", _fmt_pct),
+    ("offline paused (s)", "offline.paused_s", _fmt_ms),
+)
+
+
+def _offline_rows(columns: list[str], m: dict[str, dict[str, float]], policies: list[str]) -> list[list[str]]:
+    """The offline summary figures, when the runs had offline jobs."""
+    return [[label] + [_cell(m[p].get(col, math.nan), fmt) for p in policies]
+            for label, col, fmt in OFFLINE_ROWS if col in columns]
+
+
 def format_scenario(key: dict[str, Any], rows: pd.DataFrame) -> list[str]:
     """The block printed for one scenario: policies side by side, then ratios vs infaas."""
     means = seed_means(rows)
@@ -140,6 +157,7 @@ def format_scenario(key: dict[str, Any], rows: pd.DataFrame) -> list[str]:
         if fmt is None:  # after "late / dropped"
             table += _per_app_rows(list(means.columns), m, policies)
     table += _peak_worker_rows(list(means.columns), m, policies)
+    table += _offline_rows(list(means.columns), m, policies)
     lines = [f"== {_scenario_title(key, rows)}", *_render(["", *policies], table)]
     ratios = ratios_vs_reference(rows)
     if len(ratios):

@@ -197,3 +197,25 @@ def test_job_config_errors_name_the_key(jobs: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as e:
         OfflineJobs.from_mapping(jobs)
     assert e.value.key == key
+
+
+def test_summary_totals_and_report_rows(tmp_path: Any) -> None:
+    """summary.json's offline block holds per-job figures and scalar totals; the report prints them."""
+    from infaas_sim.report_table import build_table, find_runs
+    from infaas_sim.report_text import format_report
+
+    base = pinned(catalog(), np.arange(0.0, 30.0, 0.05), 8, 30.0, "a-onnx")
+    r = simulate(with_jobs(base, OfflineJob(1.0, 400, TASK, 0.6), OfflineJob(2.0, 800, TASK, 0.6)))
+    off = r.summary["offline"]
+    assert [j["status"] for j in off["jobs"]] == ["finished", "finished"]
+    assert off["jobs_finished"] == 2 and off["inputs_done"] == off["inputs"] == 1_200
+    assert off["busy_replica_s"] == pytest.approx(300 * B4_MS / 1000)  # deterministic latencies
+    assert off["completion_s"] == max(j["completion_s"] for j in off["jobs"])
+    # one offline batch at a time per instance, in submission order: the second job (submitted
+    # while the first runs) starts when the first ends, and takes its 200 batches after it
+    end0, end1 = off["jobs"][0]["completion_s"] + 1.0, off["jobs"][1]["completion_s"] + 2.0
+    assert end1 == pytest.approx(end0 + 200 * B4_MS / 1000)
+    r.write(tmp_path / "run")
+    text = format_report(build_table(find_runs(tmp_path), tmp_path), tmp_path)
+    assert any(line.startswith("offline inputs done") and line.rstrip().endswith("1,200") for line in text.splitlines())
+    assert "offline cost share" in text
