@@ -42,7 +42,8 @@ import gc
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,12 +57,24 @@ from infaas_core.actions import Reject, RejectKind
 from infaas_core.catalog import Catalog
 from infaas_core.control.outcomes import HTTP_STATUS
 from infaas_core.errors import BackendError, ConfigError, NoFeasibleVariant
-from infaas_core.model import ClusterSpec, Requirements
+from infaas_core.model import ClusterSpec, Requirements, Variant
 from infaas_core.policies.base import Policy
 from infaas_real.executor import ExecutorSettings, InferenceFailed, Overloaded, WorkerDied
+from infaas_real.registration.http import registration_routes
+from infaas_real.registration.settings import RegistrationSettings
+from infaas_real.registration.spec import Manifest
 from infaas_real.server import jsonfast, openapi, protocol
-from infaas_real.server.httplayer import CLIENT_CLOSED, ASGIApp, CountingMiddleware, HttpAccounting
+from infaas_real.server.httplayer import (
+    CLIENT_CLOSED,
+    HEAD_ARRIVAL,
+    AdmissionSettings,
+    ASGIApp,
+    CountingMiddleware,
+    FrontGate,
+    HttpAccounting,
+)
 from infaas_real.server.metrics import GrpcAccounting, ServerMetrics
+from infaas_real.server.offline import OfflineJobs, OfflineSettings
 from infaas_real.server.state import LiveState, Refused, StateSettings
 from infaas_real.server.tasks import TaskIO, task_io
 
@@ -102,6 +115,9 @@ class ServerSettings:
     shutdown_timeout_s: float
     final_metrics_path: str | None  # the final /metrics text is written here on exit
     grpc_port: int | None  # KServe v2 over gRPC on host:grpc_port beside HTTP; None = not served
+    admission: AdmissionSettings  # the HTTP layer's adaptive in-flight limit (server.admission.*)
+    offline: OfflineSettings  # offline jobs (POST /v2/infaas/offline, infaas_real.server.offline)
+    registration: RegistrationSettings  # model registration (POST /v2/infaas/models, docs/registration.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +167,10 @@ class InferenceServer:
         settings: ServerSettings,
         state_settings: StateSettings,
         executor: ExecutorSettings,
+        mechanism: Any = None,  # LiveState's mechanism factory (None: this machine's slots; cluster=ray: Ray's)
     ) -> None:
         self.settings = settings
+        self._mechanism = mechanism
         t0 = time.perf_counter()
         self._clock = lambda: time.perf_counter() - t0
         self._args = (catalog, cluster, policy, state_settings, executor)
@@ -160,7 +178,7 @@ class InferenceServer:
         self.metrics: ServerMetrics | None = None
         self.targets: dict[str, _Target] = {}
         self._inflight = 0
-        self.http = HttpAccounting()
+        self.http = HttpAccounting(FrontGate(settings.admission))
         self.grpc_acc = GrpcAccounting()
         self.grpc: Any = None  # the grpc.aio server while it runs (grpc_server.GrpcFrontEnd)
         self._grpc_stop: asyncio.Task[None] | None = None
@@ -170,13 +188,20 @@ class InferenceServer:
             self.targets.setdefault(v.task, _Target("task", io))
             self.targets.setdefault(v.model, _Target("model", io))
             self.targets[v.name] = _Target("variant", io)
+        self.offline = OfflineJobs(settings.offline, ios)
+        from infaas_real.registration.manager import Registrar
+
+        self.registrar = Registrar(settings.registration, self) if settings.registration.enabled else None
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         catalog, cluster, policy, state_settings, executor = self._args
-        self.state = LiveState(catalog, cluster, policy, state_settings, executor, self._clock)
+        self.state = LiveState(catalog, cluster, policy, state_settings, executor, self._clock, mechanism=self._mechanism)
+        self.state.front_gate = self.http.gate
         self.metrics = ServerMetrics(self.state, self.http, self.grpc_acc)
         await self.state.start()
+        await self.offline.start(self.state)
+        self.metrics.registry.register(self.offline.collector())
         if self.settings.grpc_port is not None:
             try:
                 from infaas_real.server import grpc_server  # grpcio only where gRPC is served
@@ -198,6 +223,9 @@ class InferenceServer:
             if self.settings.final_metrics_path:  # every request is answered by now
                 with open(self.settings.final_metrics_path, "wb") as f:
                     f.write(self.metrics.render())
+            await self.offline.close()
+            if self.registrar is not None:
+                self.registrar.close()
             await self.state.close()
 
     def begin_grpc_shutdown(self) -> None:
@@ -205,6 +233,42 @@ class InferenceServer:
         ``server.shutdown_timeout_s``); called at SIGTERM beside the HTTP drain, awaited at exit."""
         if self.grpc is not None and self._grpc_stop is None:
             self._grpc_stop = asyncio.ensure_future(self.grpc.stop(self.settings.shutdown_timeout_s))
+
+    # -- registered models (infaas_real.registration, docs/registration.md) ---------------
+    def name_in_use(self, name: str) -> str | None:
+        """Why ``name`` cannot name a registered model (it is a task, model or variant here)."""
+        t = self.targets.get(name)
+        return None if t is None else f"a {t.form} of the catalog"
+
+    def task_shape(self, task: str) -> tuple[tuple[int, ...], int] | None:
+        """(input shape, classes) of ``task`` if the catalog or a zoo serves it, else None."""
+        from infaas_real.registration.spec import RegistrationError
+        from infaas_real.zoo import TASK_TO_ZOO
+
+        t = self.targets.get(task)
+        if t is not None and t.form != "task":
+            raise RegistrationError(409, f"task name '{task}' is already a {t.form} of the catalog")
+        if t is None and task not in TASK_TO_ZOO:
+            return None
+        io = t.io if t is not None else task_io(task)
+        return io.input_shape, io.classes
+
+    def add_registered(self, variants: list[Variant], manifest: Manifest, directory: Path) -> None:
+        """Put a registered model's variants into the live catalog and the endpoints' names
+        at once (raises, changing nothing, if the catalog refuses them)."""
+        from infaas_real.registration.runtime import FACTORY
+
+        assert self.state is not None
+        known = self.targets.get(manifest.task)
+        io = known.io if known is not None else TaskIO(manifest.task, tuple(manifest.input_shape), manifest.classes,
+                                                          _as_float32)  # fmt: skip
+        executor = self._args[4]
+        runner = replace(executor.runner, factory=FACTORY, cache_dir=str(directory))
+        self.state.extend_catalog(variants, replace(executor, runner=runner))
+        for v in variants:
+            self.targets.setdefault(v.task, _Target("task", io))
+            self.targets.setdefault(v.model, _Target("model", io))
+            self.targets[v.name] = _Target("variant", io)
 
     # -- transport-agnostic --------------------------------------------------------------
     def lookup(self, name: str, version: str | None) -> _Target:
@@ -227,10 +291,12 @@ class InferenceServer:
         assert self.state is not None
         return t.form != "variant" or any(i.state == "ready" for i in self.state.instances_of(name))
 
-    async def run_inference(self, name: str, version: str | None, parse: ParseRequest) -> Served:
+    async def run_inference(self, name: str, version: str | None, parse: ParseRequest,
+                            head_s: float | None = None) -> Served:
         """One inference, whatever the transport: admission, name resolution, the request read
         by ``parse``, requirements, the policy's decision, submission and the wait. Counted
-        once in ``infaas_requests`` (status, variant); raises :class:`InferError`."""
+        once in ``infaas_requests`` (status, variant); raises :class:`InferError`. ``head_s``
+        (``time.perf_counter``): when the request's head arrived; its SLO counts from then."""
         # Inference requests beyond the in-flight limit are refused at once (503), so the
         # health and metrics endpoints keep answering under a flood.
         assert self.metrics is not None
@@ -239,7 +305,7 @@ class InferenceServer:
                 raise InferError(503, f"server busy: {self._inflight} requests in flight")
             self._inflight += 1
             try:
-                served = await self._infer(name, version, parse)
+                served = await self._infer(name, version, parse, head_s)
             finally:
                 self._inflight -= 1
         except InferError as exc:
@@ -248,7 +314,7 @@ class InferenceServer:
         self.metrics.requests.labels("200", served.variant).inc()
         return served
 
-    async def _infer(self, name: str, version: str | None, parse: ParseRequest) -> Served:
+    async def _infer(self, name: str, version: str | None, parse: ParseRequest, head_s: float | None) -> Served:
         state, metrics = self.state, self.metrics
         assert state is not None and metrics is not None
         t0 = time.perf_counter()
@@ -273,7 +339,8 @@ class InferenceServer:
                 metrics.dropped.labels("policy_no_capacity").inc()
             raise InferError(status, decision.reason, suggestion=decision.suggestion)
         try:
-            inst, futures = state.submit(decision, r.x, r.latency_slo_ms)
+            spent_ms = 0.0 if head_s is None else (time.perf_counter() - head_s) * 1000.0
+            inst, futures = state.submit(decision, r.x, r.latency_slo_ms, spent_ms)
         except Overloaded as exc:
             raise InferError(429, str(exc)) from None
         except Refused as exc:
@@ -385,7 +452,8 @@ class InferenceServer:
                                         io.uint8_to_input)
 
         try:
-            s = await self.run_inference(request.path_params["name"], request.path_params.get("version"), parse)
+            s = await self.run_inference(request.path_params["name"], request.path_params.get("version"), parse,
+                                         request.scope.get(HEAD_ARRIVAL))
         except InferError as exc:
             return _error(exc.status, exc.message, suggestion=exc.suggestion)
         body_out, headers = protocol.encode_infer(s.variant, s.request.request_id, s.y, s.params,
@@ -413,12 +481,19 @@ class InferenceServer:
                 Route("/v2/models/{name}/versions/{version}/ready", self.model_ready),
                 Route("/v2/infaas/state", self.state_snapshot),
                 Route("/v2/infaas/actions", self.actions),
+                *self.offline.routes(),
+                *registration_routes(self),
                 Route(openapi.PATH, self.openapi),
                 Route("/metrics", self.prometheus),
             ],
             lifespan=self.lifespan,
             exception_handlers={HTTPException: _http_exception},
         )
+
+
+def _as_float32(x: np.ndarray) -> np.ndarray:
+    """A registered task's raw UINT8 input: the values as they are (as the digits zoo)."""
+    return x.astype(np.float32)
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:

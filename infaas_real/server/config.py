@@ -25,7 +25,10 @@ from infaas_core.model import App, ClusterSpec
 from infaas_core.policies.base import Policy, PolicyContext, make_policy
 from infaas_real.executor import ExecutorSettings, GuardSettings, RunnerSpec
 from infaas_real.executor.instance import HeartbeatSettings
+from infaas_real.registration.settings import build_registration_settings
 from infaas_real.server.app import ServerSettings
+from infaas_real.server.httplayer import AdmissionSettings
+from infaas_real.server.offline import OfflineSettings
 from infaas_real.server.state import StateSettings
 
 
@@ -129,6 +132,9 @@ def build_server_settings(cfg: Mapping[str, Any]) -> tuple[ServerSettings, State
         final_metrics_path=_optional_path(_present(s, "final_metrics_path", "server")),
         max_inflight_requests=_int(s, "max_inflight_requests", "server", 1),
         grpc_port=_optional_port(_present(s, "grpc_port", "server")),
+        admission=_admission(section(s, "admission"), _int(s, "max_inflight_requests", "server", 1)),
+        offline=build_offline_settings(cfg),
+        registration=build_registration_settings(cfg),
     )
     budget = _present(s, "core_budget", "server")
     state = StateSettings(
@@ -163,6 +169,37 @@ def build_server_settings(cfg: Mapping[str, Any]) -> tuple[ServerSettings, State
         ),
     )
     return server, state, executor
+
+
+def build_offline_settings(cfg: Mapping[str, Any]) -> OfflineSettings:
+    """The ``offline:`` block (the shared rule) and the server's ``offline_*`` keys."""
+    from infaas_core.policies.offline import offline_config_from_mapping
+
+    s = section(cfg, "server")
+    ratio = _float(s, "offline_image_resize_ratio", "server", 1.0)
+    return OfflineSettings(
+        rule=offline_config_from_mapping(section(cfg, "offline")),
+        max_jobs=_int(s, "offline_max_jobs", "server", 1),
+        max_input_bytes=_int(s, "offline_max_input_bytes", "server", 1),
+        image_resize_ratio=ratio,
+        max_request_bytes=_int(s, "offline_max_request_bytes", "server", 1),
+    )
+
+
+def _admission(a: Mapping[str, Any], max_inflight: int) -> AdmissionSettings:
+    p = "server.admission"
+    lo = _int(a, "min_inflight", p, 1)
+    if lo > max_inflight:
+        raise ConfigError(f"{p}.min_inflight", f"must be <= server.max_inflight_requests ({max_inflight}), got {lo}")
+    return AdmissionSettings(
+        adaptive=_bool(a, "adaptive", p),
+        target_delay_ms=_positive(a, "target_delay_ms", p),
+        interval_s=_positive(a, "interval_s", p),
+        min_inflight=lo,
+        max_inflight=max_inflight,
+        increase=_positive(a, "increase", p),
+        decrease=_fraction(a, "decrease", p),
+    )
 
 
 def _optional_port(value: Any) -> int | None:

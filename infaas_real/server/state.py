@@ -21,8 +21,8 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -34,10 +34,11 @@ from infaas_core.control.cluster import Instance as ViewInstance
 from infaas_core.control.cluster import Worker as ViewWorker
 from infaas_core.control.loop import ControlLoop
 from infaas_core.errors import BackendError
-from infaas_core.model import ClusterSpec, InstanceType, Requirements
-from infaas_core.policies.base import Policy
+from infaas_core.model import ClusterSpec, InstanceType, Requirements, Variant
+from infaas_core.policies.base import Policy, make_policy
 from infaas_core.view import InstanceState
 from infaas_real.executor import ExecutorSettings, Instance, Served
+from infaas_real.server.httplayer import FrontGate
 
 log = logging.getLogger("infaas_real.server")
 
@@ -69,6 +70,7 @@ class LocalMechanism:
         self.clock = clock
         self.cluster: Cluster | None = None
         self.served: set[int] = set()  # ids of the instances that have had a replica serving
+        self.executors: dict[str, ExecutorSettings] = {}  # variant -> its own settings (registered models)
 
     def _c(self) -> Cluster:
         assert self.cluster is not None, "LocalMechanism used before its cluster was attached"
@@ -91,7 +93,8 @@ class LocalMechanism:
         pass  # a slot holds no process of its own
 
     def start_instance(self, inst: ViewInstance) -> Instance:
-        return Instance(inst.id, inst.variant, inst.worker_id, inst.replicas, self.executor, self.clock,
+        executor = self.executors.get(inst.variant.name, self.executor)
+        return Instance(inst.id, inst.variant, inst.worker_id, inst.replicas, executor, self.clock,
                         lambda ei: self._changed(inst, ei), lambda: inst.counters)
 
     def _changed(self, inst: ViewInstance, ei: Instance) -> None:
@@ -154,6 +157,7 @@ class LiveState(Cluster):
         self.loop = ControlLoop(policy, self, self.window_s)
         self._task: asyncio.Task[None] | None = None
         self._initial: set[int] = set()  # ids of the instances the policy loaded at start
+        self.front_gate: FrontGate | None = None  # the HTTP layer's admission, shown in describe()
         self.after_control: list[Callable[[], None]] = []
         """Called after each run of the control loop's due parts (a window closed, the monitor's
         flags set): offline jobs re-check whether they may run (:mod:`infaas_real.server.offline`)."""
@@ -211,27 +215,65 @@ class LiveState(Cluster):
             inst.mech.kill()
         await self._mech.close()
 
+    # -- the catalog, extended while serving (docs/registration.md) -----------------------
+    def extend_catalog(self, variants: Sequence[Variant], executor: ExecutorSettings | None = None) -> None:
+        """Add ``variants`` to the live catalog at once, or raise and change nothing.
+
+        The catalog is immutable and policies derive caches from it (candidate lists, their
+        context, the model autoscaler's per-model lists), so the one swap point is here: a
+        new :class:`Catalog` with the variants added (a duplicate name raises
+        :class:`~infaas_core.errors.ConfigError`), a new policy built from the same name and
+        params against it (every catalog-derived cache starts empty), and the control loop's
+        periodic parts bound to the new policy at the times they were due. Everything is
+        built before anything is assigned. The policy's transient state (worker blacklist,
+        autoscaler timers, pressure) restarts as at server start; the cluster's workers,
+        instances, flags and counters are kept. ``executor``: the settings the variants'
+        replicas start with (a registered model's runner factory and directory)."""
+        executors = getattr(self._mech, "executors", None)
+        if executor is not None and executors is None:
+            raise BackendError(f"{type(self._mech).__name__} cannot start variants with their own runner settings")
+        catalog = self.catalog.extended(variants)
+        old = self.policy
+        params = {**old.params, "observation": asdict(old.observation)}
+        policy = make_policy(old.name, replace(old.ctx, catalog=catalog), params)
+        fresh = ControlLoop(policy, self, self.window_s)
+        due = {p.name: p.next_s for p in self.loop.parts}
+        parts = [p for p in self.loop.parts if p.name == "window"]
+        for p in fresh.parts:
+            if p.name != "window":
+                p.next_s = due.get(p.name, p.next_s)
+                parts.append(p)
+        # the swap: nothing above changed this object
+        self.catalog = catalog
+        self.policy = policy
+        self.loop.policy = policy
+        self.loop.parts = parts
+        if executor is not None and executors is not None:
+            executors.update({v.name: executor for v in variants})
+        self.bump()
+
     # -- per query -----------------------------------------------------------------------
     def decide(self, req: Requirements, app: str | None, batch: int) -> Decision:
         return self.policy.select(req, self, app=app, batch=batch)
 
     def submit(
-        self, decision: Route | LoadAndRoute, x: np.ndarray, slo_ms: float
+        self, decision: Route | LoadAndRoute, x: np.ndarray, slo_ms: float, spent_ms: float = 0.0
     ) -> tuple[ViewInstance, list[asyncio.Future[Served]]]:
         """Enqueue where the control layer sends ``decision``; a request of more rows than
-        the variant's ``max_batch`` is split into chunks that fit. Raises :class:`Refused`
-        when the route or load is refused."""
+        the variant's ``max_batch`` is split into chunks that fit; ``spent_ms`` of the SLO
+        were spent before (in the front end). Raises :class:`Refused` when the route or load
+        is refused."""
         inst, why = self.route(decision)
         if inst is None:
             raise Refused(why or "refused")
         ei: Instance = inst.mech
         step = inst.variant.max_batch
         if x.shape[0] <= step:
-            return inst, [ei.submit(x, slo_ms)]
+            return inst, [ei.submit(x, slo_ms, spent_ms)]
         futures: list[asyncio.Future[Served]] = []
         try:
             for lo in range(0, x.shape[0], step):
-                futures.append(ei.submit(x[lo : lo + step], slo_ms))
+                futures.append(ei.submit(x[lo : lo + step], slo_ms, spent_ms))
         except BackendError:
             for f in futures:
                 f.cancel()
@@ -249,6 +291,7 @@ class LiveState(Cluster):
             "refused_actions": dict(sorted(self.refused.items())),
             "ready": self.ready,
             "unservable": dict(sorted(self.unservable.items())),
+            "front_gate": self.front_gate.describe() if self.front_gate is not None else None,
             "mechanism": self._mech.facts(),
             "workers_lost": self.counts["workers_lost"],
             "workers": [
