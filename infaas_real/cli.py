@@ -7,6 +7,7 @@ Subcommands take Hydra-style overrides, like the simulator::
     infaas-real replay trace=poisson apps=digits server.url=http://127.0.0.1:8000 hydra.run.dir=runs/r1
     infaas-real calibrate-frontend catalog=imagenet_cpu_small
     infaas-real validate policy=infaas
+    infaas-real offline submit task=classification-digits min_accuracy=0.9 input=x.npy output=y.npy
     infaas-real register name=tiny task=classification-tiny input_shape=[16] onnx=tiny.onnx accuracy=0.9
 
 A bad profile, trace or config ends with one clear line and exit code 2.
@@ -26,6 +27,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("infaas_real.server.cli", "run the KServe v2 server on this machine with an infaas_core policy"),
     "replay": ("infaas_real.replay", "replay a trace open-loop against a server; writes the results schema"),
     "validate": ("infaas_real.validate", "run one scenario through the simulator and the real server; compare"),
+    "offline": ("infaas_real.server.offline_cli",
+                "offline jobs on a running server: submit (with a progress bar), status, cancel"),
     "register": ("infaas_real.registration.cli",
                  "register a trained model (ONNX, or torchvision + weights) with a running server"),
     "calibrate-frontend": ("infaas_real.calibrate_frontend",
