@@ -10,8 +10,9 @@ talks to it through actor calls only:
 - ``watch(iid, seen)`` — answers when the instance changed after version ``seen``: its facts
   (serving, gone, replicas, pids, shed counts); the server long-polls it to learn readiness
   and the end of a drain;
-- ``infer(iid, x, slo_ms)`` — one query; the answer, or an error kind and message (never a
-  Ray exception for the executor's own refusals);
+- ``infer(iid, x, slo_ms, spent_ms, background)`` — one query (or offline batch); the
+  answer, or an error kind and message (never a Ray exception for the executor's own
+  refusals); ``cancel_background(iid)`` drops the offline batches not sent yet;
 - ``stats()`` — per instance, the busy time, batches and batch items since the last call
   (the window counters only the worker can count);
 - ``shutdown()`` — stop every replica now.
@@ -132,12 +133,14 @@ class WorkerActor:
             ei.unload()
 
     # -- queries -------------------------------------------------------------------------
-    async def infer(self, iid: int, x: np.ndarray, slo_ms: float) -> Answer:
+    async def infer(self, iid: int, x: np.ndarray, slo_ms: float, spent_ms: float, background: bool) -> Answer:
+        """One query (``spent_ms`` of its SLO spent before it reached the worker); with
+        ``background`` an offline batch (the executor's low-priority queue, no SLO)."""
         ei = await self._instance(iid)
         if ei is None:
             return ("error", "gone", f"instance {iid} on worker {self.worker_id} has been unloaded")
         try:
-            s = await ei.submit(x, slo_ms)
+            s = await (ei.submit_background(x) if background else ei.submit(x, slo_ms, spent_ms))
         except DeadlineRefused as exc:
             return ("error", "deadline", str(exc))
         except Overloaded as exc:
@@ -148,7 +151,13 @@ class WorkerActor:
             return ("error", "failed", str(exc))
         except BackendError as exc:
             return ("error", "backend", str(exc))
+        except asyncio.CancelledError:
+            return ("error", "cancelled", "cancelled")
         return ("ok", s.y, s.queue_ms, s.infer_ms, s.batch, s.replica_pid)
+
+    async def cancel_background(self, iid: int) -> int:
+        ei = self.instances.get(iid)
+        return 0 if ei is None else ei.cancel_background()
 
     # -- observation ---------------------------------------------------------------------
     async def stats(self) -> dict[int, tuple[float, int, int]]:

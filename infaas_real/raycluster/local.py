@@ -16,11 +16,25 @@ from infaas_real.raycluster.settings import GIB
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
+def enable_local_only() -> None:
+    """Ray's local-only mode for what this process starts: node address 127.0.0.1, every
+    port on loopback. Ray reads the variable when it is imported; if it already was (a test
+    run that imported it first), its constant is set too (``services`` reads it at each
+    node start), and the raylets started from here inherit the variable."""
+    import sys
+
+    os.environ[LOOPBACK_ENV] = "0"
+    if "ray" in sys.modules:
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 class LocalRayCluster:
     """A head node and any added nodes; this process connected to it as the driver."""
 
     def __init__(self, num_cpus: float, memory_gb: float, object_store_mb: int, resources: dict[str, float] | None = None) -> None:
-        os.environ[LOOPBACK_ENV] = "0"  # before ray is imported
+        enable_local_only()
         import ray
         from ray.cluster_utils import Cluster
 

@@ -70,7 +70,9 @@ def connect(settings: RaySettings) -> bool:
     joined here (and so is this process's to shut down); an already connected driver (tests)
     is used as it is."""
     if settings.local_only:
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # read when ray is imported
+        from infaas_real.raycluster.local import enable_local_only
+
+        enable_local_only()
     import ray
 
     if ray.is_initialized():
@@ -111,6 +113,7 @@ class RayInstance:
         self.last_arrival_s = -math.inf
         self.unloading = False
         self.lost = False
+        self._background: set[asyncio.Future[Served]] = set()
         self.facts: dict[str, Any] = {"serving": False, "gone": False, "gave_up": None, "live_replicas": 0,
                                       "pids": [], "ready_pids": [], "shed": {}, "hung": [],
                                       "service_ms_per_row": inst.variant.batch1_latency_ms, "overhead_ms": 0.0,
@@ -180,48 +183,79 @@ class RayInstance:
         pass
 
     # -- queries -------------------------------------------------------------------------
-    def submit(self, x: np.ndarray, slo_ms: float) -> asyncio.Future[Served]:
+    def submit(self, x: np.ndarray, slo_ms: float, spent_ms: float = 0.0) -> asyncio.Future[Served]:
         """Send one query to the worker actor; the future ends with the answer or an error."""
         if self.unloading or self.lost:
             raise Overloaded(f"{self.inst.variant.name} on worker {self.inst.worker_id} is unloading")
         fut: asyncio.Future[Served] = asyncio.get_running_loop().create_future()
-        self._send(x, slo_ms, fut, self.mech.clock(), 0)
+        self._send(x, slo_ms, spent_ms, fut, self.mech.clock(), 0)
         return fut
 
-    def _send(self, x: np.ndarray, slo_ms: float, fut: asyncio.Future[Served], t0_s: float, attempt: int) -> None:
+    def submit_background(self, x: np.ndarray) -> asyncio.Future[Served]:
+        """An offline batch (the worker's low-priority queue): not counted, not retried."""
+        if self.unloading or self.lost:
+            raise Overloaded(f"{self.inst.variant.name} on worker {self.inst.worker_id} is unloading")
+        fut: asyncio.Future[Served] = asyncio.get_running_loop().create_future()
+        self._background.add(fut)
+        fut.add_done_callback(self._background.discard)
+        self.mech.spawn(self._serve(x, math.inf, 0.0, fut, self.mech.clock(), -1))
+        return fut
+
+    def cancel_background(self) -> int:
+        """Cancel the offline batches not answered yet (the worker drops those not sent)."""
+        n = 0
+        for fut in list(self._background):
+            if not fut.done():
+                fut.cancel()
+                n += 1
+        if n:
+            self.actor.cancel_background.remote(self.inst.id)
+        return n
+
+    def _send(self, x: np.ndarray, slo_ms: float, spent_ms: float, fut: asyncio.Future[Served], t0_s: float,
+              attempt: int) -> None:  # fmt: skip
         self.outstanding += 1
         self.last_arrival_s = self.mech.clock()
         self.inst.counters.arrived(slo_ms)
-        self.mech.spawn(self._serve(x, slo_ms, fut, t0_s, attempt))
+        self.mech.spawn(self._serve(x, slo_ms, spent_ms, fut, t0_s, attempt))
 
-    async def _serve(self, x: np.ndarray, slo_ms: float, fut: asyncio.Future[Served], t0_s: float, attempt: int) -> None:
+    async def _serve(self, x: np.ndarray, slo_ms: float, spent_ms: float, fut: asyncio.Future[Served], t0_s: float,
+                     attempt: int) -> None:  # fmt: skip
+        """One actor call; ``attempt`` -1: an offline batch (not counted, not retried)."""
+        background = attempt < 0
         try:
-            out = await self.actor.infer.remote(self.inst.id, x, slo_ms)
+            out = await self.actor.infer.remote(self.inst.id, x, slo_ms, spent_ms, background)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # ActorDiedError / ActorUnavailableError: the worker is lost or unreachable
-            self.outstanding -= 1
+            if not background:
+                self.outstanding -= 1
             self.mech.actor_failed(self.inst.worker, exc)
             if fut.done():
+                return
+            if background:
+                fut.set_exception(WorkerDied(f"{self.inst.variant.name}: worker {self.inst.worker_id} lost"))
                 return
             alt = self.mech.alternative(self.inst) if attempt == 0 else None
             if alt is not None:
                 self.mech.counts["queries_retried"] += 1
-                alt._send(x, slo_ms, fut, t0_s, attempt + 1)
+                alt._send(x, slo_ms, spent_ms, fut, t0_s, attempt + 1)
                 return
             self.mech.counts["queries_failed_lost"] += 1
             why = "its retry's worker was lost too" if attempt else "no other ready instance of the variant"
             fut.set_exception(WorkerDied(f"{self.inst.variant.name}: worker {self.inst.worker_id} lost "
                                          f"({type(exc).__name__}); {why}"))  # fmt: skip
             return
-        self.outstanding -= 1
+        if not background:
+            self.outstanding -= 1
         if fut.done():  # timed out or cancelled meanwhile
             return
         if out[0] == "ok":
             _, y, queue_ms, infer_ms, batch, pid = out
-            c = self.inst.counters
-            c.completions += 1
-            c.latency_sum_ms += (self.mech.clock() - t0_s) * 1000.0
+            if not background:
+                c = self.inst.counters
+                c.completions += 1
+                c.latency_sum_ms += (self.mech.clock() - t0_s) * 1000.0
             fut.set_result(Served(y, queue_ms, infer_ms, batch, pid))
             return
         _, kind, message = out
@@ -284,7 +318,7 @@ class RayMechanism:
         if not fits:
             self._chosen = None
             return NO_NODE
-        self._chosen = max(fits)[1]
+        self._chosen = max(fits, key=lambda f: f[0])[1]  # the most free CPU; ties: the order Ray lists the nodes
         return None
 
     def start_worker(self, w: ViewWorker, startup_s: float) -> None:

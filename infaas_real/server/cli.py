@@ -45,7 +45,12 @@ def build_server(overrides: Sequence[str]) -> tuple[InferenceServer, dict[str, o
     check_run(catalog, cluster, apps, cfg.get("policy"))  # before a port is bound or a worker spawned
     policy = build_policy(cfg, catalog, cluster, apps)
     server, state, executor = build_server_settings(cfg)
-    return InferenceServer(catalog, cluster, policy, server, state, executor), cfg
+    mechanism = None
+    if cfg.get("ray") is not None:  # cluster=ray: workers are Ray actors (docs/ray.md)
+        from infaas_real.raycluster import mechanism_factory, ray_settings_from_mapping
+
+        mechanism = mechanism_factory(ray_settings_from_mapping(cfg["ray"]))
+    return InferenceServer(catalog, cluster, policy, server, state, executor, mechanism=mechanism), cfg
 
 
 def uvicorn_options() -> dict[str, str]:

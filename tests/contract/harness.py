@@ -216,10 +216,10 @@ def shutdown_ray() -> None:
 
 
 def _ray_available() -> str | None:
-    try:
-        import ray  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - the ray extra is part of `make test`
-        return f"ray is not installed (the ray extra): {exc}"
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:  # not imported here: local-only mode is set before it is
+        return "ray is not installed (the ray extra: pip install -e '.[ray]')"
     return None
 
 
