@@ -14,6 +14,7 @@ import pickle
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -57,17 +58,21 @@ def _data(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _tiny_onnx(features: int = FEATURES) -> bytes:
     """A nearest-centroid classifier as a torch module (linear scores), exported to ONNX."""
+    import tempfile
+
     import torch
 
     c = torch.from_numpy(_centroids()[:, :features])
-    model = torch.nn.Sequential(torch.nn.Linear(features, CLASSES)).eval()
+    linear = torch.nn.Linear(features, CLASSES).eval()
     with torch.no_grad():
-        model[0].weight.copy_(c)
-        model[0].bias.copy_(-0.5 * (c * c).sum(1))
-    buf = io.BytesIO()
-    torch.onnx.export(model, (torch.zeros(2, features),), buf, dynamo=False, input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})  # fmt: skip
-    return buf.getvalue()
+        linear.weight.copy_(c)
+        linear.bias.copy_(-0.5 * (c * c).sum(1))
+    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter's notice
+        path = Path(d) / "tiny.onnx"
+        torch.onnx.export(linear, (torch.zeros(2, features),), str(path), dynamo=False, input_names=["x"],
+                          output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})  # fmt: skip
+        return path.read_bytes()
 
 
 def _npz(**arrays: np.ndarray) -> bytes:
@@ -176,8 +181,7 @@ def test_a_model_whose_shape_disagrees_with_its_task_is_refused_and_the_catalog_
                                accuracy=0.9)  # fmt: skip
     assert status == 422 and "graph's input" in answer["error"], answer
     assert _models(server) == before
-    status, raw = server.get("/v2/models/tiny8")
-    assert status == 404
+    assert server.get("/v2/models/tiny8")[0] == 404
 
 
 def test_unsafe_weights_are_refused_without_running_them(server: Server, tmp_path: Path) -> None:
@@ -200,7 +204,7 @@ def test_unsafe_weights_are_refused_without_running_them(server: Server, tmp_pat
 def test_bad_requests_get_their_status_and_change_nothing(server: Server, registered: dict[str, Any]) -> None:
     before = _models(server)
     onnx = _b64(_tiny_onnx())
-    cases = [
+    cases: list[tuple[int, str, dict[str, Any]]] = [
         (422, "outside [0, 1]", {"name": "tiny2", "accuracy": 1.5}),
         (409, "already", {"name": "tiny", "accuracy": 0.9}),  # the registered model
         (409, "already", {"name": "logreg", "accuracy": 0.9}),  # a digits model of the catalog
@@ -214,8 +218,7 @@ def test_bad_requests_get_their_status_and_change_nothing(server: Server, regist
         status, answer = _register(server, **body)
         assert status == want and words in answer["error"], (override, status, answer)
         assert "\n" not in answer["error"]
-    status, raw = server.post("/v2/infaas/models", b"{not json")
-    assert status == 400
+    assert server.post("/v2/infaas/models", b"{not json")[0] == 400
     assert _models(server) == before
 
 
@@ -255,3 +258,79 @@ def test_the_cli_registers_with_a_progress_bar_and_refuses_with_exit_2(
     done = subprocess.run(bad, cwd=REPO, capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
     assert done.returncode == 2 and "disagrees with task" in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def _variant(name: str, model: str, accuracy: float) -> Any:
+    from infaas_core.model import make_variant
+
+    return make_variant(name=name, model=model, task=TASK, framework="onnx-fp32", hardware="cpu", cores=1,
+                        max_batch=4, load_latency_ms=1.0, memory_mb=1.0, accuracy=accuracy,
+                        source="measured:test", points={1: (0.1, 0.2), 4: (0.2, 0.3)})  # fmt: skip
+
+
+def test_the_live_catalog_is_extended_in_one_swap_or_not_at_all() -> None:
+    """LiveState.extend_catalog: the policy sees the added variants at once (its caches are
+    rebuilt); a duplicate name raises and leaves catalog, policy and control loop as they were."""
+    import asyncio
+
+    from infaas_core.actions import LoadAndRoute, Reject
+    from infaas_core.errors import ConfigError
+    from infaas_core.model import Requirements
+    from infaas_real.server import config
+    from infaas_real.server.state import LiveState
+
+    cfg = config.compose("serve", ["policy=infaas"]).cfg
+    catalog, cluster = config.build_catalog(cfg), config.build_cluster(cfg)
+    policy = config.build_policy(cfg, catalog, cluster, config.build_apps(cfg))
+    _, state_settings, executor = config.build_server_settings(cfg)
+    req = Requirements(task=TASK, min_accuracy=MIN_ACCURACY, latency_slo_ms=1000)
+
+    async def body() -> None:
+        st = LiveState(catalog, cluster, policy, state_settings, executor, time.perf_counter)
+        await st.start()
+        try:
+            assert isinstance(st.decide(req, None, 1), Reject)  # no such task yet (and the reject is cached)
+            due = {p.name: p.next_s for p in st.loop.parts}
+            st.extend_catalog([_variant("a-onnx-fp32-cpu1-b4", "a", 0.95)])
+            assert st.catalog.by_task(TASK)[0].name == "a-onnx-fp32-cpu1-b4" and len(st.catalog) == len(catalog) + 1
+            assert st.policy is not policy and st.loop.policy is st.policy
+            assert {p.name: p.next_s for p in st.loop.parts} == due  # the periodic parts keep their times
+            decision = st.decide(req, None, 1)
+            assert isinstance(decision, LoadAndRoute) and decision.variant == "a-onnx-fp32-cpu1-b4"
+            before = (st.catalog, st.policy, list(st.loop.parts), st.version)
+            with pytest.raises(ConfigError, match="duplicate"):
+                st.extend_catalog([_variant("b-onnx-fp32-cpu1-b4", "b", 0.97), _variant("a-onnx-fp32-cpu1-b4", "a", 0.9)])
+            assert (st.catalog, st.policy, list(st.loop.parts), st.version) == before
+            assert "b-onnx-fp32-cpu1-b4" not in st.catalog
+        finally:
+            await st.close()
+
+    asyncio.run(body())
+
+
+PARTWAY_TIMEOUT_S = 1.5
+"""The slow server's job timeout: each runner's two batch sizes take 2 x 0.5 s to measure
+(registration.time_budget_s_per_point=0.5), so the second of the two runners cannot be done
+by then even on an idle machine, and the job is stopped partway."""
+
+
+def test_a_job_stopped_partway_adds_nothing_and_leaves_no_files(tmp_path: Path) -> None:
+    registry = tmp_path / "registry"
+    slow = [*TINY_PROFILE, "registration.reps=100000", "registration.min_reps=1",
+            "registration.time_budget_s_per_point=0.5", f"registration.job_timeout_s={PARTWAY_TIMEOUT_S}"]  # fmt: skip
+    with running_server(["policy=infaas", f"registration.dir={registry}", *slow], tmp_path) as srv:
+        before = _models(srv)
+        x, y = _data(VALIDATION_ROWS, seed=1)
+        status, answer = _register(srv, name="tiny", task=TASK, input_shape=[FEATURES], format="onnx",
+                                   model=_b64(_tiny_onnx()), validation=_b64(_npz(x=x, y=y)))  # fmt: skip
+        assert status == 202, answer
+        job, seen = _wait(srv, answer["id"])
+        assert job["state"] == "failed" and "job_timeout_s" in job["errors"][0], job
+        assert job["variants"] == [] and seen[-1] < job["progress"]["total"]
+        assert _models(srv) == before
+        assert srv.get("/v2/models/tiny")[0] == 404
+        assert list(registry.iterdir()) == []  # the model's directory is gone
+        # the name is free again (a bad accuracy is what is refused now, not the name)
+        status, answer = _register(srv, name="tiny", task=TASK, input_shape=[FEATURES], format="onnx",
+                                   model=_b64(_tiny_onnx()), accuracy=2.0)  # fmt: skip
+        assert status == 422 and "outside [0, 1]" in answer["error"], answer
