@@ -1,0 +1,186 @@
+"""The latency Ray adds per query: ``infaas-real serve`` on one host beside ``cluster=ray``.
+
+    .venv/bin/python benchmarks/bench_ray_backend.py [--queries 400] [--rounds 4]
+        [--clients 1 8] [--out ray_backend.json]
+
+Needs the `ray` extra. In one run, on this machine:
+
+- two servers run side by side on the digits catalog with the INFaaS policy: the single-host
+  backend (``cluster=local``) and the Ray backend (``cluster=ray``, ``ray.address`` null: the
+  server starts a local Ray itself, local-only mode, no dashboard), one worker each
+  (``max_workers`` 1, so neither scales out) serving the same variant;
+- a closed loop of ``--clients`` clients (one keep-alive HTTP connection each) sends 1-row
+  queries naming that variant, ``--queries`` per client per round; rounds alternate between
+  the two servers (``--rounds`` each), so both see the same machine load;
+- per backend and client count: p50 / p99 / mean of the client-side latency over every
+  query, and the throughput; the difference of the p50s is the latency Ray adds per query
+  (the front end's actor call to the worker and the answer's way back).
+
+Every query must be answered 200 (the run fails otherwise). Prints one JSON document and
+writes it to ``--out``; both servers (and the Ray the second one started) are stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+VARIANT = "mlp_small-onnx-fp32-cpu1-b8"
+BACKENDS = {
+    "single_host": ["cluster=local", "cluster.max_workers.local=1"],
+    "ray": ["cluster=ray", "cluster.max_workers.ray-cpu1=1", "cluster.max_workers.ray-cpu2=0"],
+}
+READY_TIMEOUT_S = 180.0
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(name: str, overrides: list[str], log_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = _port()
+    cmd = [sys.executable, "-m", "infaas_real", "serve", "catalog=digits", "policy=infaas", *overrides,
+           f"server.port={port}", "server.grpc_port=null", "server.log_level=warning"]  # fmt: skip
+    log = (log_dir / f"{name}.log").open("wb")
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, port
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], port: int, name: str) -> None:
+    end = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise SystemExit(f"bench_ray_backend: the {name} server exited ({proc.returncode})")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"bench_ray_backend: the {name} server was not ready in {READY_TIMEOUT_S} s")
+
+
+def _round(port: int, clients: int, queries: int, body: bytes) -> tuple[list[float], float]:
+    """A closed loop: ``clients`` threads, ``queries`` each; latencies (ms) and the wall time."""
+    lat: list[list[float]] = [[] for _ in range(clients)]
+    bad: list[str] = []
+    path = f"/v2/models/{VARIANT}/infer"
+    headers = {"Content-Type": "application/json"}
+
+    def client(k: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            for _ in range(queries):
+                t0 = time.perf_counter()
+                conn.request("POST", path, body, headers)
+                r = conn.getresponse()
+                out = r.read()
+                lat[k].append((time.perf_counter() - t0) * 1000.0)
+                if r.status != 200:
+                    bad.append(f"{r.status} {out[:200]!r}")
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    if bad:
+        raise SystemExit(f"bench_ray_backend: {len(bad)} queries not answered 200, e.g. {bad[0]}")
+    return [x for per in lat for x in per], wall
+
+
+def _summary(lat: list[float], queries: int, wall_s: float) -> dict[str, float]:
+    a = np.asarray(lat)
+    return {"queries": int(a.size), "p50_ms": round(float(np.percentile(a, 50)), 3),
+            "p99_ms": round(float(np.percentile(a, 99)), 3), "mean_ms": round(float(a.mean()), 3),
+            "throughput_qps": round(queries / wall_s, 1)}  # fmt: skip
+
+
+def _state(port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/infaas/state", timeout=10) as r:
+        out: dict[str, Any] = json.loads(r.read())
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--queries", type=int, default=400, help="queries per client per round")
+    ap.add_argument("--rounds", type=int, default=4, help="rounds per backend and client count")
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 8], help="closed-loop client counts")
+    ap.add_argument("--warmup", type=int, default=200, help="queries to each server before measuring")
+    ap.add_argument("--out", type=Path, default=Path("ray_backend.json"))
+    ap.add_argument("--log-dir", type=Path, default=Path("/tmp"))
+    args = ap.parse_args()
+    if min(args.queries, args.rounds, *args.clients) < 1:
+        print("bench_ray_backend: --queries, --rounds and --clients must be >= 1", file=sys.stderr)
+        return 2
+    x = np.random.default_rng(0).random((1, 64), dtype=np.float32)
+    body = json.dumps({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32",
+                                   "data": x.ravel().tolist()}], "parameters": {"latency_slo_ms": 1000}}).encode()  # fmt: skip
+    procs: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    result: dict[str, Any] = {"variant": VARIANT, "cpus": os.cpu_count(), "loadavg_start": os.getloadavg(),
+                              "queries_per_client_round": args.queries, "rounds": args.rounds}  # fmt: skip
+    try:
+        for name, over in BACKENDS.items():
+            procs[name] = _start(name, over, args.log_dir)
+        t_ready: dict[str, float] = {}
+        for name, (proc, port) in procs.items():
+            t0 = time.perf_counter()
+            _wait_ready(proc, port, name)
+            t_ready[name] = time.perf_counter() - t0
+            _round(port, 1, args.warmup, body)  # loads the variant; warms both paths
+        result["ready_wait_s"] = {k: round(v, 2) for k, v in t_ready.items()}
+        ray_state = _state(procs["ray"][1])
+        result["ray_workers"] = [{k: w[k] for k in ("id", "node_id", "node_ip", "startup_measured_s")}
+                                 for w in ray_state["workers"]]  # fmt: skip
+        table: dict[str, dict[str, Any]] = {}
+        for clients in args.clients:
+            lat: dict[str, list[float]] = {n: [] for n in procs}
+            wall: dict[str, float] = dict.fromkeys(procs, 0.0)
+            for _ in range(args.rounds):
+                for name, (_, port) in procs.items():  # alternate: both see the same machine load
+                    got, w = _round(port, clients, args.queries, body)
+                    lat[name] += got
+                    wall[name] += w
+            row = {n: _summary(lat[n], len(lat[n]), wall[n]) for n in procs}
+            row["ray_added_p50_ms"] = round(row["ray"]["p50_ms"] - row["single_host"]["p50_ms"], 3)
+            row["ray_added_p99_ms"] = round(row["ray"]["p99_ms"] - row["single_host"]["p99_ms"], 3)
+            table[f"clients_{clients}"] = row
+        result["closed_loop"] = table
+        for name, (_, port) in procs.items():
+            st = _state(port)
+            result.setdefault("workers_at_end", {})[name] = len(st["workers"])
+    finally:
+        from infaas_real.validate import stop_server
+
+        for proc, _ in procs.values():
+            stop_server(proc)
+    result["loadavg_end"] = os.getloadavg()
+    text = json.dumps(result, indent=2)
+    print(text)
+    args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
