@@ -70,11 +70,15 @@ def _summary(mode: str, load: float, seconds: float, slo_ms: float, rows: list[t
 async def closed_loop(url: str, model: str, x: np.ndarray, params: dict[str, Any], connections: int,
                       seconds: float) -> list[tuple[int, float]]:  # fmt: skip
     """``connections`` clients, each with one request outstanding, for ``seconds``; returns
-    (status, answer ms) of every answer that came back before the end."""
+    (status, answer ms) of every answer that came back before the end. The connections are
+    opened first (each sends one request, not counted, and they wait for one another), so
+    what is measured is the overload on open keep-alive connections, not a connection storm
+    (opening hundreds of connections at once can cost a SYN retransmission, 1 s)."""
     from infaas_real.server.client import V2Client
 
     client = V2Client(url, connections, timeout_s=seconds + 30.0)
     rows: list[tuple[int, float]] = []
+    await asyncio.gather(*(client.infer(model, x[k % len(x) : k % len(x) + 1], params) for k in range(connections)))
     stop = time.perf_counter() + seconds
 
     async def loop(k: int) -> None:

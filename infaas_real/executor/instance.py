@@ -87,6 +87,7 @@ class _Pending:
     attempts: int = 0
     dispatched_s: float = 0.0
     deadline: bool = False  # shed by deadline (False: no finite SLO, guard off, or queued for the first load)
+    spent_ms: float = 0.0  # of its SLO, spent before it was submitted (in the HTTP layer, from its head's arrival)
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,16 +324,18 @@ class Instance:
 
     def _late(self, p: _Pending, now_s: float) -> bool:
         """``p`` can no longer finish within its SLO even if it started now."""
-        return (now_s - p.enqueued_s) * 1000.0 + self._own_ms(p.x.shape[0]) > p.slo_ms
+        return (now_s - p.enqueued_s) * 1000.0 + p.spent_ms + self._own_ms(p.x.shape[0]) > p.slo_ms
 
     def _guarded(self, slo_ms: float) -> bool:
         return self.guard is not None and self.guard.shed_by_deadline and self._served_once and math.isfinite(slo_ms)
 
     # -- queries -------------------------------------------------------------------------
-    def submit(self, x: np.ndarray, slo_ms: float) -> asyncio.Future[Served]:
+    def submit(self, x: np.ndarray, slo_ms: float, spent_ms: float = 0.0) -> asyncio.Future[Served]:
         """Enqueue one query (``x``: [rows, features], rows <= max_batch). Raises
         :class:`Overloaded` at once when the queue is full or the instance is going away,
-        :class:`DeadlineRefused` when it cannot finish within ``slo_ms``."""
+        :class:`DeadlineRefused` when it cannot finish within ``slo_ms``, of which
+        ``spent_ms`` were spent before the submit (the front end's share, from the request's
+        head)."""
         if self._unloading:
             raise Overloaded(f"{self.variant.name} on worker {self.worker_id} is unloading")
         if len(self._queue) >= self.settings.max_queue:
@@ -343,14 +346,14 @@ class Instance:
         now = self._clock()
         if self._guarded(slo_ms):
             est = self.estimate_finish_ms(x.shape[0], now)
-            if est > slo_ms:
+            if est + spent_ms > slo_ms:
                 self.shed["deadline_admission"] += 1
                 raise DeadlineRefused(
                     f"{self.variant.name}: cannot finish within the SLO of {slo_ms:g} ms "
-                    f"(estimated {est:.0f} ms with {len(self._queue)} waiting)"
+                    f"(estimated {est:.0f} ms with {len(self._queue)} waiting, {spent_ms:.0f} ms spent before)"
                 )
         fut: asyncio.Future[Served] = self._loop.create_future()
-        self._queue.append(_Pending(x, fut, now, slo_ms, deadline=self._guarded(slo_ms)))
+        self._queue.append(_Pending(x, fut, now, slo_ms, deadline=self._guarded(slo_ms), spent_ms=spent_ms))
         self._queued_rows += x.shape[0]
         self.last_arrival_s = now
         self._counters().arrived(slo_ms)
@@ -362,7 +365,7 @@ class Instance:
         p.future.set_exception(
             DeadlineRefused(
                 f"{self.variant.name}: not started within the SLO of {p.slo_ms:g} ms "
-                f"(waited {(now_s - p.enqueued_s) * 1000.0:.0f} ms)"
+                f"(waited {(now_s - p.enqueued_s) * 1000.0 + p.spent_ms:.0f} ms)"
             )
         )
 

@@ -17,6 +17,13 @@
   with ``Connection: close`` to a request that arrives while the server drains, adds
   ``Connection: close`` to every answer sent while draining, and turns an escaped exception
   into a counted 500 with a one-line body (the traceback goes to the log only).
+- :class:`FrontGate` is admission before the application (docs/overload-and-supervision.md,
+  *Front-end admission*): each request's head-arrival time goes into its ASGI scope
+  (:data:`HEAD_ARRIVAL`, ``time.perf_counter`` seconds) so the inference's SLO is counted from
+  it, and an inference request over an adaptive in-flight limit is answered 503 by the
+  protocol itself — before a task, the application or its body — and counted once. The limit
+  follows AIMD on the queueing delay the loop imposes (head parsed to handler started) and on
+  the event loop's lag: over ``server.admission.target_delay_ms`` it is cut, else it grows.
 - :class:`DrainingServer` is :class:`uvicorn.Server` with a drain phase on SIGTERM/SIGINT:
   stop accepting, answer requests on open connections with 503 + ``Connection: close`` for
   ``server.shutdown_drain_s`` (or until every connection has closed), then uvicorn's own
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +73,82 @@ def route_class(path: str) -> str:
     return "other"
 
 
+HEAD_ARRIVAL = "infaas.head_s"
+"""ASGI scope key: when the request's head began to be parsed (``time.perf_counter`` s)."""
+INFER_REFUSED_ROUTE = "infer"
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionSettings:
+    """``server.admission.*`` (configs/serve.yaml holds the defaults)."""
+
+    adaptive: bool  # False: no limit below server.max_inflight_requests (the head time is still passed on)
+    target_delay_ms: float  # queueing delay / loop lag the limit aims to stay under
+    interval_s: float  # how often the limit is adjusted (and the loop's lag sampled)
+    min_inflight: int  # the limit never goes below this
+    max_inflight: int  # ... nor above this (server.max_inflight_requests)
+    increase: float  # added to the limit after an interval under the target in which it was reached
+    decrease: float  # the limit is multiplied by this after an interval over the target
+
+
+class FrontGate:
+    """The adaptive in-flight limit of inference requests, applied by the HTTP protocol."""
+
+    def __init__(self, settings: AdmissionSettings) -> None:
+        self.settings = settings
+        self.limit = float(settings.max_inflight)
+        self.inflight = 0  # admitted inference requests not yet answered
+        self.refused = 0
+        self.worst_delay_ms = 0.0  # in the current interval: head parsed -> handler started
+        self.worst_lag_ms = 0.0  # in the current interval: lateness of the gate's own timer
+        self.last_delay_ms = 0.0  # the previous interval's worst (for /v2/infaas/state)
+        self.last_lag_ms = 0.0
+        self._reached = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._due = 0.0
+
+    def admit(self) -> bool:
+        """Take a slot for one inference request (False: refuse it)."""
+        if self._timer is None and self.settings.adaptive:
+            self._arm(asyncio.get_running_loop())
+        if self.inflight >= self.limit:
+            self._reached = True
+            self.refused += 1
+            return False
+        self.inflight += 1
+        return True
+
+    def started(self, head_s: float) -> None:
+        """A request's handler started: its queueing delay since its head arrived."""
+        d = (time.perf_counter() - head_s) * 1000.0
+        if d > self.worst_delay_ms:
+            self.worst_delay_ms = d
+
+    def done(self) -> None:
+        self.inflight -= 1
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._due = loop.time() + self.settings.interval_s
+        self._timer = loop.call_at(self._due, self._tick, loop)
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        s = self.settings
+        self.worst_lag_ms = max(self.worst_lag_ms, (loop.time() - self._due) * 1000.0)
+        worst = max(self.worst_delay_ms, self.worst_lag_ms)
+        if worst > s.target_delay_ms:
+            self.limit = max(float(s.min_inflight), min(self.limit, float(self.inflight)) * s.decrease)
+        elif self._reached or self.inflight >= self.limit - s.increase:
+            self.limit = min(float(s.max_inflight), self.limit + s.increase)
+        self.last_delay_ms, self.last_lag_ms = self.worst_delay_ms, self.worst_lag_ms
+        self.worst_delay_ms = self.worst_lag_ms = 0.0
+        self._reached = False
+        self._arm(loop)
+
+    def describe(self) -> dict[str, float]:
+        return {"limit": self.limit, "inflight": self.inflight, "refused": self.refused,
+                "queue_delay_ms": self.last_delay_ms, "loop_lag_ms": self.last_lag_ms}  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionLimits:
     """The ``server.*`` connection keys (configs/serve.yaml holds the defaults)."""
@@ -78,7 +162,8 @@ class ConnectionLimits:
 class HttpAccounting:
     """Counters of the HTTP layer; read at scrape time by :mod:`infaas_real.server.metrics`."""
 
-    def __init__(self) -> None:
+    def __init__(self, gate: FrontGate | None = None) -> None:
+        self.gate = gate  # None: no front-end admission (every request goes to the application)
         self.requests: dict[tuple[str, str], int] = {}  # (route class, status) -> answers
         self.connections_refused: dict[str, int] = {}  # reason -> connections closed at accept
         self.idle_closed = 0  # connections closed by the header timeout before any request byte
@@ -99,8 +184,20 @@ def _plain(status: int, reason: bytes, body: bytes) -> bytes:
             b"connection: close\r\n\r\n%s" % (status, reason, len(body), body))  # fmt: skip
 
 
+_GATE_BODY = b'{"error":"server overloaded: too many inference requests in flight (server.admission); retry later"}'
+_GATE_REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+                 b"\r\n%s" % (len(_GATE_BODY), _GATE_BODY))  # fmt: skip
+
+
+def _is_infer(path: str) -> bool:
+    return path.startswith("/v2/models/") and path.endswith("/infer")
+
+
 def protocol_class(acc: HttpAccounting, limits: ConnectionLimits) -> type[asyncio.Protocol]:
-    """uvicorn's httptools protocol with the header timeout, connection caps and counting."""
+    """uvicorn's httptools protocol with the header timeout, connection caps and counting,
+    the head-arrival time in each scope and the front gate's refusals."""
+    gate = acc.gate
+    perf = time.perf_counter
 
     class GuardedProtocol(HttpToolsProtocol):
         _head_timer: asyncio.TimerHandle | None = None
@@ -160,6 +257,27 @@ def protocol_class(acc: HttpAccounting, limits: ConnectionLimits) -> type[asynci
         def on_message_begin(self) -> None:
             self._in_head = True
             super().on_message_begin()
+            self.scope[HEAD_ARRIVAL] = perf()  # type: ignore[literal-required]
+
+        def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+            scope = cycle.scope
+            if gate is not None and _is_infer(scope["path"]) and not acc.draining:
+                if not gate.admit():
+                    self._refuse(cycle)
+                    return
+                scope["infaas.gated"] = True
+            super()._start_asgi_task(cycle, app)
+
+        def _refuse(self, cycle: Any) -> None:
+            """The gate's 503, written by the protocol: no task, no application, the body (if
+            any) is skipped by the parser; the connection stays open."""
+            cycle.response_started = cycle.response_complete = True
+            self.transport.write(_GATE_REFUSAL)
+            acc.count(INFER_REFUSED_ROUTE, 503)
+            cycle.message_event.set()
+            if not cycle.keep_alive:
+                self.transport.close()
+            self.on_response_complete()
 
         def on_headers_complete(self) -> None:
             self._in_head = False
@@ -197,12 +315,18 @@ class CountingMiddleware:
             return
         acc = self.acc
         route = route_class(scope["path"])
+        gated = scope.get("infaas.gated", False)
+        if gated:
+            assert acc.gate is not None
+            acc.gate.started(scope[HEAD_ARRIVAL])
         if acc.draining:
             await send({"type": "http.response.start", "status": 503,
                         "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
                                     (b"content-length", str(len(_DRAINING_BODY)).encode())]})  # fmt: skip
             await send({"type": "http.response.body", "body": _DRAINING_BODY})
             acc.count(route, 503)
+            if gated:
+                acc.gate.done()  # type: ignore[union-attr]
             return
         status = 0
 
@@ -239,6 +363,9 @@ class CountingMiddleware:
                 await send({"type": "http.response.body", "body": body})
         finally:
             acc.count(route, status or CLIENT_CLOSED)
+            if gated:
+                assert acc.gate is not None
+                acc.gate.done()
 
 
 class DrainingServer(uvicorn.Server):

@@ -8,8 +8,10 @@ Two levels:
   as a heavier model would, so the worker rather than the front end is the bottleneck):
   shedding by deadline is what keeps the answers in time — an overload with it off (and a
   deep queue) misses, which shows the test can fail;
-- the whole server on loopback (the digits task, model-less, as in the issue), where the
-  front end shares the 2 cores with the client and the worker.
+- the whole server on loopback (the digits task, model-less, as in the issue) at a 100 ms
+  SLO, where the front end shares the 2 cores with the client and the worker: the HTTP
+  layer's gate (an adaptive in-flight limit, refusals written by the protocol before the
+  body is read) and the SLO counted from each request's head keep every answer in time.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from server_harness import REPO, running_server
 
@@ -239,28 +242,34 @@ def test_server_closed_loop_at_50x_saturation_keeps_goodput_and_answers_in_time(
         await bench.closed_loop(url, model, x, params, 4, 0.5)  # warm
 
         async def goodput(c: int) -> float:
-            rows = await bench.closed_loop(url, model, x, params, c, 1.0)
-            return sum(st == 200 for st, _ in rows) / 1.0
+            rows = await bench.closed_loop(url, model, x, params, c, PEAK_S)
+            return sum(st == 200 for st, _ in rows) / PEAK_S
 
         peak, sat = await _peak(goodput, (1, 2, 4))
-        rows = await bench.closed_loop(url, model, x, params, OVERLOAD_FACTOR * sat, 3.0)
-        s = bench._summary("closed", OVERLOAD_FACTOR * sat, 3.0, slo_ms, rows)
-        return {"peak": peak, "sat": sat, "stats": s}
+        with StallMeter() as stall:
+            rows = await bench.closed_loop(url, model, x, params, OVERLOAD_FACTOR * sat, OVERLOAD_S)
+        s = bench._summary("closed", OVERLOAD_FACTOR * sat, OVERLOAD_S, slo_ms, rows)
+        return {"peak": peak, "sat": sat, "stats": s, "stall_ms": stall.worst_ms}
 
     with running_server(["policy=infaas"], tmp_path) as srv:
         import uvloop
 
         r = uvloop.run(body(srv.url))
+        gate = orjson.loads(srv.get("/v2/infaas/state")[1])["front_gate"]
     s = r["stats"]
-    print({"peak": r["peak"], "sat": r["sat"], **{k: getattr(s, k) for k in s.__slots__}})
+    print({"peak": r["peak"], "sat": r["sat"], "stall_ms": r["stall_ms"], "gate": gate,
+           **{k: getattr(s, k) for k in s.__slots__}})  # fmt: skip
     assert s.successes_per_s >= GOODPUT_FLOOR * r["peak"], r
-    assert s.max_over_slo_ms <= OVER_SLO_MS, r
+    assert s.max_over_slo_ms <= OVER_SLO_MS + r["stall_ms"], r
     assert set(s.statuses) <= {"200", "429", "503"}, s.statuses
 
 
-SERVER_SLO_MS = 500.0
-"""The server test's SLO. In closed loop the queries wait mostly in front of the executor —
-in sockets and the HTTP layer, N / throughput by Little's law: at 50x the 1-4 saturating
-connections, 50-200 queries at ~1,400-4,000 answers/s, 40-150 ms on average and up to
-~420 ms at the tail under contention — where admission in the executor cannot see them
-(docs/overload-and-supervision.md); with a 100 ms SLO this bound is missed on this machine."""
+SERVER_SLO_MS = 100.0
+"""The server test's SLO, the issue's. In closed loop the queries wait mostly in front of the
+executor — in sockets and the HTTP layer, N / throughput by Little's law — so the HTTP
+layer's gate bounds the requests in flight and each query's SLO counts from its head's
+arrival (docs/overload-and-supervision.md). As in the executor test, the bound allows for the
+descheduling measured in this process during the run (a few ms on a quiet machine; other
+jobs on a shared one can stop every process for hundreds, which no admission rule foresees)."""
+PEAK_S = 1.0
+OVERLOAD_S = 3.0

@@ -26,6 +26,7 @@ import pytest
 from server_harness import Server, catalog_overrides, running_server
 
 from infaas_real.server.config import build_catalog, compose
+from infaas_real.server.httplayer import AdmissionSettings, FrontGate
 from infaas_real.server.rawhttp import (
     infer_body,
     read_response,
@@ -456,3 +457,98 @@ def test_the_open_file_limit_is_raised_and_a_shortfall_said() -> None:
     if hard != resource.RLIM_INFINITY:
         warning = raise_fd_limit(hard + 1)
         assert warning is not None and "\n" not in warning and str(hard) in warning
+
+
+# -- the front gate (docs/overload-and-supervision.md, "Front-end admission") ---------------
+
+GATE_MAX_INFLIGHT = 2
+
+
+def _gate(adaptive: bool = True, lo: int = 2, hi: int = 64) -> FrontGate:
+    return FrontGate(AdmissionSettings(adaptive=adaptive, target_delay_ms=50.0, interval_s=3600.0, min_inflight=lo,
+                                       max_inflight=hi, increase=8.0, decrease=0.5))  # fmt: skip
+
+
+def test_the_front_gate_cuts_its_limit_on_delay_and_grows_it_when_it_binds() -> None:
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        g = _gate()
+        assert g.limit == 64
+        for _ in range(64):
+            assert g.admit()
+        assert not g.admit() and g.refused == 1  # at the limit: refused
+        g.started(time.perf_counter() - 0.2)  # a handler that started 200 ms after its head
+        g._tick(loop)
+        assert g.limit == 32 and g.last_delay_ms >= 200  # cut: min(limit, in flight) x decrease
+        for _ in range(64):
+            g.done()
+        for _ in range(10):  # over the target every interval: down to the floor, never below
+            g.started(time.perf_counter() - 0.2)
+            g._tick(loop)
+        assert g.limit == 2
+        for _ in range(2):
+            assert g.admit()
+        assert not g.admit()
+        g._tick(loop)  # under the target and the limit was reached: it grows
+        assert g.limit == 10
+        for _ in range(20):  # binding every interval: it grows up to max_inflight, never above
+            while g.admit():
+                pass
+            g._tick(loop)
+        assert g.limit == 64
+        while g.inflight:
+            g.done()
+        g._tick(loop)  # not reached, nothing in flight: it stays
+        assert g.limit == 64
+        g._timer.cancel()  # type: ignore[union-attr]
+
+    asyncio.run(body())
+
+
+@pytest.fixture(scope="module")
+def gated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(["policy=infaas", f"server.max_inflight_requests={GATE_MAX_INFLIGHT}",
+                         "server.admission.min_inflight=1", "server.admission.adaptive=false",
+                         f"server.body_timeout_s={HEADER_TIMEOUT_S}"],
+                        tmp_path_factory.mktemp("gated")) as srv:  # fmt: skip
+        yield srv
+
+
+def test_the_front_gate_refuses_before_the_body_keeps_the_connection_and_counts_once(gated: Server) -> None:
+    srv = gated
+    body = infer_body(0.0, LOOSE_SLO_MS, ITEM)
+    head = request_bytes("POST", INFER, body)[: -len(body)]
+    with _connect(srv.port) as s:
+        assert _exchange(s, request_bytes("POST", INFER, body))[0] == 200  # loads the variant
+    before = _scrape(srv.port)
+    held = [_connect(srv.port) for _ in range(GATE_MAX_INFLIGHT)]
+    try:
+        for s in held:  # each holds an in-flight slot: its body is not complete
+            s.sendall(head + body[:10])
+        time.sleep(0.3)
+        with _connect(srv.port) as s:
+            status, headers, answer = _exchange(s, head)  # refused at its head: no body sent yet
+            assert status == 503 and b"server.admission" in answer and b"\n" not in answer, answer
+            assert headers.get(b"connection") != b"close"
+            s.sendall(body)  # the body after the refusal is skipped by the parser
+            status, _, answer = _exchange(s, request_bytes("POST", INFER, body))
+            assert status == 503 and b"server.admission" in answer  # still full: the same answer
+            for h in held:  # the held requests complete and are served
+                h.sendall(body[10:])
+            for h in held:
+                assert _read_one(h)[0] == 200
+            status, _, answer = _exchange(s, request_bytes("POST", INFER, body))  # same connection, room again
+            assert status == 200, answer
+    finally:
+        for h in held:
+            h.close()
+    after = _scrape(srv.port)
+    delta = after - before
+    assert delta[("infer", "503")] == 2 and delta[("infer", "200")] == GATE_MAX_INFLIGHT + 1, delta
+    state = orjson.loads(srv.get("/v2/infaas/state")[1])
+    assert state["front_gate"]["refused"] == 2 and state["front_gate"]["inflight"] == 0, state["front_gate"]
+
+
+def _read_one(sock: socket.socket) -> tuple[int, bytes]:
+    status, _, body = _exchange(sock, b"")
+    return status, body
