@@ -10,6 +10,7 @@ one-line reasons; a job can be cancelled; the outputs are the variant's own answ
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import sys
 import threading
@@ -40,6 +41,49 @@ def _bench() -> ModuleType:
     sys.modules[spec.name] = mod  # its dataclasses look their module up
     spec.loader.exec_module(mod)
     return mod
+
+
+def test_background_batches_wait_for_online_queries_and_stay_out_of_what_the_policy_sees(
+        digits: tuple[np.ndarray, np.ndarray]) -> None:
+    """The executor's low-priority path: a background batch is sent only to a replica with
+    nothing in flight while no online query waits; the one already running finishes."""
+    from infaas_core.control.observe import WindowCounters
+    from infaas_core.model import make_variant
+    from infaas_real.executor import ExecutorSettings, Instance, RunnerSpec
+
+    x = digits[0][:32]
+    v = make_variant(name="mlp_small-onnx-fp32-cpu1-b8", model="mlp_small", task=TASK, framework="onnx-fp32",
+                     hardware="cpu", cores=1, max_batch=8, load_latency_ms=100.0, memory_mb=50.0, accuracy=0.9,
+                     source="modeled:test", points={1: (0.05, 0.1)})  # fmt: skip
+    counters = WindowCounters()
+    order: list[str] = []
+
+    async def body() -> None:
+        t0 = time.perf_counter()
+        settings = ExecutorSettings(RunnerSpec("infaas_real.runtime:load_runner", None, "cpu", ()), 64, 3, None)
+        inst = Instance(0, v, 0, 1, settings, lambda: time.perf_counter() - t0, lambda _i: None, lambda: counters)
+        while not inst.serving:
+            await asyncio.sleep(0.02)
+        bg = [inst.submit_background(x[4 * i : 4 * i + 4]) for i in range(4)]
+        assert inst.queue_len == 0  # background work is not the online queue the policy reads
+        online = [inst.submit(x[i : i + 1], 1000.0) for i in range(5)]
+        for name, futs in (("bg", bg), ("online", online)):
+            for i, f in enumerate(futs):
+                f.add_done_callback(lambda _f, tag=f"{name}{i}": order.append(tag))
+        await asyncio.gather(*online, *bg)
+        late = inst.submit_background(x[:4])
+        queued = inst.submit(x[:1], 1000.0)  # waits behind ``late``: the next background batch waits ...
+        waiting = inst.submit_background(x[4:8])
+        assert inst.cancel_background() == 1 and waiting.cancelled()  # ... and can be withdrawn unsent
+        await asyncio.gather(late, queued)
+        inst.kill()
+
+    asyncio.run(asyncio.wait_for(body(), timeout=60))
+    # the replica was idle when bg0 came: it ran; every online query went before bg1..bg3
+    assert order.index("bg0") < order.index("bg1")
+    assert max(order.index(f"online{i}") for i in range(5)) < order.index("bg1"), order
+    assert counters.arrivals == 6 and counters.completions == 6, counters  # online queries only
+    assert counters.batch_items == 6  # the batches counted are the online ones
 
 
 @pytest.fixture(scope="module")
@@ -216,3 +260,52 @@ def test_a_job_pauses_while_utilisation_is_over_the_limit_and_resumes(strict_ser
     assert final["state"] == "done" and final["inputs_done"] == n, final
     assert final["paused_s"] >= 2.0 and final["paused_reason"] is None, final
     assert np.load(tmp_path / "out.npy").shape == (n, 10)
+
+
+def test_a_directory_of_images_is_decoded_resized_and_cropped_in_name_order(tmp_path: Path) -> None:
+    """Image tasks take a directory: RGB, shorter side to input side x resize ratio, centre crop,
+    the zoo's normalisation; files in sorted name order; a file that is no image is refused."""
+    pil = pytest.importorskip("PIL.Image")
+    from infaas_real.server.offline_inputs import InputRefused, open_input
+    from infaas_real.server.tasks import TaskIO
+
+    io = TaskIO("classification-test-16", (3, 16, 16), 4, lambda u8: u8.astype(np.float32) / 255.0)
+    # a wide image: red centre square, blue left and right margins the crop removes
+    wide = np.zeros((20, 40, 3), dtype=np.uint8)
+    wide[:, :, 2] = 255
+    wide[:, 10:30] = (255, 0, 0)
+    pil.fromarray(wide).save(tmp_path / "b.png")
+    pil.fromarray(np.full((64, 64, 3), 255, dtype=np.uint8)).convert("L").save(tmp_path / "a.jpg")  # grey -> RGB
+    (tmp_path / "notes.txt").write_text("not an image, not an image suffix: skipped")
+    inputs = open_input(str(tmp_path), io, 1 << 20, 1.25)  # shorter side 20 px, crop 16
+    assert inputs.total == 2
+    x = inputs.rows(0, 2)
+    assert x.shape == (2, 3, 16, 16) and x.dtype == np.float32
+    assert np.allclose(x[0], 1.0, atol=0.02)  # a.jpg first: white
+    assert np.allclose(x[1][:, 2:14, 2:14], np.array([1.0, 0.0, 0.0]).reshape(3, 1, 1), atol=0.02)  # b.png: red
+    (tmp_path / "c.png").write_bytes(b"not a png")
+    with pytest.raises(InputRefused, match=r"c\.png"):
+        open_input(str(tmp_path), io, 1 << 20, 1.25)
+
+
+def test_the_cli_submits_waits_with_progress_and_refuses_with_one_line(strict_server: Server, tmp_path: Path) -> None:
+    import subprocess
+
+    server = strict_server  # its ONNX offline variant loads fast; no online load: utilisation 0 lets it run
+    np.save(tmp_path / "in.npy", np.zeros((400, 64), dtype=np.float32))
+    base = [sys.executable, "-m", "infaas_real", "offline"]
+    url = f"server.url={server.url}"
+    done = subprocess.run([*base, "submit", f"task={TASK}", "min_accuracy=0.5", f"input={tmp_path / 'in.npy'}",
+                           f"output={tmp_path / 'out.npy'}", url], capture_output=True, text=True, timeout=120,
+                          cwd=REPO)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    job = orjson.loads(done.stdout.strip().splitlines()[-1])
+    assert job["state"] == "done" and job["inputs_done"] == 400
+    assert "400/400" in done.stderr  # the progress bar reached the end
+    assert np.load(tmp_path / "out.npy").shape == (400, 10)
+    status = subprocess.run([*base, "status", f"id={job['id']}", url], capture_output=True, text=True, timeout=60,
+                            cwd=REPO)  # fmt: skip
+    assert status.returncode == 0 and orjson.loads(status.stdout)["state"] == "done", status.stderr
+    bad = subprocess.run([*base, "submit", "task=nope", f"input={tmp_path / 'in.npy'}", f"output={tmp_path / 'o.npy'}",
+                          url], capture_output=True, text=True, timeout=60, cwd=REPO)  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "unknown task" in bad.stderr, bad.stderr
