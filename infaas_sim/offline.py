@@ -55,6 +55,7 @@ from infaas_core.errors import ConfigError
 from infaas_core.model import Variant
 from infaas_core.policies.offline import (
     OfflineConfig,
+    flagged,
     may_run_offline,
     offline_variant,
     offline_worker,
@@ -67,6 +68,10 @@ if TYPE_CHECKING:  # the engine builds the stream; typing only, no import cycle
     from infaas_sim.engine import Simulation
 
 _JOB_KEYS = ("arrival_s", "inputs", "task", "min_accuracy")
+UTILISATION, FLAGGED, NO_WORKER = "utilisation", "flagged", "no_worker"
+PAUSE_REASONS = (UTILISATION, FLAGGED, NO_WORKER)
+"""Why a job did not run: its worker's CPU utilisation over the bound; a model on its worker
+flagged; no running worker with room for its variant (or its instance went away)."""
 NOISE_SPAWN_KEY = 2
 """The offline noise stream's child index of the run's seed (the engine's streams are 0, 1)."""
 
@@ -126,8 +131,8 @@ def _job(j: Any, key: str) -> OfflineJob:
 class _Run:
     """The state of one job in a run."""
 
-    __slots__ = ("busy_s", "cost_usd", "done", "done_s", "finish_s", "inst", "job", "paused_s", "paused_since",
-                 "started", "status", "variant")  # fmt: skip
+    __slots__ = ("busy_s", "cost_usd", "done", "done_s", "finish_s", "inst", "job", "pause_reason", "paused_by",
+                 "paused_since", "started", "status", "variant")  # fmt: skip
 
     def __init__(self, job: OfflineJob) -> None:
         self.job = job
@@ -139,8 +144,9 @@ class _Run:
         self.done_s: float | None = None  # the whole job's completion time
         self.busy_s = 0.0
         self.cost_usd = 0.0
-        self.paused_s = 0.0
+        self.paused_by: dict[str, float] = dict.fromkeys(PAUSE_REASONS, 0.0)  # closed pauses, s per reason
         self.paused_since: float | None = None  # paused (or waiting for a worker) since
+        self.pause_reason: str | None = None  # why, while paused
         self.status = "submitted"  # submitted | running | paused | waiting | infeasible | finished
 
 
@@ -189,23 +195,25 @@ class OfflineStream:
                 return
         chosen = offline_worker(self.cluster, r.variant)
         if chosen is None:
-            self._pause(r, now_s, "waiting")
+            self._pause(r, now_s, "waiting", NO_WORKER)
             return
         w = self.cluster.worker(chosen.id)  # the control layer's worker behind the view
         inst = next((i for i in w.instances if i.variant.name == r.variant.name
                      and i.state is not InstanceState.UNLOADING), None)  # fmt: skip
         if inst is None:
             if self.cluster.apply_one(LoadVariant(r.variant.name, w.id, 1)) is not None:
-                self._pause(r, now_s, "waiting")
+                self._pause(r, now_s, "waiting", NO_WORKER)
                 return
             inst = next(i for i in w.instances if i.variant.name == r.variant.name
                         and i.state is not InstanceState.UNLOADING)  # fmt: skip
         r.inst = inst
         self._gate(r, now_s)
 
-    def _pause(self, r: _Run, now_s: float, status: str) -> None:
+    def _pause(self, r: _Run, now_s: float, status: str, reason: str) -> None:
+        if r.paused_since is not None and r.pause_reason != reason:
+            self._resume(r, now_s)  # a new reason: the pause so far is the old reason's
         if r.paused_since is None:
-            r.paused_since = now_s
+            r.paused_since, r.pause_reason = now_s, reason
         r.status = status
         if r in self._active:
             self._active.remove(r)
@@ -214,10 +222,9 @@ class OfflineStream:
         """Allow or pause a dispatched job from ``now_s`` on (the core's rule)."""
         inst = r.inst
         assert inst is not None
-        if may_run_offline(inst.worker, self.cfg):
-            if r.paused_since is not None:
-                r.paused_s += now_s - r.paused_since
-                r.paused_since = None
+        w = inst.worker
+        if may_run_offline(w, self.cfg):
+            self._resume(r, now_s)
             if r not in self._active:
                 self._active.append(r)
                 # the first batch may start no earlier than this instant
@@ -225,7 +232,13 @@ class OfflineStream:
                 self._free_s[q.id] = max(self._free_s.get(q.id, -math.inf), now_s)
             r.status = "running"
         else:
-            self._pause(r, now_s, "paused")
+            self._pause(r, now_s, "paused", FLAGGED if flagged(w) else UTILISATION)
+
+    @staticmethod
+    def _resume(r: _Run, now_s: float) -> None:
+        if r.paused_since is not None and r.pause_reason is not None:
+            r.paused_by[r.pause_reason] += now_s - r.paused_since
+        r.paused_since = r.pause_reason = None
 
     def check(self, now_s: float) -> None:
         """After the control parts of instant ``now_s``: re-dispatch jobs whose instance went,
@@ -236,7 +249,7 @@ class OfflineStream:
             inst = r.inst
             if inst is None or inst.state is InstanceState.UNLOADING or self.cluster.instances.get(inst.id) is not inst:
                 r.inst = None
-                self._pause(r, now_s, "waiting")
+                self._pause(r, now_s, "waiting", NO_WORKER)
                 self._dispatch(r, now_s)
             else:
                 self._gate(r, now_s)
@@ -318,9 +331,9 @@ class OfflineStream:
         """The ``offline`` block of ``summary.json``."""
         jobs: list[dict[str, Any]] = []
         for i, r in enumerate(self.runs):
-            paused = r.paused_s
-            if r.paused_since is not None and r.status != "finished":
-                paused += max(self.horizon_s - r.paused_since, 0.0)
+            paused = dict(r.paused_by)
+            if r.paused_since is not None and r.pause_reason is not None and r.status != "finished":
+                paused[r.pause_reason] += max(self.horizon_s - r.paused_since, 0.0)
             done_s = r.done_s
             jobs.append({
                 "job": i, "task": r.job.task, "min_accuracy": r.job.min_accuracy, "arrival_s": r.job.arrival_s,
@@ -330,7 +343,7 @@ class OfflineStream:
                 "completion_s": done_s - r.job.arrival_s if done_s is not None else None,
                 "busy_replica_s": r.busy_s, "cost_usd": r.cost_usd,
                 "cost_share": r.cost_usd / run_cost_usd if run_cost_usd > 0 else 0.0,
-                "paused_s": paused,
+                "paused_s": sum(paused.values()), **{f"paused_{k}_s": x for k, x in paused.items()},
             })  # fmt: skip
         c = self.cfg
         out: dict[str, Any] = {

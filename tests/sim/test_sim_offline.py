@@ -153,7 +153,8 @@ def test_pauses_while_cpu_utilisation_is_over_the_bound_and_resumes() -> None:
     j = job_of(full)
     assert j["status"] == "finished" and j["inputs_done"] == 4_000
     # paused until the first window after the heavy phase (closing at 31 s) allows it
-    assert j["paused_s"] == pytest.approx(29.0)
+    assert j["paused_s"] == j["paused_utilisation_s"] == pytest.approx(29.0)
+    assert j["paused_flagged_s"] == j["paused_no_worker_s"] == 0.0
     assert j["completion_s"] >= j["paused_s"] + 1_000 * B4_MS / 1000
 
 
@@ -169,7 +170,8 @@ def test_pauses_while_a_model_on_the_worker_is_flagged_and_resumes() -> None:
     assert 0 < done[20.0]["inputs_done"] == done[40.0]["inputs_done"] < 20_000
     assert done[40.0]["status"] == "paused" and done[40.0]["paused_s"] == pytest.approx(20.0)
     assert done[200.0]["status"] == "finished" and done[200.0]["inputs_done"] == 20_000
-    assert done[200.0]["paused_s"] == pytest.approx(20.0)
+    assert done[200.0]["paused_s"] == done[200.0]["paused_flagged_s"] == pytest.approx(20.0)
+    assert done[200.0]["paused_utilisation_s"] == 0.0
 
 
 def test_unfinished_at_the_horizon_and_infeasible_jobs_are_reported() -> None:
@@ -219,3 +221,13 @@ def test_summary_totals_and_report_rows(tmp_path: Any) -> None:
     text = format_report(build_table(find_runs(tmp_path), tmp_path), tmp_path)
     assert any(line.startswith("offline inputs done") and line.rstrip().endswith("1,200") for line in text.splitlines())
     assert "offline cost share" in text
+
+
+def test_waits_while_no_worker_has_room() -> None:
+    """The only worker's one core is taken by the online replica: the job waits, counted apart."""
+    r = simulate(with_jobs(pinned(catalog(), np.arange(0.0, 10.0, 0.1), 1, 10.0, "a-onnx"),
+                           OfflineJob(2.0, 100, TASK, 0.6)))
+    j = job_of(r)
+    assert j["status"] == "waiting" and j["worker"] is None and j["inputs_done"] == 0
+    assert j["paused_s"] == j["paused_no_worker_s"] == pytest.approx(8.0)
+    assert not [a for a in r.actions if a[1] == "load" and a[2] == "a-torch"]
