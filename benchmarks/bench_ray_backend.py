@@ -16,7 +16,9 @@ Needs the `ray` extra. In one run, on this machine:
   query, and the throughput; the difference of the p50s is the latency Ray adds per query
   (the front end's actor call to the worker and the answer's way back).
 
-Every query must be answered 200 (the run fails otherwise). Prints one JSON document and
+Latencies are over the queries answered 200; any other answer (the policy's 503 "no
+capacity" when it flags the one instance overloaded) is counted per backend, with an
+example. Prints one JSON document and
 writes it to ``--out``; both servers (and the Ray the second one started) are stopped at the end.
 """
 
@@ -76,8 +78,9 @@ def _wait_ready(proc: subprocess.Popen[bytes], port: int, name: str) -> None:
     raise SystemExit(f"bench_ray_backend: the {name} server was not ready in {READY_TIMEOUT_S} s")
 
 
-def _round(port: int, clients: int, queries: int, body: bytes) -> tuple[list[float], float]:
-    """A closed loop: ``clients`` threads, ``queries`` each; latencies (ms) and the wall time."""
+def _round(port: int, clients: int, queries: int, body: bytes) -> tuple[list[float], float, list[str]]:
+    """A closed loop: ``clients`` threads, ``queries`` each: the latencies (ms) of the queries
+    answered 200, the wall time, and the status and body of each other answer."""
     lat: list[list[float]] = [[] for _ in range(clients)]
     bad: list[str] = []
     path = f"/v2/models/{VARIANT}/infer"
@@ -91,9 +94,10 @@ def _round(port: int, clients: int, queries: int, body: bytes) -> tuple[list[flo
                 conn.request("POST", path, body, headers)
                 r = conn.getresponse()
                 out = r.read()
-                lat[k].append((time.perf_counter() - t0) * 1000.0)
-                if r.status != 200:
-                    bad.append(f"{r.status} {out[:200]!r}")
+                if r.status == 200:
+                    lat[k].append((time.perf_counter() - t0) * 1000.0)
+                else:
+                    bad.append(f"{r.status} {out[:300].decode(errors='replace')}")
         finally:
             conn.close()
 
@@ -104,14 +108,13 @@ def _round(port: int, clients: int, queries: int, body: bytes) -> tuple[list[flo
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    if bad:
-        raise SystemExit(f"bench_ray_backend: {len(bad)} queries not answered 200, e.g. {bad[0]}")
-    return [x for per in lat for x in per], wall
+    return [x for per in lat for x in per], wall, bad
 
 
 def _summary(lat: list[float], queries: int, wall_s: float) -> dict[str, float]:
+    """Latency percentiles over the answered queries; throughput over all ``queries``."""
     a = np.asarray(lat)
-    return {"queries": int(a.size), "p50_ms": round(float(np.percentile(a, 50)), 3),
+    return {"answered_200": int(a.size), "p50_ms": round(float(np.percentile(a, 50)), 3),
             "p99_ms": round(float(np.percentile(a, 99)), 3), "mean_ms": round(float(a.mean()), 3),
             "throughput_qps": round(queries / wall_s, 1)}  # fmt: skip
 
@@ -148,7 +151,7 @@ def main() -> int:
             t0 = time.perf_counter()
             _wait_ready(proc, port, name)
             t_ready[name] = time.perf_counter() - t0
-            _round(port, 1, args.warmup, body)  # loads the variant; warms both paths
+            _round(port, 1, args.warmup, body)  # loads the variant; warms both paths (answers not counted)
         result["ready_wait_s"] = {k: round(v, 2) for k, v in t_ready.items()}
         ray_state = _state(procs["ray"][1])
         result["ray_workers"] = [{k: w[k] for k in ("id", "node_id", "node_ip", "startup_measured_s")}
@@ -157,12 +160,15 @@ def main() -> int:
         for clients in args.clients:
             lat: dict[str, list[float]] = {n: [] for n in procs}
             wall: dict[str, float] = dict.fromkeys(procs, 0.0)
+            bad: dict[str, list[str]] = {n: [] for n in procs}
             for _ in range(args.rounds):
                 for name, (_, port) in procs.items():  # alternate: both see the same machine load
-                    got, w = _round(port, clients, args.queries, body)
+                    got, w, b = _round(port, clients, args.queries, body)
                     lat[name] += got
                     wall[name] += w
-            row = {n: _summary(lat[n], len(lat[n]), wall[n]) for n in procs}
+                    bad[name] += b
+            row: dict[str, Any] = {n: {**_summary(lat[n], len(lat[n]) + len(bad[n]), wall[n]), "not_200": len(bad[n]),
+                                       "not_200_example": bad[n][0] if bad[n] else None} for n in procs}  # fmt: skip
             row["ray_added_p50_ms"] = round(row["ray"]["p50_ms"] - row["single_host"]["p50_ms"], 3)
             row["ray_added_p99_ms"] = round(row["ray"]["p99_ms"] - row["single_host"]["p99_ms"], 3)
             table[f"clients_{clients}"] = row
