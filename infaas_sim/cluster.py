@@ -25,6 +25,7 @@ from functools import partial
 from infaas_core.catalog import Catalog
 from infaas_core.control.cluster import Cluster, Instance, Worker
 from infaas_core.model import InstanceType
+from infaas_sim.admission import RowEstimate
 from infaas_sim.dataplane import Queue
 from infaas_sim.latency import LatencyModel, NoiseStream
 
@@ -49,6 +50,7 @@ class SimMechanism:
         self.on_gone: Callable[[Instance], None] = lambda inst: None  # ... and keeps a gone one's
         self._last_collect_s = 0.0
         self.advance_args: tuple[NoiseStream, float, bool] | None = None  # lets a queue bring itself to the view's time
+        self.shed_answers: int | None = None  # deadline shedding (sim.admission): batches of each queue's row estimate
 
     def _c(self) -> Cluster:
         assert self.cluster is not None, "SimMechanism used before its cluster was attached"
@@ -78,6 +80,9 @@ class SimMechanism:
             q.factor = self.accel_factor[inst.worker_id].get(v.hardware, 1.0)
         ready_s = self.clock[0] + v.load_latency_ms / 1000.0
         q.servers = [(ready_s, 0)] * inst.replicas
+        q.first_ready_s = ready_s
+        if self.shed_answers is not None:
+            q.rows = RowEstimate(tables[0][1] * 1000.0, self.shed_answers)
         self.schedule(ready_s, partial(self._c().instance_ready, inst))
         return q
 

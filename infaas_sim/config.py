@@ -21,6 +21,7 @@ from infaas_core.catalog import Catalog
 from infaas_core.errors import ConfigError
 from infaas_core.model import App, ClusterSpec
 from infaas_core.policies.offline import OfflineConfig, offline_config_from_mapping
+from infaas_sim.admission import AdmissionSettings
 from infaas_sim.frontend import FrontendSettings
 from infaas_sim.latency import latency_model
 from infaas_sim.offline import OfflineJobs
@@ -79,6 +80,9 @@ class SimSettings:
     offline: OfflineJobs
     """Offline jobs run as a low-priority stream on idle replicas (:mod:`infaas_sim.offline`,
     docs/offline.md); none by default (every other result is unchanged then)."""
+    admission: AdmissionSettings
+    """The real server's admission: per-instance queue cap and deadline shedding
+    (:mod:`infaas_sim.admission`); off by default, set by ``infaas-real validate``."""
 
     def __post_init__(self) -> None:
         latency_model(self.latency_model)  # unknown names fail here, with the known ones
@@ -121,6 +125,8 @@ class SimSettings:
             m["frontend"] = FrontendSettings.from_mapping(m["frontend"])
         if not isinstance(m["offline"], OfflineJobs):  # sim.offline: the jobs of the run
             m["offline"] = OfflineJobs.from_mapping(m["offline"])
+        if not isinstance(m["admission"], AdmissionSettings):  # sim.admission: the server's caps
+            m["admission"] = AdmissionSettings.from_mapping(m["admission"])
         for k in ("drop_late", "stream", "accelerator_sharing", "idle_fast_forward"):
             if k in m and not isinstance(m[k], bool):
                 raise ConfigError(f"sim.{k}", f"must be true or false, got {m[k]!r}")

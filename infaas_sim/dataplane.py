@@ -33,6 +33,7 @@ import numpy as np
 
 from infaas_core.control.observe import WindowCounters
 from infaas_core.model import Variant
+from infaas_sim.admission import RowEstimate
 from infaas_sim.latency import NOISE_EXPONENTIAL, NOISE_NONE, NOISE_NORMAL, NoiseStream
 
 KEY_BITS = 8
@@ -67,8 +68,8 @@ class Queue:
 
     __slots__ = (
         "_adv", "_clock", "b_fin", "b_size", "b_start", "busy_s", "carry_bfin", "carry_bsize", "carry_bstart",
-        "carry_fin", "carry_lat", "factor", "head", "id", "last_routed_s", "mark", "max_batch", "p50_s",
-        "pd", "pk", "pt", "servers", "sig", "variant", "worker_id",
+        "carry_fin", "carry_lat", "factor", "first_ready_s", "head", "id", "last_routed_s", "mark", "max_batch",
+        "p50_s", "pd", "pk", "pt", "rows", "servers", "sig", "variant", "worker_id",
     )  # fmt: skip
 
     def __init__(self, iid: int, variant: Variant, worker_id: int, tables: tuple[list[float], list[float]],
@@ -98,6 +99,10 @@ class Queue:
         self.carry_bsize = _EMPTY_I
         self._clock = clock  # shared one-element list holding the view's now_s
         self._adv: tuple[NoiseStream, float, bool] | None = None  # (noise, batch timeout, drop_late) of the run
+        # deadline shedding (sim.admission, infaas_sim/admission.py): the time per row of a busy
+        # replica (None: no shedding), and when the first replica was ready (deadlines apply from then)
+        self.rows: RowEstimate | None = None
+        self.first_ready_s = math.inf
 
     # -- InstanceMechanism ----------------------------------------------------------------
     @property
@@ -134,7 +139,7 @@ class Queue:
         h = self.head
         if h >= n:
             return
-        if timeout_s > 0.0 or drop_late:
+        if timeout_s > 0.0 or drop_late or self.rows is not None:
             self._advance_general(t_end, noise, timeout_s, drop_late)
             return
         servers = self.servers
@@ -220,8 +225,15 @@ class Queue:
         self.busy_s += busy
 
     def _advance_general(self, t_end: float, noise: NoiseStream, timeout_s: float, drop_late: bool) -> None:
-        """The same recursion with a batch timeout and/or dropping of late queries."""
+        """The same recursion with a batch timeout and/or dropping of late queries: with
+        ``drop_late``, a query whose deadline (``pd``) passed when a replica could take it;
+        with deadline shedding (``rows``), one that could no longer finish by it even if it
+        started then (the executor's rule, :func:`infaas_sim.admission.late`)."""
         pt, pk, pd = self.pt, self.pk, self.pd
+        rows = self.rows
+        if rows is not None:
+            drop_late = True
+            b1_s = self.p50_s[1]
         n = len(pt)
         h = self.head
         servers = self.servers
@@ -254,8 +266,9 @@ class Queue:
                 j = h
                 drops: list[int] = []
                 takes: list[int] = []
+                by = s if rows is None else s + max(b1_s, rows.ms / 1000.0)  # the time it would finish by
                 while j < n and pt[j] <= s and len(takes) < mb:
-                    (drops if pd[j] < s else takes).append(j)
+                    (drops if pd[j] < by else takes).append(j)
                     j += 1
                 if drops:
                     order = drops + takes
@@ -280,6 +293,8 @@ class Queue:
                 k += 1
             busy += svc
             fin = s + svc * self.factor
+            if rows is not None:
+                rows.add((fin - s) * 1000.0, b)
             heapreplace(servers, (fin, b))
             self.b_start.append(s)
             self.b_fin.append(fin)

@@ -48,6 +48,7 @@ from infaas_core.control.cluster import Cluster, Instance
 from infaas_core.control.loop import ControlLoop
 from infaas_core.model import CPU
 from infaas_core.policies import PolicyContext, make_policy
+from infaas_sim import admission as adm_rule
 from infaas_sim.cluster import SimMechanism
 from infaas_sim.config import SimInputs
 from infaas_sim.dataplane import KEY_BITS, Flushed, Queue
@@ -105,6 +106,15 @@ class Simulation:
         sel = self.policy.select
         self._selectors = [partial(sel, r, self.view, n) for r, n in zip(self._reqs, self._names)]
         self._select_hits: Callable[..., int] | None = getattr(getattr(sel, "__self__", None), "select_hits", None)
+        # the server's admission (sim.admission, infaas_sim/admission.py): checked per query, so
+        # no run of hits is carried out in one go
+        self._admission = s.admission if s.admission.enabled else None
+        if s.admission.shed_by_deadline:
+            self.mechanism.shed_answers = s.admission.service_estimate_answers
+        if self._admission is not None:
+            self._select_hits = None
+        self.shed: Counter[str] = Counter()  # refused / failed by the admission, by reason
+        self._shed: list[tuple[float, int, int, int]] = []  # (time, key, variant, worker) refused since the flush
         # the routing buffer: the current chunk's arrivals (time, key, app), next position
         self._chunks: Iterator[np.ndarray] = iter(inputs.arrivals.chunks())
         self._next_id = 0
@@ -165,7 +175,7 @@ class Simulation:
 
     def _idle(self, now_s: float) -> bool:
         """Nothing queued, in service, unrecorded or pending: only an arrival can change the run."""
-        if self._pending or self._active or self._orphans or self._rej_k or self._drop_k:
+        if self._pending or self._active or self._orphans or self._rej_k or self._drop_k or self._shed:
             return False
         if self.offline is not None and not self.offline.idle:
             return False
@@ -271,6 +281,7 @@ class Simulation:
         resolve = self._resolve
         clock = self.clock
         out: list[Any] = []
+        admit = self._admit if self._admission is not None else None
         i = lo
         while i < hi:
             a = A[i]
@@ -282,7 +293,11 @@ class Simulation:
                 e = resolve(d, t)
                 if type(d) is not LoadAndRoute:
                     cache[id(d)] = e
-            _, ta, ka, why, da, _ = e
+            _, ta, ka, why, da, _, q = e
+            if admit is not None and q is not None:
+                admit(q, t, K[i], a)
+                i += 1
+                continue
             ta(t)
             ka(K[i])
             if why is not None:
@@ -302,7 +317,7 @@ class Simulation:
                     e = resolve(d, t)
                     if type(d) is not LoadAndRoute:
                         cache[id(d)] = e
-                _, ta, ka, why, da, _ = e
+                _, ta, ka, why, da, _, _ = e
                 ta(t)
                 ka(k)
                 if why is not None:
@@ -316,8 +331,63 @@ class Simulation:
             if e[3] is not None:
                 self.reject_reasons[e[3]] += e[5]
 
+    def _admit(self, q: Queue, t: float, key: int, app: int) -> None:
+        """A query routed to ``q`` at ``t``, through the server's admission
+        (:mod:`infaas_sim.admission`): appended to the queue, or refused (dropped, counted
+        in :attr:`shed`)."""
+        adm = self._admission
+        assert adm is not None
+        pt, servers = q.pt, q.servers
+        if q.head < len(pt) and servers and servers[0][0] < t:
+            q.advance(t, self.noise, self.timeout_s, self.drop_late)  # every earlier arrival is routed
+        not_started = len(pt) - q.head
+        in_service = busy = idle = 0
+        newest_ready = -math.inf
+        for free, b in servers:
+            if free > t:
+                if b:
+                    in_service += b
+                    busy += 1
+                elif free > newest_ready:
+                    newest_ready = free  # a replica still loading
+            else:
+                idle += 1
+        serving = busy + idle
+        # rows the serving replicas would take from the queue at once (the executor's pipes)
+        depth = adm.max_rows_in_flight
+        room = serving * max(depth, q.max_batch) - in_service if depth else idle * q.max_batch
+        waiting = max(not_started - room, 0)
+        why: str | None = None
+        if adm.max_queue is not None and waiting >= adm.max_queue:
+            why = adm_rule.QUEUE_FULL
+        slo_s = self._slo_s[app]
+        guarded = adm.shed_by_deadline and t >= q.first_ready_s and math.isfinite(slo_s)
+        # the SLO counts from the request's arrival at the server (the front end's share is spent)
+        client = self.recorder.client_arrival_s
+        origin = t if client is None else float(client[key >> KEY_BITS])
+        if why is None and guarded:
+            rows = q.rows
+            assert rows is not None
+            own = adm_rule.own_ms(q.p50_s[1] * 1000.0, 1, rows.ms)
+            left_ms = (newest_ready - t) * 1000.0 if newest_ready > t else math.inf
+            est = adm_rule.estimate_finish_ms(not_started + in_service, serving, rows.ms, own, left_ms)
+            if est + (t - origin) * 1000.0 > slo_s * 1000.0:
+                why = adm_rule.DEADLINE_ADMISSION
+        if why is not None:
+            self.shed[why] += 1
+            self._shed.append((t, key, self.vindex[q.variant.name], q.worker_id))
+            return
+        pt.append(t)
+        q.pk.append(key)
+        if q.rows is not None or self.drop_late:
+            # checked for expiry at its batch's start only if it waits (one handed to a
+            # replica at once was checked then by the executor, with nothing waited)
+            waits = guarded and not_started >= room
+            q.pd.append((origin if waits else t) + slo_s if (waits or self.drop_late) else math.inf)
+
     def _resolve(self, d: object, t: float) -> list[Any]:
-        """``[decision, append time, append key, refusal reason, append deadline, count]``.
+        """``[decision, append time, append key, refusal reason, append deadline, count,
+        queue (None: not routed)]``.
 
         What a decision means is the control layer's (``Cluster.route``); a refused route or
         load, and a ``Reject`` for lack of capacity, drop the query (a violation); only an
@@ -329,7 +399,7 @@ class Simulation:
                 q: Queue = inst.mech
                 if q.id not in self._active:
                     self._active[q.id] = q
-                return [d, q.pt.append, q.pk.append, None, q.pd.append, 0]
+                return [d, q.pt.append, q.pk.append, None, q.pd.append, 0, q]
             drop = True
         elif isinstance(d, Reject):
             reason = d.reason[:120]
@@ -340,8 +410,8 @@ class Simulation:
             self.reject_reasons[reason or ""] += 1
             reason = None
         if drop:
-            return [d, self._drop_t.append, self._drop_k.append, reason, _ignore, 0]
-        return [d, self._rej_t.append, self._rej_k.append, reason, _ignore, 0]
+            return [d, self._drop_t.append, self._drop_k.append, reason, _ignore, 0, None]
+        return [d, self._rej_t.append, self._rej_k.append, reason, _ignore, 0, None]
 
     # -- periodic control ------------------------------------------------------------------
     def _window_done(self, window_s: float) -> None:
@@ -350,6 +420,8 @@ class Simulation:
 
     def _parts(self, q: Queue, fl: Flushed) -> tuple[Any, ...]:
         n = fl.keys.size
+        if fl.dropped and q.rows is not None:  # deadline shedding: failed waiting (the server's 503)
+            self.shed[adm_rule.DEADLINE_QUEUE] += int(np.count_nonzero(fl.batch == 0))
         return (fl.arrival_s, fl.keys, fl.start_s, fl.finish_s, fl.batch,
                 np.full(n, self.vindex[q.variant.name], dtype=np.int32),
                 np.full(n, q.worker_id, dtype=np.int32))  # fmt: skip
@@ -384,6 +456,12 @@ class Simulation:
                               np.zeros(n, dtype=np.int64), np.full(n, variant, dtype=np.int32),
                               np.full(n, -1, dtype=np.int32)))  # fmt: skip
         self._rej_t, self._rej_k, self._drop_t, self._drop_k = [], [], [], []
+        if self._shed:  # refused by the admission: dropped at arrival, by the instance's variant
+            t, k, v, w = (np.array(c) for c in zip(*self._shed))
+            n = t.size
+            parts.append((t, k.astype(np.int64), t, np.full(n, np.nan), np.zeros(n, dtype=np.int64),
+                          v.astype(np.int32), w.astype(np.int32)))  # fmt: skip
+            self._shed = []
         if parts:
             cols = [np.concatenate([p[i] for p in parts]) for i in range(7)]
             self.recorder.record(*cols)

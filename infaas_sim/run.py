@@ -18,6 +18,7 @@ import numpy as np
 from infaas_core.control.startup import check_run
 from infaas_core.errors import ConfigError
 from infaas_core.metrics import QueryTable, summarize, write_results
+from infaas_sim.admission import SHED_REASONS
 from infaas_sim.config import Arrivals, SimInputs
 from infaas_sim.engine import Simulation
 from infaas_sim.frontend import pass_through
@@ -129,6 +130,13 @@ def simulate(inputs: SimInputs, trace_name: str | None = None) -> RunResult:
         "cost_instance_usd": st.cost_instance_usd(sim.horizon_s),
         "catalog": inputs.catalog.source_path,
     }  # fmt: skip
+    if s.admission.enabled:  # only with sim.admission: other summaries are unchanged
+        adm = s.admission
+        sim_keys: dict[str, Any] = extra["sim"]  # type: ignore[assignment]
+        sim_keys["admission"] = {"max_queue": adm.max_queue, "shed_by_deadline": adm.shed_by_deadline,
+                                 "service_estimate_answers": adm.service_estimate_answers,
+                                 "max_rows_in_flight": adm.max_rows_in_flight}  # fmt: skip
+        extra["shed"] = {r: int(sim.shed[r]) for r in SHED_REASONS}
     if sim.offline is not None:  # only with sim.offline.jobs: other summaries are unchanged
         extra["offline"] = sim.offline.summary(st.cost_usd(sim.horizon_s))
     summary = summarize(

@@ -427,7 +427,7 @@ class InfaasSelector:
                         acc[0] = x
                 d, st, wid = next(e.turns)
             else:
-                d, st, wid = c()
+                d, st, wid = c()  # type: ignore[operator]  # (not a _Plan here: an entry's next)
             if st is not None:
                 if now - st[0] < interval:
                     st[1] += 1.0
