@@ -193,7 +193,7 @@ def _admission(a: Mapping[str, Any], max_inflight: int) -> AdmissionSettings:
         raise ConfigError(f"{p}.min_inflight", f"must be <= server.max_inflight_requests ({max_inflight}), got {lo}")
     return AdmissionSettings(
         adaptive=_bool(a, "adaptive", p),
-        target_delay_ms=_positive(a, "target_delay_ms", p),
+        target_latency_ms=_positive(a, "target_latency_ms", p),
         interval_s=_positive(a, "interval_s", p),
         min_inflight=lo,
         max_inflight=max_inflight,

@@ -22,8 +22,10 @@
   (:data:`HEAD_ARRIVAL`, ``time.perf_counter`` seconds) so the inference's SLO is counted from
   it, and an inference request over an adaptive in-flight limit is answered 503 by the
   protocol itself — before a task, the application or its body — and counted once. The limit
-  follows AIMD on the queueing delay the loop imposes (head parsed to handler started) and on
-  the event loop's lag: over ``server.admission.target_delay_ms`` it is cut, else it grows.
+  follows the time admitted requests spend in the server (head parsed to answer sent): when
+  its mean over an interval is above ``server.admission.target_latency_ms`` the limit is
+  scaled by target / mean (at most by ``decrease``), when it is below and the limit was
+  reached it grows by ``increase`` (Little's law: in flight = throughput x time in server).
 - :class:`DrainingServer` is :class:`uvicorn.Server` with a drain phase on SIGTERM/SIGINT:
   stop accepting, answer requests on open connections with 503 + ``Connection: close`` for
   ``server.shutdown_drain_s`` (or until every connection has closed), then uvicorn's own
@@ -83,7 +85,7 @@ class AdmissionSettings:
     """``server.admission.*`` (configs/serve.yaml holds the defaults)."""
 
     adaptive: bool  # False: no limit below server.max_inflight_requests (the head time is still passed on)
-    target_delay_ms: float  # queueing delay / loop lag the limit aims to stay under
+    target_latency_ms: float  # mean time in the server (head -> answer) of admitted requests the limit aims at
     interval_s: float  # how often the limit is adjusted (and the loop's lag sampled)
     min_inflight: int  # the limit never goes below this
     max_inflight: int  # ... nor above this (server.max_inflight_requests)
@@ -101,8 +103,11 @@ class FrontGate:
         self.refused = 0
         self.worst_delay_ms = 0.0  # in the current interval: head parsed -> handler started
         self.worst_lag_ms = 0.0  # in the current interval: lateness of the gate's own timer
-        self.last_delay_ms = 0.0  # the previous interval's worst (for /v2/infaas/state)
+        self._answered = 0  # in the current interval: admitted requests answered ...
+        self._in_server_ms = 0.0  # ... and their time in the server, summed
+        self.last_delay_ms = 0.0  # the previous interval's figures (for /v2/infaas/state)
         self.last_lag_ms = 0.0
+        self.last_latency_ms = 0.0
         self._reached = False
         self._timer: asyncio.TimerHandle | None = None
         self._due = 0.0
@@ -124,8 +129,11 @@ class FrontGate:
         if d > self.worst_delay_ms:
             self.worst_delay_ms = d
 
-    def done(self) -> None:
+    def done(self, head_s: float) -> None:
+        """An admitted request was answered (its head arrived at ``head_s``)."""
         self.inflight -= 1
+        self._answered += 1
+        self._in_server_ms += (time.perf_counter() - head_s) * 1000.0
 
     def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
         self._due = loop.time() + self.settings.interval_s
@@ -134,19 +142,21 @@ class FrontGate:
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         s = self.settings
         self.worst_lag_ms = max(self.worst_lag_ms, (loop.time() - self._due) * 1000.0)
-        worst = max(self.worst_delay_ms, self.worst_lag_ms)
-        if worst > s.target_delay_ms:
-            self.limit = max(float(s.min_inflight), min(self.limit, float(self.inflight)) * s.decrease)
-        elif self._reached or self.inflight >= self.limit - s.increase:
+        mean_ms = self._in_server_ms / self._answered if self._answered else 0.0
+        if mean_ms > s.target_latency_ms:
+            self.limit = max(float(s.min_inflight), self.limit * max(s.target_latency_ms / mean_ms, s.decrease))
+        elif self._reached:
             self.limit = min(float(s.max_inflight), self.limit + s.increase)
-        self.last_delay_ms, self.last_lag_ms = self.worst_delay_ms, self.worst_lag_ms
-        self.worst_delay_ms = self.worst_lag_ms = 0.0
+        self.last_delay_ms, self.last_lag_ms, self.last_latency_ms = self.worst_delay_ms, self.worst_lag_ms, mean_ms
+        self.worst_delay_ms = self.worst_lag_ms = self._in_server_ms = 0.0
+        self._answered = 0
         self._reached = False
         self._arm(loop)
 
     def describe(self) -> dict[str, float]:
         return {"limit": self.limit, "inflight": self.inflight, "refused": self.refused,
-                "queue_delay_ms": self.last_delay_ms, "loop_lag_ms": self.last_lag_ms}  # fmt: skip
+                "latency_ms": self.last_latency_ms, "queue_delay_ms": self.last_delay_ms,
+                "loop_lag_ms": self.last_lag_ms}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,7 +336,7 @@ class CountingMiddleware:
             await send({"type": "http.response.body", "body": _DRAINING_BODY})
             acc.count(route, 503)
             if gated:
-                acc.gate.done()  # type: ignore[union-attr]
+                acc.gate.done(scope[HEAD_ARRIVAL])  # type: ignore[union-attr]
             return
         status = 0
 
@@ -365,7 +375,7 @@ class CountingMiddleware:
             acc.count(route, status or CLIENT_CLOSED)
             if gated:
                 assert acc.gate is not None
-                acc.gate.done()
+                acc.gate.done(scope[HEAD_ARRIVAL])
 
 
 class DrainingServer(uvicorn.Server):

@@ -465,11 +465,11 @@ GATE_MAX_INFLIGHT = 2
 
 
 def _gate(adaptive: bool = True, lo: int = 2, hi: int = 64) -> FrontGate:
-    return FrontGate(AdmissionSettings(adaptive=adaptive, target_delay_ms=50.0, interval_s=3600.0, min_inflight=lo,
+    return FrontGate(AdmissionSettings(adaptive=adaptive, target_latency_ms=50.0, interval_s=3600.0, min_inflight=lo,
                                        max_inflight=hi, increase=8.0, decrease=0.5))  # fmt: skip
 
 
-def test_the_front_gate_cuts_its_limit_on_delay_and_grows_it_when_it_binds() -> None:
+def test_the_front_gate_follows_the_time_in_the_server_between_its_bounds() -> None:
     async def body() -> None:
         loop = asyncio.get_running_loop()
         g = _gate()
@@ -477,28 +477,29 @@ def test_the_front_gate_cuts_its_limit_on_delay_and_grows_it_when_it_binds() -> 
         for _ in range(64):
             assert g.admit()
         assert not g.admit() and g.refused == 1  # at the limit: refused
-        g.started(time.perf_counter() - 0.2)  # a handler that started 200 ms after its head
-        g._tick(loop)
-        assert g.limit == 32 and g.last_delay_ms >= 200  # cut: min(limit, in flight) x decrease
         for _ in range(64):
-            g.done()
-        for _ in range(10):  # over the target every interval: down to the floor, never below
-            g.started(time.perf_counter() - 0.2)
-            g._tick(loop)
-        assert g.limit == 2
-        for _ in range(2):
+            g.done(time.perf_counter() - 0.1)  # answered 100 ms after their heads: twice the target
+        g._tick(loop)
+        assert 31.0 <= g.limit <= 32.0 and g.last_latency_ms >= 100.0  # scaled by target / mean
+        for _ in range(3):
             assert g.admit()
-        assert not g.admit()
-        g._tick(loop)  # under the target and the limit was reached: it grows
-        assert g.limit == 10
-        for _ in range(20):  # binding every interval: it grows up to max_inflight, never above
+            g.done(time.perf_counter() - 1.0)  # 20x the target: cut by `decrease` at most
+            before = g.limit
+            g._tick(loop)
+            assert g.limit == max(2.0, before * 0.5)
+        for _ in range(5):
+            g.admit()
+            g.done(time.perf_counter() - 1.0)
+            g._tick(loop)
+        assert g.limit == 2  # never below min_inflight
+        g._tick(loop)  # nothing answered, the limit not reached: it stays
+        assert g.limit == 2
+        for _ in range(20):  # reached every interval, answers in time: it grows to max_inflight, no further
             while g.admit():
                 pass
+            while g.inflight:
+                g.done(time.perf_counter())
             g._tick(loop)
-        assert g.limit == 64
-        while g.inflight:
-            g.done()
-        g._tick(loop)  # not reached, nothing in flight: it stays
         assert g.limit == 64
         g._timer.cancel()  # type: ignore[union-attr]
 
