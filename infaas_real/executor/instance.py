@@ -134,7 +134,9 @@ class Instance:
     path: :meth:`submit_background` queues a batch that is sent only to a replica with nothing
     in flight while no online query waits, so online queries always go first and wait at most
     for one background batch that had already started. Background batches are kept out of
-    what the policy observes (queue length, window counters, the service estimate)."""
+    the online queue length, the window's query counts (arrivals, completions, latency,
+    batches) and the service estimate; their replica-seconds count as busy time, so they are in
+    the worker's CPU utilisation, as in the simulator and the original (``/proc/stat``)."""
 
     def __init__(
         self,
@@ -465,7 +467,9 @@ class Instance:
             r.send(bid, p.x, now)
 
     def _background_answered(self, replica: Replica, p: _Pending, result: ipc.Result) -> None:
-        replica.busy_since_s = self._clock()  # its busy time is not the online window's
+        now = self._clock()
+        self._counters().busy_s += now - replica.busy_since_s  # the CPU it used (utilisation), no query counted
+        replica.busy_since_s = now
         if not p.future.done():
             p.future.set_result(Served(result.y, (p.dispatched_s - p.enqueued_s) * 1000.0, result.infer_ms, 1,
                                        replica.pid or 0))
@@ -670,6 +674,5 @@ class Instance:
         w = self._counters()
         for r in self._replicas:
             if r.state is ReplicaState.BUSY:
-                if not all(b[0] in self._bg_inflight for b in r.inflight):  # background time is not counted
-                    w.busy_s += now_s - r.busy_since_s
+                w.busy_s += now_s - r.busy_since_s
                 r.busy_since_s = now_s

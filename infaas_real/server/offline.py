@@ -26,9 +26,12 @@ Execution, one job at a time in submission order:
 - a batch whose replica died or whose runner failed is retried once; a second failure fails
   the job. The output is written when the last batch is in (``done``).
 
-Offline work is kept out of what the policy observes (the online queue length, window
-counters and utilisation) and counted on its own in ``/metrics``
-(``infaas_offline_inputs_total``, ``infaas_offline_batches_total``, ``infaas_offline_jobs``).
+Offline work is kept out of the online queue length and the window's query statistics (rate,
+latency, batch, SLO) and of the online request metrics; its replica-seconds are busy time, so
+they count in the worker's CPU utilisation as in the simulator and the original
+(``/proc/stat``): a job can push its worker over the bound and pause itself for a window. It is
+counted on its own in ``/metrics`` (``infaas_offline_inputs_total``,
+``infaas_offline_batches_total``, ``infaas_offline_jobs{state}``).
 """
 
 from __future__ import annotations
