@@ -14,7 +14,10 @@ Starts ``infaas-real serve`` (digits catalog, loopback) and drives it twice:
 
 For each run it prints and writes: successes/s, refusals/s (every non-200 answer), p99 of the
 successes' latency, and the largest answer time minus the query's SLO (``max_over_slo_ms``,
-over successes and refusals alike). Client and server share this machine's cores: the
+over successes and refusals alike); at the end a markdown table of the closed loop (goodput
+vs connections, as a share of the best run, and the slowest answer minus the SLO) with the
+server's front gate as it ended (``GET /v2/infaas/state``: its limit and refusals). Compare
+with the gate off: ``--serve-override server.admission.adaptive=false``. Client and server share this machine's cores: the
 client is one asyncio (uvloop) process with raw keep-alive HTTP (:mod:`infaas_real.server.client`),
 the server one process, its replicas one process each. Every run is bounded in time.
 """
@@ -206,13 +209,36 @@ def main() -> int:
                                                  args.open_max_connections))  # fmt: skip
             runs.append(_summary("open", round(f * capacity), args.seconds, args.slo_ms, rows, dropped))
             _print(runs[-1])
+        gate = uvloop.run(_gate(url))
     finally:
         server.terminate()
         server.wait(timeout=15)
+    _table([r for r in runs if r.mode == "closed"], gate)
     if args.out:
         Path(args.out).write_text(json.dumps({"model": args.model, "slo_ms": args.slo_ms,
                                               "runs": [asdict(r) for r in runs]}, indent=2) + "\n")  # fmt: skip
     return 0
+
+
+async def _gate(url: str) -> Any:
+    from infaas_real.server.client import V2Client
+
+    client = V2Client(url, 1)
+    _, snap = await client.get_json("/v2/infaas/state")
+    await client.close()
+    return (snap or {}).get("front_gate")
+
+
+def _table(closed: list[RunStats], gate: Any) -> None:
+    if not closed:
+        return
+    peak = max(r.successes_per_s for r in closed) or 1.0
+    print("\n| connections | successes/s | % of best | refusals/s | p99 of successes | max answer - SLO |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for r in closed:
+        print(f"| {r.load:.0f} | {r.successes_per_s:,.0f} | {100 * r.successes_per_s / peak:.0f} % | "
+              f"{r.refusals_per_s:,.0f} | {r.p99_success_ms:.0f} ms | {r.max_over_slo_ms:.0f} ms |")  # fmt: skip
+    print(f"\nfront gate at the end: {gate}")
 
 
 def _print(r: RunStats) -> None:
