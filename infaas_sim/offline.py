@@ -14,13 +14,17 @@ Its batches (``offline.batch`` inputs, the last one smaller) run on that instanc
 one batch at a time per instance, in the gaps online queries leave:
 
 - **Online first.** A batch starts at ``s`` only when no online query waits at ``s`` on the
-  instance: :meth:`OfflineStream.fill` is called (from the engine's ``_advance_queues``) when
-  every arrival before ``t`` is routed; it first brings the queue to ``t``, and if no online
-  query is left waiting, the earliest-free replica is idle from its free time up to ``t`` with
-  no online arrival in between, so batches are chained there. A started batch occupies its
-  replica until it finishes (the replica's free time in the queue's heap), so an online
-  query that arrives meanwhile waits behind it: the interference is modelled, not assumed
-  away. Exact at any routing window, as the data plane is.
+  instance. The instance's queue becomes a :class:`SharedQueue` (the data plane's queue with
+  the same slots; only ``advance`` differs): every advance of it — the engine's, and the lazy
+  one a view read makes — walks online and offline batch starts in time order, the online
+  one first at a tie, so the interleaving is exact at any routing window (a test checks that
+  results do not depend on ``sim.route_period_s``). :meth:`OfflineStream.fill`, called from
+  the engine's ``_advance_queues``, brings the queues of running jobs to ``t`` even when no
+  online query is there. A started batch occupies its replica until it finishes (the
+  replica's free time in the queue's heap), so an online query that arrives meanwhile waits
+  behind it: the interference is modelled, not assumed away. One offline batch at a time per
+  instance; jobs sharing an instance go in submission order. (With ``sim.batch_timeout_ms``
+  > 0 an online query whose batch waits to fill holds offline work off from its arrival.)
 - **Only while allowed.** After the control parts of each instant run (window, monitor...),
   :meth:`OfflineStream.check` evaluates :func:`may_run_offline` on the job's worker with the
   utilisation and flags just published; a job is paused from that instant until a later one
@@ -207,6 +211,7 @@ class OfflineStream:
             inst = next(i for i in w.instances if i.variant.name == r.variant.name
                         and i.state is not InstanceState.UNLOADING)  # fmt: skip
         r.inst = inst
+        self._attach(inst)
         self._gate(r, now_s)
 
     def _pause(self, r: _Run, now_s: float, status: str, reason: str) -> None:
@@ -255,47 +260,51 @@ class OfflineStream:
                 self._gate(r, now_s)
 
     # -- the worker: batches in the gaps ---------------------------------------------------
+    def _attach(self, inst: Instance) -> None:
+        """Make ``inst``'s queue interleave offline batches with its online ones (once)."""
+        q: Queue = inst.mech
+        if type(q) is not SharedQueue:
+            q.__class__ = SharedQueue  # the same slots: only advance differs
+            q._adv = _Feed(q._adv or (), self)
+
     def fill(self, t: float) -> None:
-        """Start every offline batch due before ``t`` (every arrival before ``t`` is routed)."""
-        if not self._active:
-            return
-        if t > self.horizon_s:
-            t = self.horizon_s
+        """Bring the queue of every running job to ``t`` (every arrival before ``t`` is routed):
+        the offline batches due in idle time before ``t`` start, interleaved with online ones."""
         for r in list(self._active):
-            inst = r.inst
-            assert inst is not None and r.variant is not None
-            q: Queue = inst.mech
-            if q.head < len(q.pt):
-                q.advance(t, *self.advance_args)  # type: ignore[misc]
-                if q.head < len(q.pt):
-                    continue  # online queries wait: they go first
-            servers = q.servers
-            if not servers:
-                continue
-            free = self._free_s.get(q.id, -math.inf)
-            b_max = self.cfg.batch
-            while r.started < r.job.inputs:
-                s = servers[0][0]
+            q = r.inst.mech if r.inst is not None else None
+            if q is not None and type(q) is SharedQueue and q._adv:
+                q.advance(t, *q._adv)
+
+    def next_start_s(self, q: Queue) -> tuple[float, _Run | None]:
+        """When the next offline batch could start on ``q`` (``inf`` and ``None`` if none can)."""
+        for r in self._active:
+            if r.inst is not None and r.inst.mech is q:
+                s = q.servers[0][0] if q.servers else math.inf
+                free = self._free_s.get(q.id, -math.inf)
                 if s < free:
                     s = free
-                if s >= t:
-                    break
-                b = min(b_max, r.job.inputs - r.started)
-                svc = self._service_s(q, b) * q.factor
-                fin = s + svc
-                heapreplace(servers, (fin, 0))  # the replica is busy; queue_len counts online queries only
-                free = fin
-                r.started += b
-                r.busy_s += svc
-                r.finish_s = fin
-                self._batches.append((s, fin, inst))
-                r.cost_usd += svc * _cpu_share_usd_per_s(inst)
-            self._free_s[q.id] = free
-            if r.started >= r.job.inputs:
-                r.done_s = r.finish_s
-                r.status = "finished"
-                self.unfinished -= 1
-                self._active.remove(r)
+                return (s, r) if s < self.horizon_s else (math.inf, None)
+        return math.inf, None
+
+    def start_batch(self, q: Queue, r: _Run, s: float) -> None:
+        """Start ``r``'s next batch at ``s`` on ``q``'s earliest-free replica."""
+        inst = r.inst
+        assert inst is not None
+        b = min(self.cfg.batch, r.job.inputs - r.started)
+        svc = self._service_s(q, b) * q.factor
+        fin = s + svc
+        heapreplace(q.servers, (fin, 0))  # the replica is busy; queue_len counts online queries only
+        self._free_s[q.id] = fin
+        r.started += b
+        r.busy_s += svc
+        r.finish_s = fin
+        r.cost_usd += svc * _cpu_share_usd_per_s(inst)
+        self._batches.append((s, fin, inst))
+        if r.started >= r.job.inputs:
+            r.done_s = fin
+            r.status = "finished"
+            self.unfinished -= 1
+            self._active.remove(r)
 
     def _service_s(self, q: Queue, b: int) -> float:
         noise = self.noise
@@ -367,3 +376,45 @@ def _cpu_share_usd_per_s(inst: Instance) -> float:
     """What one busy replica of ``inst`` costs per second: its cores' share of the worker's price."""
     t = inst.worker.instance_type
     return t.price_usd_per_s * min(inst.variant.cores / t.vcpus, 1.0) if t.vcpus > 0 else 0.0
+
+
+class _Feed(tuple):  # type: ignore[type-arg]
+    """A shared queue's advance arguments (noise, batch timeout, drop_late), as the data plane
+    keeps them for its lazy advance, with the offline stream that feeds the queue."""
+
+    stream: OfflineStream
+
+    def __new__(cls, args: tuple[Any, ...], stream: OfflineStream) -> _Feed:
+        self = super().__new__(cls, args)
+        self.stream = stream
+        return self
+
+
+class SharedQueue(Queue):
+    """The queue of an instance that offline jobs use: online queries first, offline batches
+    in the idle time between them, in time order (the module docstring). Every advance of the
+    queue — the engine's and the lazy one a view read makes — goes through here, so the
+    interleaving is exact at any routing window."""
+
+    __slots__ = ()
+
+    def advance(self, t_end: float, noise: NoiseStream, timeout_s: float, drop_late: bool) -> None:
+        feed = self._adv
+        stream = feed.stream if isinstance(feed, _Feed) else None
+        while True:
+            s_off, r = stream.next_start_s(self) if stream is not None else (math.inf, None)
+            if r is None or s_off >= t_end:
+                Queue.advance(self, t_end, noise, timeout_s, drop_late)
+                return
+            h = self.head
+            if h < len(self.pt):
+                s_on = max(self.servers[0][0], self.pt[h])
+                if s_on <= s_off:  # an online query waits when offline could start: it goes first
+                    before = (h, self.servers[0])
+                    Queue.advance(self, math.nextafter(s_on, math.inf), noise, timeout_s, drop_late)
+                    if (self.head, self.servers[0]) == before:
+                        # its batch waits for a timeout to fill: offline stays behind it
+                        Queue.advance(self, t_end, noise, timeout_s, drop_late)
+                        return
+                    continue
+            stream.start_batch(self, r, s_off)  # type: ignore[union-attr]
