@@ -17,6 +17,10 @@ What the simulator's front-end stage (``sim.frontend``, :mod:`infaas_sim.fronten
 - ``infer_scale``: the calibration variant's inference time inside its worker slot (the
   server's timestamps, 1-item requests) over its profiled batch-1 time — how much slower the
   catalog's numbers run on this machine as it is now (``validate.service_scale: calibrated``);
+- ``machine_cores``: this machine's cores, which the front end, the load generator and the
+  worker slots share (the simulator's shared-cores model, ``sim.frontend.machine_cores``:
+  with ``per_query_ms + per_item_ms`` as the front end's CPU per query, it stretches the CPU
+  replicas' service when the machine is oversubscribed);
 - ``slot_start_ms``: what loading a variant takes here beyond its profiled load latency (a
   worker process starting, its runtime importing): the first request to a not-yet-loaded
   variant waits for it. ``concurrent_slots`` variants are asked for at once (INFaaS's first
@@ -175,6 +179,7 @@ def main(overrides: Sequence[str]) -> int:
         "per_item_ms": round(per_item, 4),
         "slot_start_ms": round(slot_start, 1),
         "infer_scale": round(steady_infer / variant.batch1_latency_ms, 3),
+        "machine_cores": os.cpu_count() or 1,
         "measured": {
             "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%MZ"),
             "by": "infaas-real calibrate-frontend",
@@ -204,7 +209,8 @@ def main(overrides: Sequence[str]) -> int:
     head = (f"# Front-end calibration of {cat_path.name} (infaas-real calibrate-frontend; infaas_real/calibrate_frontend.py).\n"
             "# cores / per_query_ms / per_item_ms: the simulator's front-end queue (sim.frontend.path);\n"
             "# slot_start_ms: added to every variant's load latency by infaas-real validate;\n"
-            "# infer_scale: in-server / profiled batch-1 inference time (validate.service_scale: calibrated).\n")  # fmt: skip
+            "# infer_scale: in-server / profiled batch-1 inference time (validate.service_scale: calibrated);\n"
+            "# machine_cores: the cores the front end, the load generator and the replicas share here (shared cores).\n")  # fmt: skip
     out.write_text(head + yaml.safe_dump(record, sort_keys=False))
     (run_dir / out.name).write_text(out.read_text())
     print(out.read_text())

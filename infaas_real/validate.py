@@ -293,6 +293,34 @@ def service_scale(v: dict[str, Any], fe: dict[str, Any]) -> float:
     return float(x)
 
 
+def admission_overrides(server_overrides: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
+    """``sim.admission`` as the server about to run applies it: its composed ``configs/serve.yaml``
+    with the same overrides gives the per-instance queue cap and the executor's deadline
+    shedding (and the two quantities the shedding's estimate uses), so the simulator applies
+    the same caps (:mod:`infaas_sim.admission`)."""
+    from infaas_edge import compose as edge_compose
+
+    srv = edge_compose("serve", list(server_overrides))
+    server, ex = section(srv, "server"), section(srv, "executor")
+    adm = {"max_queue": int(server["max_queue_per_instance"]), "shed_by_deadline": bool(ex["shed_by_deadline"]),
+           "service_estimate_answers": int(ex["service_estimate_answers"]),
+           "max_rows_in_flight": int(ex["max_rows_in_flight"])}  # fmt: skip
+    over = [f"sim.admission.{k}={str(x).lower() if isinstance(x, bool) else x}" for k, x in adm.items()]
+    return over, adm
+
+
+def shed_rows(sim_summary: dict[str, Any], real_summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Reported rows (no tolerance), over the whole trace: queries refused at once (the
+    server's 429: queue full or deadline admission) and failed waiting (503: expired)."""
+    shed = sim_summary.get("shed") or {}
+    http = real_summary.get("http_status") or {}
+    pairs = (("refused at once, 429 (queue full + deadline admission)",
+              shed.get("queue_full", 0) + shed.get("deadline_admission", 0), http.get("429", 0)),
+             ("failed waiting, 503 (deadline expired in the queue)", shed.get("deadline_queue", 0), http.get("503", 0)))
+    return [{"metric": m, "sim": float(a), "real": float(b), "difference": float(abs(b - a)), "kind": "abs",
+             "tolerance": None, "ok": None} for m, a, b in pairs]  # fmt: skip
+
+
 def monitor_period_s(policy: dict[str, Any]) -> float:
     for k in ("monitor_period_s", "model_autoscale_period_s"):
         if policy.get(k):
@@ -333,7 +361,9 @@ def _main(overrides: Sequence[str]) -> int:
     scen = scenario_overrides(cfg, user)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = start_server([*scen, *v.get("server_overrides", [])], port, run_dir / "server.log")
+    server_over = [*scen, *v.get("server_overrides", [])]
+    adm_over, adm = admission_overrides(server_over)  # before the server starts: a bad key fails at once
+    server = start_server(server_over, port, run_dir / "server.log")
     load_avg = os.getloadavg()
     task = catalog.variants[0].task
     from infaas_real.server.tasks import task_io
@@ -364,12 +394,16 @@ def _main(overrides: Sequence[str]) -> int:
                                  f"(limit {pre['max_lateness_p99_ms']} ms); load average {os.getloadavg()[0]:.1f}")
 
     scale = service_scale(v, fe)
+    # shared cores: the machine's (the calibration's record of it, else this machine's)
+    shared = int(fe.get("machine_cores") or cores) if v["shared_cores"] else None
     cat_sim = sim_catalog(Path(catalog.source_path), float(fe["slot_start_ms"]), scale, run_dir / "catalog_sim.csv")
     sim_over = [*[o for o in scen if o.split("=")[0].lstrip("+~") not in ("catalog", "catalog.path")],
                 "~catalog", f"+catalog.path={cat_sim}", "+catalog.format=infaas",
                 *sim_trace(trace.arrivals_s, start_s, run_dir / "trace_arrivals.csv"),
                 "sim.frontend.enabled=true", f"sim.frontend.path={fe_path}", "sim.progress=off",
-                "sim.drop_late=true",  # the server drops a query not started within its SLO
+                # the server's admission (queue cap, deadline shedding) instead of dropping late queries
+                "sim.drop_late=false", *adm_over,
+                *([f"sim.frontend.machine_cores={shared}"] if shared else []),
                 *v.get("sim_overrides", [])]  # fmt: skip
     sim_dir = run_dir / "sim"
     run_simulator(sim_over, sim_dir, float(v["sim_timeout_s"]))
@@ -392,6 +426,7 @@ def _main(overrides: Sequence[str]) -> int:
                             str(policy["name"]) in list(v["require_autoscaling"]))
     rows += load_wait_rows(load_waits(applied(sim_actions, kinds), sim_q, 0.0),
                            load_waits(applied(real_actions, kinds), real_q, start_s))
+    rows += shed_rows(json.loads((sim_dir / "summary.json").read_text()), summary)
     title = (f"{policy['name']}: {trace.name} trace, {len(trace)} queries, seed {seed} "
              f"(load average {load_avg[0]:.1f} at start)")
     figure(run_dir / "comparison.png", sim_stats, real_stats, sim_actions, real_actions, kinds, start_s, title)
@@ -405,6 +440,13 @@ def _main(overrides: Sequence[str]) -> int:
         "front end (simulated)": f"{fe['cores']} core(s), {fe['per_query_ms']:.3f} ms per query + "
                                  f"{fe['per_item_ms']:.3f} ms per item; worker-slot start {fe['slot_start_ms']:.0f} ms "
                                  f"({fe_path.name}, measured {fe.get('measured', {}).get('date', '?')})",
+        "admission (both backends)": f"queue cap {adm['max_queue']} waiting per instance, deadline shedding "
+                                     f"{'on' if adm['shed_by_deadline'] else 'off'} (estimate over "
+                                     f"{adm['service_estimate_answers']} answers, {adm['max_rows_in_flight']} rows "
+                                     "in flight per replica): the server's configuration, applied by the simulator",
+        "shared cores (simulated)": (f"{shared} cores shared by the front end's CPU and the CPU replicas "
+                                     "(window-scale processor sharing, loading replicas included)" if shared
+                                     else "off: the front end on a core of its own"),
         "service times (simulated)": f"the catalog's x {scale:.3f} ({v['service_scale']}: "
                                      + ("the calibration's in-server / profiled inference time)" if v["service_scale"] == "calibrated" else "as given)"),
         "requests": f"one {v['input_datatype']} input of shape {list(shape)} each (binary tensor extension)",

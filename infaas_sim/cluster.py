@@ -51,6 +51,9 @@ class SimMechanism:
         self._last_collect_s = 0.0
         self.advance_args: tuple[NoiseStream, float, bool] | None = None  # lets a queue bring itself to the view's time
         self.shed_answers: int | None = None  # deadline shedding (sim.admission): batches of each queue's row estimate
+        # shared cores (sim.frontend.machine_cores): (cores, front-end CPU s per query, cores per loading replica)
+        self.cpu_share: tuple[int, float, float] | None = None
+        self.routed = 0  # queries that reached the policy since the last window (the engine counts them)
 
     def _c(self) -> Cluster:
         assert self.cluster is not None, "SimMechanism used before its cluster was attached"
@@ -122,6 +125,9 @@ class SimMechanism:
         t0_s, self._last_collect_s = self._last_collect_s, now_s
         window_s = now_s - t0_s
         self.on_collect(t0_s, now_s)
+        if self.cpu_share is not None:
+            self._share_cpu(t0_s, now_s)
+        self.routed = 0
         for w in self._c().workers:
             factors = self.accel_factor.get(w.id)
             if not factors:
@@ -141,3 +147,29 @@ class SimMechanism:
             for inst in w.instances:
                 if not inst.variant.is_cpu:
                     inst.mech.factor = factors[inst.variant.hardware]
+
+    def _share_cpu(self, t0_s: float, now_s: float) -> None:
+        """Shared cores (:mod:`infaas_sim.frontend`): the window's CPU demand on each worker —
+        its CPU replicas' nominal service, the front end's CPU for the queries that reached the
+        policy, the replicas loading — over the machine's cores stretches the CPU replicas'
+        service of the next window by the ratio (never below 1). Reads ``busy_s`` before
+        :meth:`collect` resets it."""
+        assert self.cpu_share is not None
+        cores, fe_s, loading = self.cpu_share
+        window_s = now_s - t0_s
+        routed, self.routed = self.routed, 0
+        if window_s <= 0:
+            return
+        for w in self._c().workers:
+            demand = routed * fe_s
+            cpu = [inst for inst in w.instances if inst.variant.is_cpu]
+            for inst in cpu:
+                q: Queue = inst.mech
+                demand += q.busy_s
+                load_s = inst.variant.load_latency_ms / 1000.0
+                for free, b in q.servers:
+                    if b == 0 and free > t0_s:  # a replica loading (or ready and not yet served)
+                        demand += loading * max(min(free, now_s) - max(free - load_s, t0_s), 0.0)
+            factor = max(demand / (cores * window_s), 1.0)
+            for inst in cpu:
+                inst.mech.factor = factor

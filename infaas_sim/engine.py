@@ -111,6 +111,9 @@ class Simulation:
         self._admission = s.admission if s.admission.enabled else None
         if s.admission.shed_by_deadline:
             self.mechanism.shed_answers = s.admission.service_estimate_answers
+        fe = s.frontend
+        if fe.enabled and fe.machine_cores is not None:  # shared cores (infaas_sim/frontend.py)
+            self.mechanism.cpu_share = (fe.machine_cores, fe.service_ms / 1000.0, float(fe.loading_cores))
         if self._admission is not None:
             self._select_hits = None
         self.shed: Counter[str] = Counter()  # refused / failed by the admission, by reason
@@ -240,6 +243,7 @@ class Simulation:
             w_end = a0 + period
             hi = bisect_left(self._T, w_end if w_end < t else t, self._pos)
             self._route(self._pos, hi)
+            self.mechanism.routed += hi - self._pos
             self._pos = hi
         self._advance_queues(t)
         self._t_routed = t

@@ -15,6 +15,20 @@ The recursion (Kiefer-Wolfowitz for ``c`` servers; Lindley's for ``c = 1``): que
 starts at ``max(a_i, f)`` where ``f`` is the earliest time one of the ``c`` servers is free,
 and that server is then free at start + service. No process or event exists per query.
 
+**Shared cores** (``sim.frontend.machine_cores``, for ``infaas-real validate`` on one small
+machine): the front end, the load generator and the replicas' processes run on the same cores.
+The stage above gives the front end a core of its own; with ``machine_cores`` set, its CPU
+(``per_query_ms + per_item_ms`` per query, which the calibration measures from the client's
+side, so it holds the generator's share too) also counts against the machine, with the CPU
+replicas' service and the replicas that are loading (``loading_cores`` each): when over a
+window that demand exceeds ``machine_cores`` x the window, the CPU replicas' service times of
+the next window stretch by the ratio (processor sharing at the window scale, as
+``sim.accelerator_sharing`` for an accelerator's replicas; :meth:`infaas_sim.cluster.SimMechanism.collect`).
+What it approximates: the OS scheduler sharing the cores among runnable processes. What it
+leaves out: the front end's own slowdown (its queue above keeps its calibrated service time),
+contention shorter than a window, and the cache and memory-bandwidth interference of
+processes that each have a core.
+
 Parameters come from the config or from a calibration file beside the catalog
 (``catalogs/<catalog>.frontend.yaml``, written by ``infaas-real calibrate-frontend``; it also
 says where and when it was measured). Disabled (the default), nothing here runs.
@@ -33,7 +47,7 @@ import numpy as np
 
 from infaas_core.errors import ConfigError
 
-FRONTEND_KEYS = ("enabled", "path", "cores", "per_query_ms", "per_item_ms")
+FRONTEND_KEYS = ("enabled", "path", "cores", "per_query_ms", "per_item_ms", "machine_cores", "loading_cores")
 FILE_KEYS = ("cores", "per_query_ms", "per_item_ms")
 
 
@@ -51,13 +65,22 @@ class FrontendSettings:
     """CPU time per query independent of its size (parse, policy, IPC, response)."""
     per_item_ms: float
     """CPU time per item of the query's batch (tensor decode/copy); a simulated query is one item."""
+    machine_cores: int | None
+    """Shared cores (:mod:`infaas_sim.cluster`, "CPU sharing"): the machine's cores, which the
+    front end's work and the CPU replicas share; ``None``: the front end has cores of its own."""
+    loading_cores: float
+    """With ``machine_cores``: the cores a replica uses while it loads (a worker slot's process
+    starting: importing its runtime, loading and warming up its model)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
             raise ConfigError("sim.frontend.enabled", f"must be true or false, got {self.enabled!r}")
         if isinstance(self.cores, bool) or not isinstance(self.cores, int) or self.cores < 1:
             raise ConfigError("sim.frontend.cores", f"must be an integer >= 1, got {self.cores!r}")
-        for key in ("per_query_ms", "per_item_ms"):
+        mc = self.machine_cores
+        if mc is not None and (isinstance(mc, bool) or not isinstance(mc, int) or mc < 1):
+            raise ConfigError("sim.frontend.machine_cores", f"must be an integer >= 1 or null, got {mc!r}")
+        for key in ("per_query_ms", "per_item_ms", "loading_cores"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
                 raise ConfigError(f"sim.frontend.{key}", f"must be a number >= 0, got {value!r}")

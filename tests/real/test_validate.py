@@ -42,6 +42,9 @@ def test_validate_runs_both_backends_and_compares_queries_and_actions(tmp_path: 
     assert set(SUMMARY_KEYS) <= set(real) and set(SUMMARY_KEYS) <= set(sim)
     assert real["queries"] == sim["queries"]  # the simulator replayed the real run's arrivals
     assert sim["sim"]["frontend"] == {"cores": 1, "per_query_ms": 1.0, "per_item_ms": 0.05}
+    # the server's admission, applied by the simulator as the server's config says
+    assert sim["sim"]["admission"]["max_queue"] >= 1 and set(sim["shed"]) == {"queue_full", "deadline_admission",
+                                                                              "deadline_queue"}
     # the simulator's catalog: load latency + the slot start, inference x infer_scale
     prof, used = pd.read_csv(REPO / "catalogs" / "digits.csv"), pd.read_csv(out / "catalog_sim.csv")
     assert (used["load_latency_ms"] - prof["load_latency_ms"]).round(6).eq(500).all()
@@ -60,6 +63,22 @@ def test_validate_runs_both_backends_and_compares_queries_and_actions(tmp_path: 
     assert any(m.startswith("share ") for m in metrics)  # per-application variant shares
     assert (out / "comparison.png").stat().st_size > 10_000
     assert "| actions: count |" in (out / "comparison.md").read_text()
+    assert any(m.startswith("refused at once, 429") for m in metrics)
+
+
+def test_the_simulators_admission_is_the_servers_config() -> None:
+    from infaas_real.validate import admission_overrides
+
+    over, adm = admission_overrides(["server.max_queue_per_instance=7", "executor.shed_by_deadline=false",
+                                     "executor.max_rows_in_flight=32"])  # fmt: skip
+    assert adm == {"max_queue": 7, "shed_by_deadline": False, "service_estimate_answers": adm["service_estimate_answers"],
+                   "max_rows_in_flight": 32}  # fmt: skip
+    assert {"sim.admission.max_queue=7", "sim.admission.shed_by_deadline=false",
+            "sim.admission.max_rows_in_flight=32"} <= set(over)
+    from infaas_sim.admission import AdmissionSettings
+
+    parsed = AdmissionSettings.from_mapping(adm)
+    assert parsed.max_queue == 7 and not parsed.shed_by_deadline
 
 
 def test_a_precondition_that_cannot_hold_exits_3_with_its_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,70 @@
+"""Shared cores (``sim.frontend.machine_cores``, :mod:`infaas_sim.frontend`): the front end's
+CPU, the CPU replicas' service and loading replicas over the machine's cores stretch the CPU
+replicas' service of the next window (window-scale processor sharing)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sim_helpers import inputs, one_app, variant
+
+from infaas_core.catalog import Catalog
+from infaas_core.errors import ConfigError
+from infaas_sim.frontend import FrontendSettings
+from infaas_sim.run import simulate
+
+SERVICE_MS = 10.0
+FRONT_MS = 5.0
+
+
+def _fe(machine_cores: int | None, loading_cores: float = 1.0) -> dict[str, object]:
+    return {"enabled": True, "path": None, "cores": 1, "per_query_ms": FRONT_MS, "per_item_ms": 0.0,
+            "machine_cores": machine_cores, "loading_cores": loading_cores}  # fmt: skip
+
+
+def _service_ms(rate_qps: float, machine_cores: int | None, load_ms: float = 0.0, duration_s: float = 4.0,
+                **fe: float) -> tuple[np.ndarray, np.ndarray]:
+    cat = Catalog([variant("v", p50_ms=SERVICE_MS, max_batch=1, load_ms=load_ms)])
+    times = np.arange(1, int(rate_qps * duration_s)) / rate_qps
+    res = simulate(inputs(cat, times, apps=one_app("v"), latency_model="deterministic", stats_period_s=1.0,
+                          frontend=_fe(machine_cores, **fe), duration_s=duration_s))  # type: ignore[arg-type]
+    q = res.queries
+    served = np.asarray(q.batch_size) > 0
+    start = np.asarray(q.start_s)[served]
+    return start, (np.asarray(q.finish_s)[served] - start) * 1000.0
+
+
+def test_own_cores_or_enough_cores_leave_service_as_profiled() -> None:
+    for cores in (None, 2):
+        _, ms = _service_ms(80.0, cores)
+        np.testing.assert_allclose(ms, SERVICE_MS, atol=1e-9)
+
+
+def test_one_shared_core_stretches_service_by_the_windows_demand() -> None:
+    # 80 q/s on one core: front end 80 x 5 ms + service 80 x 10 ms = 1.2 core-s per 1 s window,
+    # so from the second window on each query takes about 10 ms x 1.2 = 12 ms
+    start, ms = _service_ms(80.0, 1)
+    first = ms[start < 1.0]
+    np.testing.assert_allclose(first, SERVICE_MS, atol=1e-9)  # nothing measured before the first window closed
+    later = ms[(start >= 2.0) & (start < 3.0)]
+    assert later.size > 50
+    assert np.ptp(later) < 1e-9  # one stretch per window
+    assert 1.15 * SERVICE_MS <= later[0] <= 1.25 * SERVICE_MS
+    # below the machine's capacity (40 q/s: 0.6 core-s per s) nothing stretches
+    _, low = _service_ms(40.0, 1)
+    np.testing.assert_allclose(low, SERVICE_MS, atol=1e-9)
+
+
+def test_a_loading_replica_takes_its_cores() -> None:
+    # the same 40 q/s (0.6 core-s per s) with a replica loading for 1.5 s: in the first window
+    # the load's 1 core-s comes on top, so the second window's service stretches
+    start, ms = _service_ms(40.0, 1, load_ms=1500.0)
+    second = ms[(start >= 1.5) & (start < 2.0)]
+    assert second.size and (second > SERVICE_MS * 1.05).all()
+    start0, ms0 = _service_ms(40.0, 1, load_ms=1500.0, loading_cores=0.0)  # the load costs no CPU
+    np.testing.assert_allclose(ms0[(start0 >= 1.5) & (start0 < 2.0)], SERVICE_MS, atol=1e-9)
+
+
+def test_bad_machine_cores_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"sim\.frontend\.machine_cores"):
+        FrontendSettings.from_mapping(_fe(0))
