@@ -158,9 +158,6 @@ def test_registered_variants_appear_profiled_and_serve_by_task_and_accuracy(
         scores = np.asarray(answer["outputs"][0]["data"], dtype=np.float32).reshape(-1, CLASSES)
         right += int((scores.argmax(1) == y[lo : lo + 4]).sum())
     assert right / len(x) >= MIN_ACCURACY
-    # more accuracy than any registered variant has is refused as infeasible
-    status, answer = _infer(server, x[:1], min_accuracy=1.0, latency_slo_ms=1000)
-    assert status == 422 or max(m["accuracy"] for m in mine.values()) == 1.0
 
 
 def test_a_model_whose_shape_disagrees_with_its_task_is_refused_and_the_catalog_unchanged(
