@@ -97,7 +97,8 @@ class InstanceMechanism(Protocol):
 class Mechanism(Protocol):
     """What a backend does when the control layer has decided. Every method is called only
     after the preconditions hold; the mechanism reports back through :class:`Cluster`'s
-    ``worker_ready`` / ``instance_ready`` / ``instance_gone``."""
+    ``worker_ready`` / ``instance_ready`` / ``instance_gone``, and ``worker_lost`` when a
+    worker dies on its own."""
 
     def admit_worker(self, itype: InstanceType) -> str | None:
         """A refusal reason if this backend cannot host one more worker of ``itype``."""
