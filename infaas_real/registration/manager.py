@@ -139,11 +139,15 @@ class Registrar:
                             task_shape=self.host.task_shape)  # fmt: skip
         jid = secrets.token_hex(6)
         directory = self.settings.directory / f"{req.name}-{jid}"
-        directory.mkdir(parents=True)
         names = {"model": SUBMITTED_MODEL_FILE[req.format], "validation": VALIDATION_FILE,
                  "calibration": CALIBRATION_FILE}  # fmt: skip
-        for key, blob in req.files.items():
-            (directory / names[key]).write_bytes(blob)
+        try:
+            directory.mkdir(parents=True)
+            for key, blob in req.files.items():
+                (directory / names[key]).write_bytes(blob)
+        except OSError as exc:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise RegistrationError(503, f"cannot stage the files in registration.dir: {exc.strerror}") from None
         s = self.settings
         spec = {"name": req.name, "task": req.task, "input_shape": list(req.input_shape), "classes": req.classes,
                 "format": req.format, "architecture": req.architecture, "accuracy": req.accuracy,
