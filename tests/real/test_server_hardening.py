@@ -526,7 +526,10 @@ def test_the_front_gate_refuses_before_the_body_keeps_the_connection_and_counts_
     try:
         for s in held:  # each holds an in-flight slot: its body is not complete
             s.sendall(head + body[:10])
-        time.sleep(0.3)
+        deadline = time.monotonic() + HEADER_TIMEOUT_S
+        while orjson.loads(srv.get("/v2/infaas/state")[1])["front_gate"]["inflight"] < GATE_MAX_INFLIGHT:
+            assert time.monotonic() < deadline, "the held requests were not admitted"
+            time.sleep(0.02)
         with _connect(srv.port) as s:
             status, headers, answer = _exchange(s, head)  # refused at its head: no body sent yet
             assert status == 503 and b"server.admission" in answer and b"\n" not in answer, answer
