@@ -278,7 +278,10 @@ class OfflineStream:
     def next_start_s(self, q: Queue) -> tuple[float, _Run | None]:
         """When the next offline batch could start on ``q`` (``inf`` and ``None`` if none can)."""
         for r in self._active:
-            if r.inst is not None and r.inst.mech is q:
+            inst = r.inst
+            if inst is not None and inst.mech is q:
+                if inst.state is InstanceState.UNLOADING or self.cluster.instances.get(inst.id) is not inst:
+                    return math.inf, None  # going or gone: the next check dispatches the job again
                 s = q.servers[0][0] if q.servers else math.inf
                 free = self._free_s.get(q.id, -math.inf)
                 if s < free:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from sim_helpers import inputs, poisson, sim_settings
 
-from infaas_core.actions import Action, Decision, LoadVariant, Route, SetFlags
+from infaas_core.actions import Action, Decision, LoadVariant, Route, SetFlags, UnloadVariant
 from infaas_core.catalog import Catalog
 from infaas_core.errors import ConfigError
 from infaas_core.model import App, ClusterSpec, InstanceType, Requirements, Variant, make_variant
@@ -83,7 +83,12 @@ class Pinned(Policy):
     def monitor(self, view: ClusterView) -> list[Action]:
         lo, hi = self.params.get("flag_from_s", np.inf), self.params.get("flag_until_s", np.inf)
         on = lo <= view.now_s < hi
-        return [SetFlags(i.id, overloaded=on, interfered=False) for i in view.instances_of(self.params["route_variant"])]
+        out: list[Action] = [SetFlags(i.id, overloaded=on, interfered=False)
+                             for i in view.instances_of(self.params["route_variant"])]
+        if abs(view.now_s - self.params.get("unload_torch_at_s", -1.0)) < 1e-9:  # as an autoscaler may
+            out += [UnloadVariant(i.id, i.replicas) for i in view.instances_of("a-torch")
+                    if i.state is not InstanceState.UNLOADING]
+        return out
 
 
 def pinned(cat: Catalog, times: np.ndarray, vcpus: int, duration_s: float, route: str, **params: Any) -> SimInputs:
@@ -247,3 +252,16 @@ def test_interleaving_is_exact_at_any_routing_window() -> None:
         qa, q0 = r.queries, runs[0].queries
         assert qa is not None and q0 is not None and np.array_equal(qa.finish_s, q0.finish_s)
     assert runs[0].summary["offline"]["jobs_finished"] == 1
+
+
+def test_redispatched_when_its_instance_is_unloaded() -> None:
+    """A policy unloads the job's instance mid-job (INFaaS's autoscaler counts online demand
+    only): the job is dispatched again at that instant, loads it again and finishes."""
+    base = pinned(catalog(), np.arange(0.0, 60.0, 0.05), 8, 60.0, "a-onnx", unload_torch_at_s=10.0)
+    r = simulate(with_jobs(base, OfflineJob(2.0, 8_000, TASK, 0.6)))
+    torch = [a[:3] for a in r.actions if a[2] == "a-torch"]
+    assert torch == [(2.0, "load", "a-torch"), (10.0, "unload", "a-torch"), (10.0, "load", "a-torch")]
+    j = job_of(r)
+    assert j["status"] == "finished" and j["inputs_done"] == 8_000
+    # the second load's latency (0.5 s) is the only gap: 2,000 batches of 12 ms, two loads
+    assert j["completion_s"] == pytest.approx(2_000 * B4_MS / 1000 + 2 * 0.5, abs=0.05)
