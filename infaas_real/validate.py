@@ -83,7 +83,6 @@ from infaas_real.validate_compare import (
     load_wait_rows,
     load_waits,
     read_actions_csv,
-    sim_catalog,
     sim_trace,
     write_actions_csv,
     write_comparison,
@@ -276,7 +275,10 @@ def scenario_overrides(cfg: dict[str, Any], user: Sequence[str]) -> list[str]:
     keep = [o for o in user if o.split("=", 1)[0].lstrip("+~").split(".")[0] in ("catalog", "cluster", "apps", "policy")]
     chosen = {o.split("=", 1)[0] for o in keep}  # a group the user chose is not chosen twice
     out = [f"{g}={choices[g]}" for g in ("catalog", "cluster", "apps", "policy") if choices.get(g) and g not in chosen]
-    return [*out, *keep, f"seed={int(cfg.get('seed', 0))}"]
+    # the scenario's settings of the chosen policy (validate.policy_overrides), before the user's
+    name = str(section(cfg, "policy").get("name", ""))
+    tuned = [str(o) for o in (v.get("policy_overrides") or {}).get(name, [])]
+    return [*out, *tuned, *keep, f"seed={int(cfg.get('seed', 0))}"]
 
 
 def service_scale(v: dict[str, Any], fe: dict[str, Any]) -> float:
@@ -396,9 +398,9 @@ def _main(overrides: Sequence[str]) -> int:
     scale = service_scale(v, fe)
     # shared cores: the machine's (the calibration's record of it, else this machine's)
     shared = int(fe.get("machine_cores") or cores) if v["shared_cores"] else None
-    cat_sim = sim_catalog(Path(catalog.source_path), float(fe["slot_start_ms"]), scale, run_dir / "catalog_sim.csv")
-    sim_over = [*[o for o in scen if o.split("=")[0].lstrip("+~") not in ("catalog", "catalog.path")],
-                "~catalog", f"+catalog.path={cat_sim}", "+catalog.format=infaas",
+    # the policy reads the catalog as profiled in both backends; the simulator's data plane
+    # runs it on this machine: inference x the service scale, loads + the worker-slot start
+    sim_over = [*scen, f"sim.service_scale={scale}", f"sim.load_extra_ms={float(fe['slot_start_ms'])}",
                 *sim_trace(trace.arrivals_s, start_s, run_dir / "trace_arrivals.csv"),
                 "sim.frontend.enabled=true", f"sim.frontend.path={fe_path}", "sim.progress=off",
                 # the server's admission (queue cap, deadline shedding) instead of dropping late queries

@@ -31,22 +31,6 @@ def sim_trace(trace_arrivals_s: np.ndarray, offset_s: float, path: Path) -> list
     return ["~trace", f"+trace.path={path}", "+trace.format=arrivals_csv", "+trace.name=validation"]
 
 
-def sim_catalog(source: Path, slot_start_ms: float, service_scale: float, path: Path) -> Path:
-    """A copy of the profile table for the simulator where every variant's load latency also
-    counts the start of its worker slot on this machine (a process, its runtime's import),
-    and every inference latency is multiplied by ``service_scale`` (1 = as profiled; the
-    calibration's in-server / profiled ratio says how much slower inference runs in a worker
-    slot on this machine now); everything else as profiled."""
-    import pandas as pd
-
-    df = pd.read_csv(source)
-    df["load_latency_ms"] = df["load_latency_ms"] + float(slot_start_ms)
-    for col in ("latency_p50_ms", "latency_p99_ms"):
-        df[col] = df[col] * float(service_scale)
-    df.to_csv(path, index=False)
-    return path
-
-
 def frame_stats(df: Any, apps: Sequence[str]) -> dict[str, Any]:
     """p50 / p99 / violation rate and variant shares, overall and per application, of a
     query table as a data frame (``app``, ``status``, ``latency_ms``, ``variant`` columns)."""

@@ -6,8 +6,10 @@ costs and how window statistics are computed all live in :mod:`infaas_core.contr
 module only makes things happen at the right simulated time:
 
 - a worker added with a start-up delay becomes RUNNING ``startup_s`` later;
-- a new instance's replicas serve from ``load_latency_ms`` after the load (its queue
-  accepts queries at once; they wait for the load), and so do replicas added to it;
+- a new instance's replicas serve from ``load_latency_ms`` (+ ``sim.load_extra_ms``) after
+  the load (its queue accepts queries at once; they wait for the load), and so do replicas
+  added to it; service times are the latency model's x ``sim.service_scale`` (the machine
+  the catalog runs on; the policy still reads the catalog as profiled, as a real server's does);
 - a retired replica leaves the instance's heap of replicas (the ones freeing first go);
 - an unloading instance is gone once its last started batch has finished and nothing waits;
 - accelerator replicas on one worker share the devices' compute (processor sharing at the
@@ -54,6 +56,10 @@ class SimMechanism:
         # shared cores (sim.frontend.machine_cores): (cores, front-end CPU s per query, cores per loading replica)
         self.cpu_share: tuple[int, float, float] | None = None
         self.routed = 0  # queries that reached the policy since the last window (the engine counts them)
+        # the machine the catalog is run on (sim.service_scale, sim.load_extra_ms): service times and
+        # load latencies of the data plane; the policy reads the catalog as it is
+        self.service_scale = 1.0
+        self.load_extra_s = 0.0
 
     def _c(self) -> Cluster:
         assert self.cluster is not None, "SimMechanism used before its cluster was attached"
@@ -76,22 +82,25 @@ class SimMechanism:
         v = inst.variant
         tables = self._tables.get(v.name)
         if tables is None:
-            tables = self._tables[v.name] = self.model.tables(v)
+            tables = self.model.tables(v)
+            if self.service_scale != 1.0:
+                tables = ([x * self.service_scale for x in tables[0]], tables[1])  # (a log-sd is scale-free)
+            self._tables[v.name] = tables
         q = Queue(inst.id, v, inst.worker_id, tables, self.clock)
         q._adv = self.advance_args
         if not v.is_cpu:
             q.factor = self.accel_factor[inst.worker_id].get(v.hardware, 1.0)
-        ready_s = self.clock[0] + v.load_latency_ms / 1000.0
+        ready_s = self.clock[0] + v.load_latency_ms / 1000.0 + self.load_extra_s
         q.servers = [(ready_s, 0)] * inst.replicas
         q.first_ready_s = ready_s
         if self.shed_answers is not None:
-            q.rows = RowEstimate(tables[0][1] * 1000.0, self.shed_answers)
+            q.rows = RowEstimate(v.batch1_latency_ms, self.shed_answers)  # the profile's, as the executor
         self.schedule(ready_s, partial(self._c().instance_ready, inst))
         return q
 
     def add_replicas(self, inst: Instance, n: int) -> None:
         q: Queue = inst.mech
-        ready_s = self.clock[0] + inst.variant.load_latency_ms / 1000.0
+        ready_s = self.clock[0] + inst.variant.load_latency_ms / 1000.0 + self.load_extra_s
         q.servers.extend([(ready_s, 0)] * n)
         q.servers.sort()  # a replica added at ready_s may be later than busy ones; keep the heap valid
 
@@ -166,7 +175,7 @@ class SimMechanism:
             for inst in cpu:
                 q: Queue = inst.mech
                 demand += q.busy_s
-                load_s = inst.variant.load_latency_ms / 1000.0
+                load_s = inst.variant.load_latency_ms / 1000.0 + self.load_extra_s
                 for free, b in q.servers:
                     if b == 0 and free > t0_s:  # a replica loading (or ready and not yet served)
                         demand += loading * max(min(free, now_s) - max(free - load_s, t0_s), 0.0)

@@ -80,6 +80,13 @@ class SimSettings:
     offline: OfflineJobs
     """Offline jobs run as a low-priority stream on idle replicas (:mod:`infaas_sim.offline`,
     docs/offline.md); none by default (every other result is unchanged then)."""
+    service_scale: float
+    """The data plane's service times are the latency model's x this (the machine the catalog
+    runs on, e.g. ``infaas-real validate``'s calibrated in-slot / profiled ratio); the policy
+    reads the catalog as profiled. 1 = as profiled."""
+    load_extra_ms: float
+    """Added to every load's latency in the data plane (a worker slot's start on a real
+    machine); the policy reads the profiled load latency. 0 = none."""
     admission: AdmissionSettings
     """The real server's admission: per-instance queue cap and deadline shedding
     (:mod:`infaas_sim.admission`); off by default, set by ``infaas-real validate``."""
@@ -105,6 +112,12 @@ class SimSettings:
         if not (isinstance(self.idle_quiet_min_s, int | float) and math.isfinite(self.idle_quiet_min_s)
                 and self.idle_quiet_min_s >= 0):
             raise ConfigError("sim.idle_quiet_min_s", f"must be a number >= 0, got {self.idle_quiet_min_s!r}")
+        if isinstance(self.service_scale, bool) or not isinstance(self.service_scale, int | float) \
+                or not (math.isfinite(self.service_scale) and self.service_scale > 0):
+            raise ConfigError("sim.service_scale", f"must be a number > 0, got {self.service_scale!r}")
+        if isinstance(self.load_extra_ms, bool) or not isinstance(self.load_extra_ms, int | float) \
+                or not (math.isfinite(self.load_extra_ms) and self.load_extra_ms >= 0):
+            raise ConfigError("sim.load_extra_ms", f"must be a number >= 0, got {self.load_extra_ms!r}")
         if self.progress not in PROGRESS_CHOICES:
             raise ConfigError("sim.progress", f"must be one of {PROGRESS_CHOICES}, got {self.progress!r}")
 

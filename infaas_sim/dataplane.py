@@ -233,7 +233,7 @@ class Queue:
         rows = self.rows
         if rows is not None:
             drop_late = True
-            b1_s = self.p50_s[1]
+            b1_s = self.variant.batch1_latency_ms / 1000.0  # the profile's floor, as the executor's
         n = len(pt)
         h = self.head
         servers = self.servers

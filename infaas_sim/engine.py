@@ -86,6 +86,8 @@ class Simulation:
                                self.mechanism)
         self.mechanism.cluster = self.cluster
         self.mechanism.advance_args = (self.noise, s.batch_timeout_ms / 1000.0, s.drop_late)
+        self.mechanism.service_scale = float(s.service_scale)
+        self.mechanism.load_extra_s = float(s.load_extra_ms) / 1000.0
         self.mechanism.on_collect = self._collect
         self.mechanism.on_gone = self._keep_results
         self.view = self.cluster
@@ -372,7 +374,7 @@ class Simulation:
         if why is None and guarded:
             rows = q.rows
             assert rows is not None
-            own = adm_rule.own_ms(q.p50_s[1] * 1000.0, 1, rows.ms)
+            own = adm_rule.own_ms(q.variant.batch1_latency_ms, 1, rows.ms)
             left_ms = (newest_ready - t) * 1000.0 if newest_ready > t else math.inf
             est = adm_rule.estimate_finish_ms(not_started + in_service, serving, rows.ms, own, left_ms)
             if est + (t - origin) * 1000.0 > slo_s * 1000.0:

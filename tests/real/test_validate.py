@@ -45,10 +45,10 @@ def test_validate_runs_both_backends_and_compares_queries_and_actions(tmp_path: 
     # the server's admission, applied by the simulator as the server's config says
     assert sim["sim"]["admission"]["max_queue"] >= 1 and set(sim["shed"]) == {"queue_full", "deadline_admission",
                                                                               "deadline_queue"}
-    # the simulator's catalog: load latency + the slot start, inference x infer_scale
-    prof, used = pd.read_csv(REPO / "catalogs" / "digits.csv"), pd.read_csv(out / "catalog_sim.csv")
-    assert (used["load_latency_ms"] - prof["load_latency_ms"]).round(6).eq(500).all()
-    assert (used["latency_p50_ms"] / prof["latency_p50_ms"]).round(6).eq(1.5).all()
+    # the simulator's data plane on this machine: loads + the slot start, inference x infer_scale
+    # (its policy reads the catalog as profiled, as the server's does)
+    assert (sim["sim"]["load_extra_ms"], sim["sim"]["service_scale"]) == (500.0, 1.5)
+    assert Path(sim["catalog"]).name == "digits.csv"
     # both decision traces: INFaaS loads its first variant on the first query in each backend
     for d in ("real", "sim"):
         acts = pd.read_csv(out / d / "actions.csv")
