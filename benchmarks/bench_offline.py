@@ -1,24 +1,31 @@
 """An offline job beside online load on the real server, measured in one run.
 
-    .venv/bin/python benchmarks/bench_offline.py [--inputs 10000] [--rate 100] [--phase-s 8]
-        [--slo-ms 75] [--online-accuracy 0.95] [--offline-accuracy 0.5] [--runs 1]
-        [--serve-override KEY=VALUE ...] [--out offline.json]
+    .venv/bin/python benchmarks/bench_offline.py [--inputs 10000] [--rate 100] [--phase-s 6]
+        [--slo-ms 75] [--online-target offline_variant|task] [--online-accuracy 0.95]
+        [--offline-accuracy 0.5] [--runs 1] [--serve-override KEY=VALUE ...] [--out offline.json]
 
-Starts ``infaas-real serve`` (digits catalog, loopback) and, after a warm-up (a few online
-queries load the online variant; a 4-input offline job loads the offline variant, so neither
-load falls inside a phase), drives the same open-loop online schedule (Poisson arrivals at
-``--rate`` queries/s for ``--phase-s`` seconds, one seeded draw used for both phases) twice:
+Starts ``infaas-real serve`` (digits catalog, loopback). A 4-input offline job first loads the
+offline variant and a few online queries load the online one, so no load falls inside a
+phase. Then the same open-loop online schedule (Poisson arrivals at ``--rate`` queries/s for
+``--phase-s`` seconds, one seeded draw used for both phases) runs twice:
 
-- phase *without*: online queries only;
-- phase *with*: the same schedule, with an offline job of ``--inputs`` 64-feature digits
-  inputs submitted at its start (``POST /v2/infaas/offline``) and polled until it is done.
+- phase *with*: an offline job of ``--inputs`` 64-feature digits inputs is submitted at its
+  start (``POST /v2/infaas/offline``) and polled until done;
+- phase *without*: online queries only (second, so the offline instance loaded by the warm-up
+  is surely still there for the job).
+
+``--online-target offline_variant`` (the default) sends the online queries to the offline
+job's own variant: one instance serves both, and the executor's priority rule (online first, a
+running offline batch finishes) is what keeps online latency; ``task`` lets the policy choose
+the online variant by task and accuracy (another instance: only the CPU and the server's event
+loop are shared).
 
 An online query violates when it is not answered 200 within ``--slo-ms`` of its scheduled
-time. Per phase: queries, violations and their rate, p50/p99 of the answer time, the worker's
-CPU utilisation as the policy saw it at the phase's end (offline batches count in it, as in the
-original); for the job: when it was done
-(seconds after the phase started), its pauses and inputs per second. Every run is bounded in
-time (a phase lasts ``--phase-s``; the job is given at most ``--job-timeout-s``).
+time. Per phase: queries, violations and their rate, p50/p99 of the answer time and of the
+server's ``queue_ms`` (waiting for a replica), the worker's CPU utilisation as the policy saw it
+at the phase's end (offline batches count in it, as in the original); for the job: when it was
+done (seconds after its phase started), its pauses and inputs per second. Every run is bounded
+in time (a phase lasts ``--phase-s``; the job is given at most ``--job-timeout-s``).
 :func:`measure` is what tests/real/test_offline.py runs.
 """
 
@@ -58,8 +65,10 @@ class Phase:
     queries: int
     violations: int
     violation_rate: float
-    p50_ms: float
+    p50_ms: float  # answer time from the scheduled arrival
     p99_ms: float
+    queue_p50_ms: float  # the server's queue_ms: waiting for a replica (answered queries)
+    queue_p99_ms: float
     statuses: dict[str, int]  # HTTP status -> queries ("0": no answer: a connection error or the client's timeout)
     errors: dict[str, int]  # the errors of unanswered queries
     cpu_utilisation: float  # the worker's, as the policy saw it when the phase ended
@@ -67,6 +76,7 @@ class Phase:
 
 @dataclass(frozen=True, slots=True)
 class Measured:
+    online_model: str  # what the online queries named (the offline variant, or the task)
     without_job: Phase
     with_job: Phase
     job: dict[str, Any]  # the job's final status
@@ -100,65 +110,74 @@ def cpu_utilisation(url: str) -> float:
     return max((float(w["utilization"].get("cpu", 0.0)) for w in snap["workers"]), default=0.0)
 
 
-async def _online(client: V2Client, arrivals_s: np.ndarray, x: np.ndarray, params: dict[str, Any],
-                  slo_ms: float) -> tuple[np.ndarray, list[int], dict[str, int]]:
+async def _online(client: V2Client, model: str, arrivals_s: np.ndarray, x: np.ndarray, params: dict[str, Any],
+                  ) -> tuple[np.ndarray, np.ndarray, list[int], dict[str, int]]:
     latency_ms = np.full(len(arrivals_s), np.inf)
+    queue_ms = np.full(len(arrivals_s), np.nan)
     statuses = [0] * len(arrivals_s)
     errors: dict[str, int] = {}
 
     async def one(i: int, t_sched: float) -> None:
-        r = await client.infer(TASK, x[i % len(x)][None, :], params)
+        r = await client.infer(model, x[i % len(x)][None, :], params)
         statuses[i] = r.status
         latency_ms[i] = (time.perf_counter() - t_sched) * 1000.0
-        if r.status == 0:
+        if r.status == 200:
+            queue_ms[i] = float(r.parameters.get("queue_ms", np.nan))
+        elif r.status == 0:
             errors[str(r.error)[:120]] = errors.get(str(r.error)[:120], 0) + 1
 
     await send_on_schedule(list(arrivals_s), time.perf_counter(), one)
-    return latency_ms, statuses, errors
+    return latency_ms, queue_ms, statuses, errors
 
 
-def _phase(name: str, latency_ms: np.ndarray, statuses: list[int], errors: dict[str, int], slo_ms: float,
+def _phase(name: str, run: tuple[np.ndarray, np.ndarray, list[int], dict[str, int]], slo_ms: float,
            util: float) -> Phase:
+    latency_ms, queue_ms, statuses, errors = run
     ok = np.array([s == 200 for s in statuses]) & (latency_ms <= slo_ms)
     counts: dict[str, int] = {}
     for s in statuses:
         counts[str(s)] = counts.get(str(s), 0) + 1
     answered = latency_ms[np.isfinite(latency_ms)]
+    q = queue_ms[np.isfinite(queue_ms)]
+
+    def pct(a: np.ndarray, k: float) -> float:
+        return float(np.percentile(a, k)) if len(a) else float("inf")
+
     return Phase(name, len(statuses), int((~ok).sum()), float((~ok).mean()) if len(ok) else 0.0,
-                 float(np.percentile(answered, 50)) if len(answered) else float("inf"),
-                 float(np.percentile(answered, 99)) if len(answered) else float("inf"), counts, errors, util)
+                 pct(answered, 50), pct(answered, 99), pct(q, 50), pct(q, 99), counts, errors, util)
+
+
+async def _submit(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    status, job = await asyncio.to_thread(http_json, f"{url}/v2/infaas/offline", "POST", body)
+    assert status == 202, job
+    return dict(job)
 
 
 async def _measure(url: str, inputs_path: Path, output_path: Path, x_online: np.ndarray, rate_qps: float,
-                   phase_s: float, slo_ms: float, online_accuracy: float, offline_accuracy: float,
-                   job_timeout_s: float, seed: int) -> Measured:
+                   phase_s: float, slo_ms: float, online_target: str, online_accuracy: float,
+                   offline_accuracy: float, job_timeout_s: float, seed: int) -> Measured:
     rng = np.random.default_rng(seed)
     gaps = rng.exponential(1.0 / rate_qps, size=int(rate_qps * phase_s * 2) + 16)
     arrivals = np.cumsum(gaps)
     arrivals = arrivals[arrivals < phase_s]
-    params = {"min_accuracy": online_accuracy, "latency_slo_ms": slo_ms}
+    # the offline variant is loaded by a small job, before both phases
+    job = await _submit(url, {"task": TASK, "min_accuracy": offline_accuracy,
+                              "input_path": str(inputs_path.with_name("warm.npy")),
+                              "output_path": str(output_path.with_name("warm-out.npy"))})
+    warm = await asyncio.to_thread(wait_job, url, job["id"], job_timeout_s)
+    assert warm["state"] == "done", warm
+    if online_target == "offline_variant":  # online and offline share one instance (and its queue)
+        model, params = str(warm["variant"]), {"latency_slo_ms": slo_ms}
+    else:  # the policy picks the online variant for the task (another instance, on another core)
+        model, params = TASK, {"min_accuracy": online_accuracy, "latency_slo_ms": slo_ms}
     client = V2Client(url, timeout_s=max(slo_ms / 1000.0 * 20, 10.0))
     try:
-        for _ in range(5):  # the first query loads the online variant
-            await client.infer(TASK, x_online[:1], params)
-        # the offline variant is loaded by a small job, outside both phases
-        status, job = await asyncio.to_thread(http_json, f"{url}/v2/infaas/offline", "POST", {
-            "task": TASK, "min_accuracy": offline_accuracy, "input_path": str(inputs_path.with_name("warm.npy")),
-            "output_path": str(output_path.with_name("warm-out.npy"))})  # fmt: skip
-        assert status == 202, job
-        warm = await asyncio.to_thread(wait_job, url, job["id"], job_timeout_s)
-        assert warm["state"] == "done", warm
-
-        # a fresh pool per phase: a keep-alive connection idle past the server's timeout would fail
-        await client.close()
-        lat_a, st_a, err_a = await _online(client, arrivals, x_online, params, slo_ms)
-        without = _phase("without_job", lat_a, st_a, err_a, slo_ms, await asyncio.to_thread(cpu_utilisation, url))
-
+        for _ in range(5):  # the first query may load the online variant
+            await client.infer(model, x_online[:1], params)
+        # "with" first, while the warm instance is surely loaded; a fresh client pool per phase
         t0 = time.perf_counter()
-        status, job = await asyncio.to_thread(http_json, f"{url}/v2/infaas/offline", "POST", {
-            "task": TASK, "min_accuracy": offline_accuracy, "input_path": str(inputs_path),
-            "output_path": str(output_path)})  # fmt: skip
-        assert status == 202, job
+        job = await _submit(url, {"task": TASK, "min_accuracy": offline_accuracy, "input_path": str(inputs_path),
+                                  "output_path": str(output_path)})  # fmt: skip
         seen: dict[str, Any] = {"done_after_s": float("inf"), "reasons": set()}
 
         async def poll() -> None:
@@ -173,22 +192,28 @@ async def _measure(url: str, inputs_path: Path, output_path: Path, x_online: np.
 
         await client.close()
         poller = asyncio.get_running_loop().create_task(poll())
-        lat_b, st_b, err_b = await _online(client, arrivals, x_online, params, slo_ms)
-        with_job = _phase("with_job", lat_b, st_b, err_b, slo_ms, await asyncio.to_thread(cpu_utilisation, url))
+        run_b = await _online(client, model, arrivals, x_online, params)
+        with_job = _phase("with_job", run_b, slo_ms, await asyncio.to_thread(cpu_utilisation, url))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(poller, max(job_timeout_s - (time.perf_counter() - t0), 0.1))
+        await client.close()
+        run_a = await _online(client, model, arrivals, x_online, params)
+        without = _phase("without_job", run_a, slo_ms, await asyncio.to_thread(cpu_utilisation, url))
     finally:
         await client.close()
     final = await asyncio.to_thread(wait_job, url, job["id"], 0.0)
     run_s = (final["finished_s"] or float("nan")) - (final["started_s"] or float("nan"))
-    return Measured(without, with_job, final, seen["done_after_s"], final["inputs_done"] / run_s if run_s > 0 else 0.0,
-                    sorted(seen["reasons"]))
+    return Measured(model, without, with_job, final, seen["done_after_s"],
+                    final["inputs_done"] / run_s if run_s > 0 else 0.0, sorted(seen["reasons"]))
 
 
-def measure(url: str, workdir: Path, inputs: int = 10000, rate_qps: float = 100.0, phase_s: float = 8.0,
-            slo_ms: float = 75.0, online_accuracy: float = 0.95, offline_accuracy: float = 0.5,
-            job_timeout_s: float = 60.0, seed: int = 0) -> Measured:
-    """Both phases against the server at ``url`` (digits catalog); inputs are written to ``workdir``."""
+def measure(url: str, workdir: Path, inputs: int = 10000, rate_qps: float = 100.0, phase_s: float = 6.0,
+            slo_ms: float = 75.0, online_target: str = "offline_variant", online_accuracy: float = 0.95,
+            offline_accuracy: float = 0.5, job_timeout_s: float = 60.0, seed: int = 0) -> Measured:
+    """Both phases against the server at ``url`` (digits catalog); inputs are written to ``workdir``.
+    ``online_target``: ``offline_variant`` (online queries name the offline job's variant: one
+    shared instance, the executor's priority rule decides) or ``task`` (by task and
+    ``online_accuracy``: the policy's variant)."""
     from infaas_real.zoo import get_zoo
 
     x, _ = get_zoo("digits").eval_data()  # type: ignore[misc]
@@ -197,15 +222,16 @@ def measure(url: str, workdir: Path, inputs: int = 10000, rate_qps: float = 100.
     np.save(workdir / "inputs.npy", big)
     np.save(workdir / "warm.npy", x[:4])
     return asyncio.run(_measure(url, workdir / "inputs.npy", workdir / "outputs.npy", x, rate_qps, phase_s, slo_ms,
-                                online_accuracy, offline_accuracy, job_timeout_s, seed))
+                                online_target, online_accuracy, offline_accuracy, job_timeout_s, seed))
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--inputs", type=int, default=10000)
     ap.add_argument("--rate", type=float, default=100.0)
-    ap.add_argument("--phase-s", type=float, default=8.0)
+    ap.add_argument("--phase-s", type=float, default=6.0)
     ap.add_argument("--slo-ms", type=float, default=75.0)
+    ap.add_argument("--online-target", choices=("offline_variant", "task"), default="offline_variant")
     ap.add_argument("--online-accuracy", type=float, default=0.95)
     ap.add_argument("--offline-accuracy", type=float, default=0.5)
     ap.add_argument("--job-timeout-s", type=float, default=60.0)
@@ -219,12 +245,12 @@ def main() -> int:
     results = []
     for run in range(a.runs):
         with tempfile.TemporaryDirectory() as tmp, running_server([*SERVE, *a.serve_override], Path(tmp)) as srv:
-            m = measure(srv.url, Path(tmp), a.inputs, a.rate, a.phase_s, a.slo_ms, a.online_accuracy,
-                        a.offline_accuracy, a.job_timeout_s, seed=run)
+            m = measure(srv.url, Path(tmp), a.inputs, a.rate, a.phase_s, a.slo_ms, a.online_target,
+                        a.online_accuracy, a.offline_accuracy, a.job_timeout_s, seed=run)
             y = np.load(Path(tmp) / "outputs.npy") if m.job["state"] == "done" else None
             doc = asdict(m) | {"run": run, "output_shape": None if y is None else list(y.shape)}
             results.append(doc)
-            print(json.dumps({k: doc[k] for k in ("run", "without_job", "with_job", "job_done_after_s",
+            print(json.dumps({k: doc[k] for k in ("run", "online_model", "without_job", "with_job", "job_done_after_s",
                                                   "inputs_per_s", "paused_reasons", "output_shape")}), flush=True)
     if a.out:
         a.out.write_text(json.dumps(results, indent=1))

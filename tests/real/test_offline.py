@@ -29,9 +29,11 @@ TASK = "classification-digits"
 ONLINE_SLO_MS = 75.0  # the digits-strict application's SLO (configs/apps/digits.yaml)
 VIOLATION_MARGIN = 0.03
 """The "with job" phase may exceed the "without" phase's violation rate by at most this
-(3 points of ~600 queries): scheduling noise of a shared 2-core machine between two phases.
-Offline batches queued with online queries, or sent while online queries wait, would add
-far more: 2,500 batches ahead of the online queue."""
+(3 points of ~800 queries): scheduling noise of a 2-core machine between two phases. A job
+that blocks the event loop, or floods the instance's online queue (429s), exceeds it; the
+priority rule itself (online first) is checked exactly by the executor-level test in this module,
+since on the cheap digits models a few offline batches ahead of a query cost only
+milliseconds of a 75 ms SLO (docs/offline.md "Real server")."""
 
 
 def _bench() -> ModuleType:
@@ -154,12 +156,15 @@ def test_bad_submissions_are_refused_with_one_line_reasons(server: Server, tmp_p
 
 def test_a_10000_input_job_completes_during_online_load_without_more_violations(server: Server, tmp_path: Path) -> None:
     online_before = _metric(server, "infaas_requests_total{")
-    phase_s, rate_qps = 6.0, 100.0
+    phase_s, rate_qps = 8.0, 100.0
+    # online queries name the offline job's own variant: one instance serves both, so the
+    # executor's priority rule, not a spare core, is what protects them
     m = _bench().measure(server.url, tmp_path, inputs=10000, rate_qps=rate_qps, phase_s=phase_s,
-                         slo_ms=ONLINE_SLO_MS, job_timeout_s=60.0)
-    assert m.job["state"] == "done", m.job
-    assert m.job_done_after_s <= phase_s, m  # it ran while the online load did
+                         slo_ms=ONLINE_SLO_MS, online_target="offline_variant", job_timeout_s=60.0)
     print(m)
+    assert m.job["state"] == "done", m.job
+    assert m.online_model == m.job["variant"]
+    assert m.job_done_after_s <= phase_s, m  # it ran while the online load did
     without, with_job = m.without_job, m.with_job
     assert without.queries == with_job.queries > 0.8 * rate_qps * phase_s
     assert with_job.violation_rate <= without.violation_rate + VIOLATION_MARGIN, (without, with_job)
