@@ -70,7 +70,7 @@ class Phase:
     queue_p50_ms: float  # the server's queue_ms: waiting for a replica (answered queries)
     queue_p99_ms: float
     statuses: dict[str, int]  # HTTP status -> queries ("0": no answer: a connection error or the client's timeout)
-    errors: dict[str, int]  # the errors of unanswered queries
+    errors: dict[str, int]  # "status: error" of the queries not answered 200 -> count
     cpu_utilisation: float  # the worker's, as the policy saw it when the phase ended
 
 
@@ -83,6 +83,7 @@ class Measured:
     job_done_after_s: float  # seconds from the start of the "with" phase until the job was seen done (inf: not)
     inputs_per_s: float  # inputs / (finished_s - started_s) on the server's clock
     paused_reasons: list[str]  # distinct pause reasons seen while polling
+    server: dict[str, Any]  # at the end: variants given up (unservable), refused actions, replicas killed as hung
 
 
 def http_json(url: str, method: str = "GET", body: Any = None, timeout_s: float = 30.0) -> tuple[int, Any]:
@@ -123,8 +124,9 @@ async def _online(client: V2Client, model: str, arrivals_s: np.ndarray, x: np.nd
         latency_ms[i] = (time.perf_counter() - t_sched) * 1000.0
         if r.status == 200:
             queue_ms[i] = float(r.parameters.get("queue_ms", np.nan))
-        elif r.status == 0:
-            errors[str(r.error)[:120]] = errors.get(str(r.error)[:120], 0) + 1
+        else:
+            why = f"{r.status}: {str(r.error)[:120]}"
+            errors[why] = errors.get(why, 0) + 1
 
     await send_on_schedule(list(arrivals_s), time.perf_counter(), one)
     return latency_ms, queue_ms, statuses, errors
@@ -202,9 +204,12 @@ async def _measure(url: str, inputs_path: Path, output_path: Path, x_online: np.
     finally:
         await client.close()
     final = await asyncio.to_thread(wait_job, url, job["id"], 0.0)
+    _, snap = await asyncio.to_thread(http_json, f"{url}/v2/infaas/state")
+    server = {"unservable": snap.get("unservable", {}), "refused_actions": snap.get("refused_actions", {}),
+              "hung": sum(len(i.get("hung", [])) for w in snap["workers"] for i in w["instances"])}
     run_s = (final["finished_s"] or float("nan")) - (final["started_s"] or float("nan"))
     return Measured(model, without, with_job, final, seen["done_after_s"],
-                    final["inputs_done"] / run_s if run_s > 0 else 0.0, sorted(seen["reasons"]))
+                    final["inputs_done"] / run_s if run_s > 0 else 0.0, sorted(seen["reasons"]), server)
 
 
 def measure(url: str, workdir: Path, inputs: int = 10000, rate_qps: float = 100.0, phase_s: float = 6.0,
@@ -251,7 +256,8 @@ def main() -> int:
             doc = asdict(m) | {"run": run, "output_shape": None if y is None else list(y.shape)}
             results.append(doc)
             print(json.dumps({k: doc[k] for k in ("run", "online_model", "without_job", "with_job", "job_done_after_s",
-                                                  "inputs_per_s", "paused_reasons", "output_shape")}), flush=True)
+                                                  "inputs_per_s", "paused_reasons", "server", "output_shape")}),
+                  flush=True)
     if a.out:
         a.out.write_text(json.dumps(results, indent=1))
     return 0
