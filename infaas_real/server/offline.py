@@ -135,7 +135,7 @@ class Job:
             "inputs_total": self.inputs.total, "output_path": str(self.output_path),
             "paused_reason": self.paused_reason, "paused_since_s": self.paused_since_s, "paused_s": paused_s,
             "submitted_s": self.submitted_s, "started_s": self.started_s, "finished_s": self.finished_s,
-            "error": self.error, "instance_loads": self.loads, "now_s": now_s,
+            "error": self.error, "instance_loads": self.loads, "cancel_requested": self.cancel, "now_s": now_s,
         }  # fmt: skip
 
 
@@ -231,6 +231,10 @@ class OfflineJobs:
             raise Refusal(400, str(exc)) from None
         except OSError as exc:  # e.g. a name too long, a directory that cannot be listed
             raise Refusal(400, f"input_path or output_path cannot be used: {exc.strerror or type(exc).__name__}") from None
+        out_bytes = inputs.total * io.classes * np.dtype(np.float32).itemsize
+        if out_bytes > self.settings.max_input_bytes:
+            raise Refusal(400, f"the outputs of {inputs.total} inputs would be {out_bytes} bytes, over "
+                               f"server.offline_max_input_bytes ({self.settings.max_input_bytes})")
         self._make_room()
         job = Job(f"job-{self._next_id}", task, float(acc), variant, inputs, out, self._s().now_s)
         self._next_id += 1
