@@ -3,13 +3,15 @@ the per-instance queue cap and deadline shedding, checked against hand-computed 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from sim_helpers import inputs, one_app, poisson, variant
 
 from infaas_core.catalog import Catalog
 from infaas_core.errors import ConfigError
-from infaas_core.metrics import COMPLETED, DROPPED
+from infaas_core.metrics import COMPLETED, DROPPED, QueryTable
 from infaas_sim.admission import AdmissionSettings, RowEstimate, estimate_finish_ms, late
 from infaas_sim.run import simulate
 
@@ -22,10 +24,11 @@ def _adm(max_queue: int | None = None, shed: bool = False, depth: int = 0) -> di
             "max_rows_in_flight": depth}  # fmt: skip
 
 
-def _run(times: np.ndarray, slo_ms: float = 1e9, **adm: object) -> tuple[dict, object]:
+def _run(times: np.ndarray, slo_ms: float = 1e9, **adm: Any) -> tuple[dict[str, Any], QueryTable]:
     cat = Catalog([variant("v", p50_ms=SERVICE_MS, max_batch=1)])
     res = simulate(inputs(cat, times, apps=one_app("v", slo_ms), latency_model="deterministic",
-                          admission=_adm(**adm), duration_s=float(times[-1]) + 1.0))  # type: ignore[arg-type]
+                          admission=_adm(**adm), duration_s=float(times[-1]) + 1.0))
+    assert res.queries is not None
     return res.summary, res.queries
 
 
@@ -39,7 +42,8 @@ def test_queue_cap_refuses_the_query_that_finds_it_full() -> None:
     status = np.asarray(q.status)
     assert (status[:4] == COMPLETED).all() and (status[4:] == DROPPED).all()
     assert (np.asarray(q.variant)[4:] == 0).all()  # recorded with the instance's variant, as the server's 429
-    np.testing.assert_allclose(np.asarray(q.finish_s)[:4], 1.0 + np.arange(1, 5) * SERVICE_MS / 1000.0, atol=1e-5)
+    expected = 1.0 + np.arange(1, 5, dtype=np.float64) * SERVICE_MS / 1000.0
+    np.testing.assert_allclose(np.asarray(q.finish_s)[:4], expected, atol=1e-5)
 
 
 def test_rows_in_flight_are_not_waiting() -> None:
@@ -70,7 +74,7 @@ def test_queries_before_the_first_replica_is_ready_are_not_shed() -> None:
     cat = Catalog([variant("v", p50_ms=SERVICE_MS, max_batch=1, load_ms=200.0)])
     times = 0.001 + US * np.arange(8)
     res = simulate(inputs(cat, times, apps=one_app("v", 35.0), latency_model="deterministic",
-                          admission=_adm(shed=True), duration_s=2.0))  # type: ignore[arg-type]
+                          admission=_adm(shed=True), duration_s=2.0))
     assert res.summary["shed"] == {"queue_full": 0, "deadline_admission": 0, "deadline_queue": 0}
     assert res.summary["dropped"] == 0 and res.summary["late"] == 8  # all served, late (the load is 200 ms)
 
@@ -82,8 +86,9 @@ def test_shedding_keeps_served_queries_within_their_deadline() -> None:
     slo_ms = 60.0
     times = 0.5 + poisson(95.0, 4000, seed=3)
     res = simulate(inputs(cat, times, apps=one_app("v", slo_ms), latency_model="exponential",
-                          admission=_adm(shed=True), duration_s=float(times[-1]) + 1.0))  # type: ignore[arg-type]
+                          admission=_adm(shed=True), duration_s=float(times[-1]) + 1.0))
     s, q = res.summary, res.queries
+    assert q is not None
     shed = s["shed"]
     assert shed["deadline_admission"] > 0 and shed["deadline_queue"] > 0
     assert sum(shed.values()) == s["dropped"]

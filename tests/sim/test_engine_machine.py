@@ -4,6 +4,8 @@ catalog as profiled, as a real server's policy does."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from sim_helpers import inputs, one_app, variant
@@ -13,11 +15,12 @@ from infaas_core.errors import ConfigError
 from infaas_sim.run import simulate
 
 
-def _run(**sim: object) -> tuple[np.ndarray, np.ndarray, dict]:
+def _run(**sim: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     cat = Catalog([variant("v", p50_ms=4.0, max_batch=1, load_ms=100.0)])
     times = np.array([1.0, 2.0, 3.0])
     res = simulate(inputs(cat, times, apps=one_app("v"), latency_model="deterministic", duration_s=4.0, **sim))
     q = res.queries
+    assert q is not None
     return np.asarray(q.start_s), np.asarray(q.finish_s), res.summary
 
 

@@ -27,8 +27,9 @@ def _service_ms(rate_qps: float, machine_cores: int | None, load_ms: float = 0.0
     cat = Catalog([variant("v", p50_ms=SERVICE_MS, max_batch=1, load_ms=load_ms)])
     times = np.arange(1, int(rate_qps * duration_s)) / rate_qps
     res = simulate(inputs(cat, times, apps=one_app("v"), latency_model="deterministic", stats_period_s=1.0,
-                          frontend=_fe(machine_cores, **fe), duration_s=duration_s))  # type: ignore[arg-type]
+                          frontend=_fe(machine_cores, **fe), duration_s=duration_s))
     q = res.queries
+    assert q is not None
     served = np.asarray(q.batch_size) > 0
     start = np.asarray(q.start_s)[served]
     return start, (np.asarray(q.finish_s)[served] - start) * 1000.0
