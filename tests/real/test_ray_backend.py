@@ -144,22 +144,29 @@ def test_infaas_scales_out_onto_the_second_node_under_a_spike_and_back_in(ray_tw
         first = st["workers"][0]["node_id"]
         (free,) = nodes - {first}  # one ray-cpu1 worker fills a node
         assert all(n["address"] == "127.0.0.1" for n in st["mechanism"]["nodes"])  # local-only mode
+        t0 = time.monotonic()
         load = Load(srv, f"/v2/models/{VARIANT}/infer", _body(ROWS))
         try:
             out = _wait(srv, lambda s: len(s["workers"]) == 2 and s["workers"][1]["state"] == "running",
                         "a second worker under the spike")  # fmt: skip
         finally:
             load.stop()
+        t_out = time.monotonic()
         added = out["workers"][1]
         assert added["node_id"] == free, "AddWorker did not land on the node with free resources"
         assert 0 < added["startup_measured_s"] < WAIT_S and added["actor_pid"] > 0
         assert not load.exceptions and load.codes[200] > 0, (load.codes, load.exceptions[:3], load.errors[:2])
         assert set(load.codes) <= {200, 429, 503}, load.errors[:3]
-        back = _wait(srv, lambda s: [w["id"] for w in s["workers"]] == [0], "scale-in to the first worker")
-        assert back["workers"][0]["node_id"] == first
+        # scale-in removes the least-utilised worker above the initial count: either one
+        back = _wait(srv, lambda s: len(s["workers"]) == 1, "scale-in to one worker")
+        print(f"spike: second worker running {t_out - t0:.1f} s after the load began (actor start-up "
+              f"{added['startup_measured_s']:.2f} s); back to one worker {time.monotonic() - t_out:.1f} s after it "
+              f"stopped; answers {dict(load.codes)}")  # fmt: skip
+        (kept,) = back["workers"]
+        assert (kept["id"], kept["node_id"]) in {(0, first), (1, free)}
         acts = json.loads(srv.get("/v2/infaas/actions")[1])
-        kinds = [a[1] for a in acts["actions"]]
-        assert "add_worker" in kinds and "remove_worker" in kinds
+        kinds = [(a[1], a[3]) for a in acts["actions"]]
+        assert ("add_worker", 1) in kinds and ("remove_worker", 1 - kept["id"]) in kinds, kinds
         assert back["workers_lost"] == 0
 
 
@@ -192,9 +199,10 @@ def test_a_worker_killed_mid_load_loses_no_query_silently(ray_two_nodes: LocalRa
 
 
 def test_a_node_removed_under_load_retries_or_fails_every_query_in_flight(ray_two_nodes: LocalRayCluster) -> None:
-    """In process: the pytest process is the driver. Two workers (the head's, a third node's),
-    the variant on both; queries sent to the third node's instance while it is removed are
-    retried once on the head's instance, or failed with WorkerDied; none is left pending."""
+    """In process: the pytest process is the driver. A worker on each of three nodes, the
+    variant on the third node's and one other; queries sent to the third node's instance
+    while that node is removed are retried once on the other instance, or failed with
+    WorkerDied; none is left pending."""
     from infaas_core.actions import LoadVariant, Route
     from infaas_core.policies.base import Policy, PolicyContext
     from infaas_real.executor import RunnerSpec, WorkerDied
@@ -223,12 +231,13 @@ def test_a_node_removed_under_load_retries_or_fails_every_query_in_flight(ray_tw
         try:
             from infaas_core.actions import AddWorker
 
-            # the head's worker 0 and, on the nodes with room, workers 1 and 2
+            # worker 0 and two more: one on each node (one ray-cpu1 worker fills a node)
             assert st.apply([AddWorker("ray-cpu1"), AddWorker("ray-cpu1")]) == [None, None]
             mech: Any = st._mech
             on_third = next(w for w in st.workers if mech.node_of[w.id] == third.node_id)
+            other = next(w for w in st.workers if w is not on_third)
             await _until(lambda: all(w.state == "running" for w in st.workers))
-            assert st.apply([LoadVariant(VARIANT, 0), LoadVariant(VARIANT, on_third.id)]) == [None, None]
+            assert st.apply([LoadVariant(VARIANT, other.id), LoadVariant(VARIANT, on_third.id)]) == [None, None]
             await _until(lambda: len(st.instances) == 2 and all(i.state == "ready" for i in st.instances.values()))
             target = next(i for i in st.instances.values() if i.worker_id == on_third.id)
             outcomes: Counter[str] = Counter()
@@ -259,6 +268,7 @@ def test_a_node_removed_under_load_retries_or_fails_every_query_in_flight(ray_tw
 
     outcomes, st, lost_id = asyncio.run(run())
     mech: Any = st._mech
+    print(f"node removed under load: {dict(outcomes)}; mechanism counts {dict(mech.counts)}")
     assert lost_id not in [w.id for w in st.workers] and st.counts["workers_lost"] == 1
     assert mech.lost[0]["worker"] == lost_id
     assert outcomes["ok"] > 0 and outcomes["WorkerDied"] == mech.counts["queries_failed_lost"], (outcomes, mech.counts)
