@@ -436,13 +436,16 @@ class RayMechanism:
     # -- observation ---------------------------------------------------------------------
     def collect(self, now_s: float) -> None:
         """Add each worker's busy time and batches to its instances' counters (one
-        ``stats()`` call per worker, ``ray.stats_timeout_s`` at most; a worker whose last call
-        is still unanswered is skipped until it answers), then lose the workers whose node
-        is no longer alive."""
+        ``stats()`` call per worker that has answered ``ready()``, ``ray.stats_timeout_s`` at
+        most — the server's event loop waits meanwhile; a worker whose last call is still
+        unanswered is skipped until it answers), then lose the workers whose node is no
+        longer alive."""
         ray = self._ray
         c = self._c()
         refs: dict[int, Any] = {}
         for wid, actor in self.actors.items():
+            if wid not in self.startup_measured_s:
+                continue  # not up yet: nothing to count, and its call would wait for the actor's creation
             old = self._suspect.get(wid)
             if old is not None:
                 done, _ = ray.wait([old], timeout=0)
