@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from infaas_core.catalog import Catalog, load_catalog
 from infaas_core.configs import REPO_ROOT
@@ -192,3 +194,44 @@ def test_config_errors_name_the_key(data: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as e:
         offline_config_from_mapping(data)
     assert e.value.key == key
+
+
+# -- properties ----------------------------------------------------------------------------
+_FRAMEWORKS = ("torch-fp32", "onnx-fp32")
+_HW = ("cpu", "gpu-v100")
+
+
+@st.composite
+def _catalogs(draw: st.DrawFn) -> Catalog:
+    n = draw(st.integers(1, 8))
+    vs = []
+    for i in range(n):
+        vs.append(_v(f"m{i}-x", draw(st.sampled_from(_FRAMEWORKS)), draw(st.sampled_from(_HW)),
+                     draw(st.sampled_from((0.5, 0.6, 0.7))), draw(st.sampled_from((1, 4, 8))),
+                     draw(st.floats(0.5, 50.0)), cores=draw(st.integers(1, 4))))
+    return Catalog(vs)
+
+
+@given(cat=_catalogs(), floor=st.sampled_from((0.0, 0.55, 0.65, 0.8)))
+def test_variant_is_the_minimum_of_the_eligible(cat: Catalog, floor: float) -> None:
+    """Whatever the catalog: the choice is eligible, and no eligible variant ranks before it."""
+    eligible = [v for v in cat if v.is_cpu and v.framework == CFG.framework and v.accuracy >= floor
+                and v.max_batch >= CFG.batch]
+    got = offline_variant(cat, TASK, floor, CFG)
+    if not eligible:
+        assert got is None
+        return
+    assert got in eligible
+    rank = lambda v: (v.accuracy, v.cores, v.max_batch, v.latency_ms(CFG.batch), v.name)  # noqa: E731
+    assert all(rank(got) <= rank(v) for v in eligible)
+
+
+@given(utils=st.lists(st.tuples(st.sampled_from(("m5.xlarge", "p3.2xlarge")), st.floats(0.0, 1.0)),
+                      min_size=1, max_size=6))
+def test_worker_is_cpu_only_first_then_least_utilised(utils: list[tuple[str, float]]) -> None:
+    vw = view()
+    ws = [vw.add_worker(t, utilization={"cpu": u}) for t, u in utils]
+    w = offline_worker(vw, catalog().get("small-torch-b8"))
+    assert w is not None
+    key = lambda x: (x.instance_type.name != "m5.xlarge", x.utilization["cpu"], x.id)  # noqa: E731
+    assert key(w) == min(key(x) for x in ws)
