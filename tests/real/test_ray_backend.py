@@ -236,6 +236,7 @@ def test_a_node_removed_under_load_retries_or_fails_every_query_in_flight(ray_tw
             mech: Any = st._mech
             on_third = next(w for w in st.workers if mech.node_of[w.id] == third.node_id)
             other = next(w for w in st.workers if w is not on_third)
+            assert st.apply([AddWorker("ray-cpu2")]) == ["add_worker_no_ray_node"]  # every node full (1 CPU each)
             await _until(lambda: all(w.state == "running" for w in st.workers))
             assert st.apply([LoadVariant(VARIANT, other.id), LoadVariant(VARIANT, on_third.id)]) == [None, None]
             await _until(lambda: len(st.instances) == 2 and all(i.state == "ready" for i in st.instances.values()))
@@ -281,3 +282,14 @@ async def _until(ok: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
         if time.monotonic() > end:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.05)
+
+
+def test_a_bad_ray_block_is_a_one_line_config_error() -> None:
+    from infaas_core.errors import ConfigError
+    from infaas_real.server.cli import build_server
+
+    for bad, key in (("ray.max_concurrency=0", "ray.max_concurrency"), ("ray.local.temp_dir=relative", "ray.local.temp_dir"),
+                     ("ray.stats_timeout_s=-1", "ray.stats_timeout_s"), ("+ray.nope=1", "ray")):  # fmt: skip
+        with pytest.raises(ConfigError) as err:
+            build_server([*catalog_overrides(), "cluster=ray", bad])
+        assert str(err.value).startswith(key) and "\n" not in str(err.value), (bad, str(err.value))
