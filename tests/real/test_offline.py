@@ -148,6 +148,8 @@ def test_bad_submissions_are_refused_with_one_line_reasons(server: Server, tmp_p
         assert "\n" not in msg and str(tmp_path) not in msg and str(REPO) not in msg, msg
     status, raw = server.post("/v2/infaas/offline", b"{not json")
     assert status == 400, raw
+    status, raw = server.post("/v2/infaas/offline", b'{"task": "' + b"x" * 70000 + b'"}')  # > offline_max_request_bytes
+    assert status == 413, raw
     status, raw = server.post("/v2/infaas/offline", b"{}", headers={"Content-Type": "text/plain"})
     assert status == 415, raw
     assert server.get("/v2/infaas/offline/job-999")[0] == 404
