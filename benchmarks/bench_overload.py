@@ -1,7 +1,7 @@
 """Overload behaviour of the real server: goodput and answer times past saturation.
 
     .venv/bin/python benchmarks/bench_overload.py [--model NAME] [--slo-ms 100]
-        [--seconds 4] [--saturating 16] [--closed 1,2,5,10,25,50] [--open 0.5,1,2,5]
+        [--seconds 4] [--saturating 4] [--closed 0.25,1,12.5,50,200] [--open 0.5,1,2,5]
         [--serve-override KEY=VALUE ...] [--out overload.json]
 
 Starts ``infaas-real serve`` (digits catalog, loopback) and drives it twice:
@@ -176,8 +176,10 @@ def main() -> int:
     ap.add_argument("--model", default="classification-digits", help="task, model or variant to call")
     ap.add_argument("--slo-ms", type=float, default=100.0, help="latency_slo_ms of every query")
     ap.add_argument("--seconds", type=float, default=4.0, help="length of each run")
-    ap.add_argument("--saturating", type=int, default=16, help="connections that saturate the server")
-    ap.add_argument("--closed", default="1,2,5,10,25,50", help="closed-loop multiples of --saturating")
+    ap.add_argument("--saturating", type=int, default=4,
+                    help="connections that saturate the server (4 on the 2-core development machine)")
+    ap.add_argument("--closed", default="0.25,1,12.5,50,200",
+                    help="closed-loop multiples of --saturating (50: the acceptance's 50x)")
     ap.add_argument("--open", default="0.5,1,2,5", help="open-loop multiples of the measured capacity")
     ap.add_argument("--open-max-connections", type=int, default=1024)
     ap.add_argument("--serve-override", action="append", default=[], help="extra override for infaas-real serve")
