@@ -242,7 +242,10 @@ shortest period (route, timeline, stats, chunk): a 1e9 s run at a 10 ms route pe
 
 
 # -- from the Hydra config (a plain mapping after OmegaConf.to_container) ---------------------
-TOP_LEVEL_KEYS = ("policy", "trace", "cluster", "catalog", "apps", "sim", "seed", "sweep", "baselines", "offline")
+# ``ray`` (configs/cluster/ray.yaml) says where the real backend's Ray workers run; the
+# simulator models the ``cluster:`` block beside it and has no use for it.
+TOP_LEVEL_KEYS = ("policy", "trace", "cluster", "catalog", "apps", "sim", "seed", "sweep", "baselines", "offline",
+                  "ray")
 
 
 def apply_baselines(name: str, policy: Mapping[str, Any], baselines: Mapping[str, Any] | None) -> dict[str, Any]:
