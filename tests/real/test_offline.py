@@ -317,3 +317,42 @@ def test_the_cli_submits_waits_with_progress_and_refuses_with_one_line(strict_se
     bad = subprocess.run([*base, "submit", "task=nope", f"input={tmp_path / 'in.npy'}", f"output={tmp_path / 'o.npy'}",
                           url], capture_output=True, text=True, timeout=60, cwd=REPO)  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "unknown task" in bad.stderr, bad.stderr
+
+
+def test_an_image_directory_job_on_the_imagenet_catalog_matches_uint8_queries(tmp_path: Path) -> None:
+    """End to end for an image task: the job's scores for each image equal a UINT8 infer
+    request of the same variant on the pixels the job decoded (resize, crop), so the job
+    normalises as the server does."""
+    pytest.importorskip("torchvision")
+    pil = pytest.importorskip("PIL.Image")
+    from infaas_real.server.offline_inputs import decode_image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):  # odd sizes: every image is resized and cropped
+        pil.fromarray(rng.integers(0, 256, size=(240 + 17 * i, 320, 3), dtype=np.uint8)).save(images / f"{i:02d}.png")
+    with running_server(["catalog=imagenet", "policy=infaas"], tmp_path) as srv:
+        status, job = _submit(srv, task="classification-imagenet-224", min_accuracy=0.0, input_path=str(images),
+                              output_path=str(tmp_path / "scores.npy"))
+        assert status == 202, job
+        final = _wait(srv, job["id"], 120.0)
+        assert final["state"] == "done" and final["inputs_done"] == 6, final
+        y = np.load(tmp_path / "scores.npy")
+        assert y.shape == (6, 1000)
+        ratio = float(_resize_ratio())
+        for i in (0, 5):
+            px = decode_image(images / f"{i:02d}.png", (3, 224, 224), ratio)[None]
+            body = orjson.dumps({"inputs": [{"name": "input", "shape": list(px.shape), "datatype": "UINT8",
+                                             "data": px.ravel().tolist()}], "parameters": {"latency_slo_ms": 60000}})
+            status, raw = srv.post(f"/v2/models/{final['variant']}/infer", body, timeout_s=120)
+            assert status == 200, raw
+            online = np.asarray(orjson.loads(raw)["outputs"][0]["data"], dtype=np.float32)
+            np.testing.assert_allclose(y[i], online, rtol=1e-4, atol=1e-4)
+
+
+def _resize_ratio() -> float:
+    """``server.offline_image_resize_ratio`` of configs/serve.yaml."""
+    from infaas_real.server.config import compose
+
+    return float(compose("serve", []).cfg["server"]["offline_image_resize_ratio"])
