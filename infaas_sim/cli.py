@@ -95,6 +95,15 @@ def format_summary(s: Mapping[str, Any]) -> str:
                 f"  {name:<{w}}  {a['queries']:>10,}  {100 * a['violation_rate']:>7.2f}  {f(a['latency_ms']['p50'], 2):>8}"
                 f"  {f(a['latency_ms']['p99'], 2):>8}  {f(a['mean_accuracy'], 4):>8}  {f(a['slo_ms'], 0):>7}"
             )
+    off = s.get("offline")
+    if off:
+        done = off.get("completion_s")
+        lines.append(
+            f"  offline: {off['inputs_done']:,} of {off['inputs']:,} inputs, {off['jobs_finished']} of "
+            f"{len(off['jobs'])} jobs finished" + (f" (slowest {done:,.1f} s)" if done is not None else "")
+            + f", busy {off['busy_replica_s']:,.1f} replica-s, {100 * off['cost_share']:.1f}% of the cost, "
+            f"paused {off['paused_s']:,.1f} s"
+        )
     refused = s.get("refused_actions") or {}
     if refused:
         lines.append(f"  refused actions: {refused}")

@@ -117,6 +117,10 @@ def test_10k_input_job_completes_beside_online_load_without_more_violations() ->
     v_both = both.summary["per_app"]["on"]["violation_rate"]
     assert both.summary["per_app"]["on"]["queries"] == online.summary["per_app"]["on"]["queries"]
     assert v_both <= v_on
+    from infaas_sim.cli import format_summary
+
+    assert "offline: 10,000 of 10,000 inputs, 1 of 1 jobs finished" in format_summary(both.summary)
+    assert "offline:" not in format_summary(online.summary)
 
 
 def test_no_jobs_changes_nothing() -> None:
