@@ -231,6 +231,30 @@ def test_a_refusal_by_deadline_is_an_overloaded_with_a_one_line_reason(x: np.nda
     asyncio.run(asyncio.wait_for(body(), timeout=60))
 
 
+def test_the_slo_counts_the_time_spent_before_the_submit(x: np.ndarray) -> None:
+    """The HTTP layer passes the time since a request's head arrived: a query that spent its
+    SLO in the front end is refused at once, even with nothing ahead of it; one that has rows
+    ahead and little budget left is refused where the same query with its whole budget is not."""
+
+    async def body() -> None:
+        inst = _instance(shed=True, max_queue=100_000)
+        while not inst.serving:
+            await asyncio.sleep(0.02)
+        await inst.submit(x[:1], EXEC_SLO_MS)  # nothing ahead, nothing spent: served
+        with pytest.raises(DeadlineRefused, match="spent before"):
+            inst.submit(x[:1], EXEC_SLO_MS, spent_ms=EXEC_SLO_MS + 1.0)
+        assert inst.shed["deadline_admission"] == 1
+        await inst.submit(x[:1], EXEC_SLO_MS, spent_ms=EXEC_SLO_MS / 2)  # half spent, nothing ahead: served
+        futures = [inst.submit(x[i % 64 : i % 64 + 1], EXEC_SLO_MS) for i in range(10)]  # rows ahead ...
+        with pytest.raises(DeadlineRefused):  # ... and little budget left: refused (or expired while queued)
+            await inst.submit(x[:1], EXEC_SLO_MS, spent_ms=EXEC_SLO_MS - RUN_MS)
+        futures.append(inst.submit(x[:1], EXEC_SLO_MS))  # the same query with its whole budget is admitted
+        await asyncio.gather(*futures, return_exceptions=True)
+        inst.kill()
+
+    asyncio.run(asyncio.wait_for(body(), timeout=60))
+
+
 def test_server_closed_loop_at_50x_saturation_keeps_goodput_and_answers_in_time(tmp_path: Path, x: np.ndarray) -> None:
     bench = _bench()
     model = "classification-digits"
