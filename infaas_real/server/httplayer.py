@@ -90,7 +90,7 @@ class AdmissionSettings:
     min_inflight: int  # the limit never goes below this
     max_inflight: int  # ... nor above this (server.max_inflight_requests)
     increase: float  # added to the limit after an interval under the target in which it was reached
-    decrease: float  # the limit is multiplied by this after an interval over the target
+    decrease: float  # over the target the limit is scaled by target / mean, but by no less than this at once
 
 
 class FrontGate:
