@@ -18,8 +18,14 @@ from infaas_real.executor import ExecutorSettings
 from infaas_real.raycluster.settings import LocalRay, RaySettings, ray_settings_from_mapping
 
 
-def mechanism_factory(settings: RaySettings) -> Callable[[ExecutorSettings, Callable[[], float]], Any]:
-    """What ``LiveState(..., mechanism=...)`` calls to build the Ray mechanism."""
+def mechanism_factory(settings: RaySettings, connect_now: bool = False) -> Callable[[ExecutorSettings, Callable[[], float]], Any]:
+    """What ``LiveState(..., mechanism=...)`` calls to build the Ray mechanism. With
+    ``connect_now`` (``infaas-real serve``), Ray is started or joined at once, so that a
+    cluster that cannot be reached is a one-line error before the server binds its port."""
+    if connect_now:
+        from infaas_real.raycluster.mechanism import connect
+
+        connect(settings)
 
     def build(executor: ExecutorSettings, clock: Callable[[], float]) -> Any:
         from infaas_real.raycluster.mechanism import RayMechanism

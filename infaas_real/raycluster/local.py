@@ -49,7 +49,7 @@ class LocalRayCluster:
             "num_cpus": num_cpus, "memory": int(memory_gb * GIB), "resources": resources or {},
             "object_store_memory": object_store_mb * 1024 * 1024, "include_dashboard": False,
             "temp_dir": self.temp_dir})  # fmt: skip
-        self.head = self.cluster.head_node
+        self.head: Any = self.cluster.head_node
         ray.init(address=self.cluster.address, log_to_driver=False)
 
     def add_node(self, num_cpus: float, memory_gb: float, resources: dict[str, float] | None = None) -> Any:

@@ -34,6 +34,7 @@ import contextlib
 import logging
 import math
 import os
+import socket
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -64,11 +65,14 @@ NO_NODE = "add_worker_no_ray_node"
 _EPS = 1e-9
 
 
-def connect(settings: RaySettings) -> bool:
+_CONNECTED_HERE = [False]  # connect() started or joined Ray: this process shuts its driver down at the end
+
+
+def connect(settings: RaySettings) -> None:
     """Connect this process to Ray as its driver: ``ray.address``, else ``$RAY_ADDRESS``,
-    else a Ray started here (``ray.local``, no dashboard). Returns whether Ray was started or
-    joined here (and so is this process's to shut down); an already connected driver (tests)
-    is used as it is."""
+    else a Ray started here (``ray.local``, no dashboard); a :class:`BackendError` (one line)
+    when that fails. An already connected driver (tests) is used as it is, and left to its
+    owner."""
     if settings.local_only:
         from infaas_real.raycluster.local import enable_local_only
 
@@ -76,16 +80,35 @@ def connect(settings: RaySettings) -> bool:
     import ray
 
     if ray.is_initialized():
-        return False
+        return
     address = settings.address or os.environ.get("RAY_ADDRESS") or None
-    if address is not None:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-        return True
     loc = settings.local
-    ray.init(num_cpus=loc.num_cpus, _memory=None if loc.memory_gb is None else int(loc.memory_gb * GIB),
-             object_store_memory=loc.object_store_mb * 1024 * 1024, _temp_dir=loc.temp_dir,
-             include_dashboard=False, log_to_driver=False)  # fmt: skip
-    return True
+    if address is not None:
+        _probe(address, settings.connect_timeout_s)
+    try:
+        if address is not None:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(num_cpus=loc.num_cpus, _memory=None if loc.memory_gb is None else int(loc.memory_gb * GIB),
+                     object_store_memory=loc.object_store_mb * 1024 * 1024, _temp_dir=loc.temp_dir,
+                     include_dashboard=False, log_to_driver=False)  # fmt: skip
+    except Exception as exc:
+        where = f"the Ray cluster at {address}" if address else "a local Ray"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BackendError(f"ray: could not start or join {where}: {first[:300]}") from None
+    _CONNECTED_HERE[0] = True
+
+
+def _probe(address: str, timeout_s: float) -> None:
+    """A one-line :class:`BackendError` when nothing listens at a ``host:port`` address
+    within ``timeout_s`` (Ray itself would wait for minutes)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or "://" in address or not port.isdigit():
+        return  # "auto", "ray://...": left to Ray
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise BackendError(f"ray: nothing answers at the Ray address {address} ({exc.strerror or exc})") from None
 
 
 def _free(nodes: list[dict[str, Any]], held: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
@@ -277,7 +300,8 @@ class RayMechanism:
         self.clock = clock
         self.cluster: Cluster | None = None
         self.served: set[int] = set()
-        self.owns_ray = connect(settings)
+        connect(settings)
+        self.owns_ray = _CONNECTED_HERE[0]
         from infaas_real.raycluster.actor import WorkerActor
 
         self._ray = ray
@@ -514,3 +538,4 @@ class RayMechanism:
                 await t
         if self.owns_ray:
             self._ray.shutdown()
+            _CONNECTED_HERE[0] = False

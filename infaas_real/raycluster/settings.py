@@ -16,7 +16,7 @@ from infaas_core.model import InstanceType
 GIB = 1024**3
 
 _KEYS = {"address", "local_only", "local", "accelerator_resources", "type_resources", "max_concurrency",
-         "stats_timeout_s", "stop_timeout_s"}  # fmt: skip
+         "stats_timeout_s", "stop_timeout_s", "connect_timeout_s"}  # fmt: skip
 _LOCAL_KEYS = {"num_cpus", "memory_gb", "object_store_mb", "temp_dir"}
 
 
@@ -40,6 +40,7 @@ class RaySettings:
     max_concurrency: int  # queries one worker actor may hold at once
     stats_timeout_s: float  # a worker's per-window statistics call waits at most this long
     stop_timeout_s: float  # a stopping worker gets this long to stop its replicas before it is killed
+    connect_timeout_s: float  # a host:port address must accept a TCP connection within this long
 
     def demand(self, t: InstanceType) -> dict[str, float]:
         """The Ray resources one worker of ``t`` holds: its vCPUs, memory (bytes), devices."""
@@ -105,4 +106,5 @@ def ray_settings_from_mapping(d: Any, prefix: str = "ray") -> RaySettings:
         address=addr, local_only=d["local_only"], local=local, accelerator_resources=dict(acc),
         type_resources=type_res, max_concurrency=conc,
         stats_timeout_s=float(_num(d, "stats_timeout_s", prefix)), stop_timeout_s=float(_num(d, "stop_timeout_s", prefix)),
+        connect_timeout_s=float(_num(d, "connect_timeout_s", prefix)),
     )  # fmt: skip

@@ -49,7 +49,7 @@ def build_server(overrides: Sequence[str]) -> tuple[InferenceServer, dict[str, o
     if cfg.get("ray") is not None:  # cluster=ray: workers are Ray actors (docs/ray.md)
         from infaas_real.raycluster import mechanism_factory, ray_settings_from_mapping
 
-        mechanism = mechanism_factory(ray_settings_from_mapping(cfg["ray"]))
+        mechanism = mechanism_factory(ray_settings_from_mapping(cfg["ray"]), connect_now=True)
     return InferenceServer(catalog, cluster, policy, server, state, executor, mechanism=mechanism), cfg
 
 

@@ -189,7 +189,7 @@ class RayHarness(ServerHarness):
         # stats_timeout_s / stop_timeout_s: generous for a loaded 2-core machine
         self._factory = mechanism_factory(RaySettings(address=None, local_only=True, local=LocalRay(None, None, 80, "/tmp/iray"),
                                                       accelerator_resources={}, type_resources={}, max_concurrency=256,
-                                                      stats_timeout_s=10.0, stop_timeout_s=10.0))  # fmt: skip
+                                                      stats_timeout_s=10.0, stop_timeout_s=10.0, connect_timeout_s=10.0))  # fmt: skip
         super().__init__()
 
     def _mechanism(self) -> Any:

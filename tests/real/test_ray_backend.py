@@ -293,3 +293,20 @@ def test_a_bad_ray_block_is_a_one_line_config_error() -> None:
         with pytest.raises(ConfigError) as err:
             build_server([*catalog_overrides(), "cluster=ray", bad])
         assert str(err.value).startswith(key) and "\n" not in str(err.value), (bad, str(err.value))
+
+
+def test_serve_exits_2_with_one_line_when_nothing_answers_at_the_ray_address(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, "-m", "infaas_real", "serve", *catalog_overrides(), "cluster=ray",
+                          f"ray.address=127.0.0.1:{port}", "server.grpc_port=null"],
+                         capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and "ray" in lines[0], lines
