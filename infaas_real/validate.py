@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -136,6 +137,34 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
+
+
+def machine_busy_s() -> float | None:
+    """CPU seconds every process on this machine has used (``/proc/stat``; ``None`` where absent)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s() -> float:
+    """CPU seconds of this process and its waited-for children (the server and, through it, its
+    worker slots once it has exited)."""
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
+def background_cores(v: dict[str, Any], measured: float | None) -> float:
+    """``validate.background_cores``: ``measured`` = the cores other processes used during the
+    real run (the machine's CPU time less this run's own, over its wall time), or a number."""
+    x = v["background_cores"]
+    if x == "measured":
+        return 0.0 if measured is None else measured
+    if isinstance(x, bool) or not isinstance(x, int | float) or not x >= 0:
+        raise ConfigError("validate.background_cores", f"'measured' or a number >= 0, got {x!r}")
+    return float(x)
 
 
 def get_json(url: str, path: str) -> Any:
@@ -365,6 +394,7 @@ def _main(overrides: Sequence[str]) -> int:
     url = f"http://127.0.0.1:{port}"
     server_over = [*scen, *v.get("server_overrides", [])]
     adm_over, adm = admission_overrides(server_over)  # before the server starts: a bad key fails at once
+    busy0, own0, wall0 = machine_busy_s(), own_cpu_s(), time.perf_counter()
     server = start_server(server_over, port, run_dir / "server.log")
     load_avg = os.getloadavg()
     task = catalog.variants[0].task
@@ -384,6 +414,9 @@ def _main(overrides: Sequence[str]) -> int:
         real_actions = server_actions(url)
     finally:
         stop_server(server)
+    busy1, own1, wall1 = machine_busy_s(), own_cpu_s(), time.perf_counter()  # (the server has exited)
+    others = (None if busy0 is None or busy1 is None
+              else max((busy1 - busy0) - (own1 - own0), 0.0) / max(wall1 - wall0, 1e-9))  # fmt: skip
     start_s = ans.start_perf_s - t0_perf  # the trace's start on the server clock
     table, summary = to_results(ans, apps, catalog, policy=str(policy["name"]), trace=trace.name, seed=seed,
                                 duration_s=trace.duration_s)  # fmt: skip
@@ -398,6 +431,7 @@ def _main(overrides: Sequence[str]) -> int:
     scale = service_scale(v, fe)
     # shared cores: the machine's (the calibration's record of it, else this machine's)
     shared = int(fe.get("machine_cores") or cores) if v["shared_cores"] else None
+    background = background_cores(v, others)
     # the policy reads the catalog as profiled in both backends; the simulator's data plane
     # runs it on this machine: inference x the service scale, loads + the worker-slot start
     sim_over = [*scen, f"sim.service_scale={scale}", f"sim.load_extra_ms={float(fe['slot_start_ms'])}",
@@ -405,7 +439,8 @@ def _main(overrides: Sequence[str]) -> int:
                 "sim.frontend.enabled=true", f"sim.frontend.path={fe_path}", "sim.progress=off",
                 # the server's admission (queue cap, deadline shedding) instead of dropping late queries
                 "sim.drop_late=false", *adm_over,
-                *([f"sim.frontend.machine_cores={shared}"] if shared else []),
+                *([f"sim.frontend.machine_cores={shared}", f"sim.frontend.background_cores={background:.3f}"]
+                  if shared else []),
                 *v.get("sim_overrides", [])]  # fmt: skip
     sim_dir = run_dir / "sim"
     run_simulator(sim_over, sim_dir, float(v["sim_timeout_s"]))
@@ -446,9 +481,11 @@ def _main(overrides: Sequence[str]) -> int:
                                      f"{'on' if adm['shed_by_deadline'] else 'off'} (estimate over "
                                      f"{adm['service_estimate_answers']} answers, {adm['max_rows_in_flight']} rows "
                                      "in flight per replica): the server's configuration, applied by the simulator",
-        "shared cores (simulated)": (f"{shared} cores shared by the front end's CPU and the CPU replicas "
-                                     "(window-scale processor sharing, loading replicas included)" if shared
-                                     else "off: the front end on a core of its own"),
+        "shared cores (simulated)": (f"{shared} cores shared by the front end's CPU, the CPU replicas, the loading "
+                                     f"ones and {background:.2f} cores of other work (window-scale processor "
+                                     "sharing)" if shared else "off: the front end on a core of its own"),
+        "other processes' CPU during the real run": ("unknown (no /proc/stat)" if others is None
+                                                     else f"{others:.2f} cores (the machine's CPU time less this run's)"),
         "service times (simulated)": f"the catalog's x {scale:.3f} ({v['service_scale']}: "
                                      + ("the calibration's in-server / profiled inference time)" if v["service_scale"] == "calibrated" else "as given)"),
         "requests": f"one {v['input_datatype']} input of shape {list(shape)} each (binary tensor extension)",

@@ -53,8 +53,9 @@ class SimMechanism:
         self._last_collect_s = 0.0
         self.advance_args: tuple[NoiseStream, float, bool] | None = None  # lets a queue bring itself to the view's time
         self.shed_answers: int | None = None  # deadline shedding (sim.admission): batches of each queue's row estimate
-        # shared cores (sim.frontend.machine_cores): (cores, front-end CPU s per query, cores per loading replica)
-        self.cpu_share: tuple[int, float, float] | None = None
+        # shared cores (sim.frontend.machine_cores): (cores, front-end CPU s per query, cores per
+        # loading replica, other work in cores)
+        self.cpu_share: tuple[int, float, float, float] | None = None
         self.routed = 0  # queries that reached the policy since the last window (the engine counts them)
         # the machine the catalog is run on (sim.service_scale, sim.load_extra_ms): service times and
         # load latencies of the data plane; the policy reads the catalog as it is
@@ -160,17 +161,17 @@ class SimMechanism:
     def _share_cpu(self, t0_s: float, now_s: float) -> None:
         """Shared cores (:mod:`infaas_sim.frontend`): the window's CPU demand on each worker —
         its CPU replicas' nominal service, the front end's CPU for the queries that reached the
-        policy, the replicas loading — over the machine's cores stretches the CPU replicas'
+        policy, the replicas loading, other work — over the machine's cores stretches the CPU replicas'
         service of the next window by the ratio (never below 1). Reads ``busy_s`` before
         :meth:`collect` resets it."""
         assert self.cpu_share is not None
-        cores, fe_s, loading = self.cpu_share
+        cores, fe_s, loading, background = self.cpu_share
         window_s = now_s - t0_s
         routed, self.routed = self.routed, 0
         if window_s <= 0:
             return
         for w in self._c().workers:
-            demand = routed * fe_s
+            demand = routed * fe_s + background * window_s
             cpu = [inst for inst in w.instances if inst.variant.is_cpu]
             for inst in cpu:
                 q: Queue = inst.mech

@@ -20,7 +20,8 @@ machine): the front end, the load generator and the replicas' processes run on t
 The stage above gives the front end a core of its own; with ``machine_cores`` set, its CPU
 (``per_query_ms + per_item_ms`` per query, which the calibration measures from the client's
 side, so it holds the generator's share too) also counts against the machine, with the CPU
-replicas' service and the replicas that are loading (``loading_cores`` each): when over a
+replicas' service, the replicas that are loading (``loading_cores`` each) and other work on
+the machine (``background_cores``, e.g. other users' processes): when over a
 window that demand exceeds ``machine_cores`` x the window, the CPU replicas' service times of
 the next window stretch by the ratio (processor sharing at the window scale, as
 ``sim.accelerator_sharing`` for an accelerator's replicas; :meth:`infaas_sim.cluster.SimMechanism.collect`).
@@ -47,7 +48,8 @@ import numpy as np
 
 from infaas_core.errors import ConfigError
 
-FRONTEND_KEYS = ("enabled", "path", "cores", "per_query_ms", "per_item_ms", "machine_cores", "loading_cores")
+FRONTEND_KEYS = ("enabled", "path", "cores", "per_query_ms", "per_item_ms", "machine_cores", "loading_cores",
+                 "background_cores")
 FILE_KEYS = ("cores", "per_query_ms", "per_item_ms")
 
 
@@ -71,6 +73,9 @@ class FrontendSettings:
     loading_cores: float
     """With ``machine_cores``: the cores a replica uses while it loads (a worker slot's process
     starting: importing its runtime, loading and warming up its model)."""
+    background_cores: float
+    """With ``machine_cores``: other work on the machine, in cores, counted in every window's
+    demand (``infaas-real validate`` measures it: the CPU other processes used during its real run)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
@@ -80,7 +85,7 @@ class FrontendSettings:
         mc = self.machine_cores
         if mc is not None and (isinstance(mc, bool) or not isinstance(mc, int) or mc < 1):
             raise ConfigError("sim.frontend.machine_cores", f"must be an integer >= 1 or null, got {mc!r}")
-        for key in ("per_query_ms", "per_item_ms", "loading_cores"):
+        for key in ("per_query_ms", "per_item_ms", "loading_cores", "background_cores"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
                 raise ConfigError(f"sim.frontend.{key}", f"must be a number >= 0, got {value!r}")

@@ -17,9 +17,10 @@ SERVICE_MS = 10.0
 FRONT_MS = 5.0
 
 
-def _fe(machine_cores: int | None, loading_cores: float = 1.0) -> dict[str, object]:
+def _fe(machine_cores: int | None, loading_cores: float = 1.0, background_cores: float = 0.0) -> dict[str, object]:
     return {"enabled": True, "path": None, "cores": 1, "per_query_ms": FRONT_MS, "per_item_ms": 0.0,
-            "machine_cores": machine_cores, "loading_cores": loading_cores}  # fmt: skip
+            "machine_cores": machine_cores, "loading_cores": loading_cores,
+            "background_cores": background_cores}  # fmt: skip
 
 
 def _service_ms(rate_qps: float, machine_cores: int | None, load_ms: float = 0.0, duration_s: float = 4.0,
@@ -64,6 +65,13 @@ def test_a_loading_replica_takes_its_cores() -> None:
     assert second.size and (second > SERVICE_MS * 1.05).all()
     start0, ms0 = _service_ms(40.0, 1, load_ms=1500.0, loading_cores=0.0)  # the load costs no CPU
     np.testing.assert_allclose(ms0[(start0 >= 1.5) & (start0 < 2.0)], SERVICE_MS, atol=1e-9)
+
+
+def test_other_work_on_the_machine_counts_too() -> None:
+    # 40 q/s (0.6 core-s per s) on two cores with 1.6 cores of other work: 2.2 / 2 = 1.1
+    start, ms = _service_ms(40.0, 2, background_cores=1.6)
+    later = ms[(start >= 2.0) & (start < 3.0)]
+    assert later.size and np.ptp(later) < 1e-9 and 1.05 * SERVICE_MS <= later[0] <= 1.15 * SERVICE_MS
 
 
 def test_bad_machine_cores_names_the_key() -> None:
