@@ -16,6 +16,12 @@ Needs the `ray` extra. In one run, on this machine:
   query, and the throughput; the difference of the p50s is the latency Ray adds per query
   (the front end's actor call to the worker and the answer's way back).
 
+Then, in this process (``--in-process-queries``, 0 to skip), the mechanism hop alone: the
+server's ``LiveState`` over each backend (the Ray one on a local one-node Ray cluster this
+process drives), one instance of the variant, sequential ``submit``s of a 1-row query,
+alternating blocks; p50 / p99 of submit-to-answer. Its difference is the actor call without
+HTTP.
+
 Latencies are over the queries answered 200; any other answer (the policy's 503 "no
 capacity" when it flags the one instance overloaded) is counted per backend, with an
 example. Prints one JSON document and
@@ -125,12 +131,75 @@ def _state(port: int) -> dict[str, Any]:
     return out
 
 
+def _in_process(queries: int, blocks: int) -> dict[str, Any]:
+    """Sequential submits to one instance on each backend's ``LiveState`` (see the docstring)."""
+    import asyncio
+
+    from infaas_core.actions import LoadVariant
+    from infaas_core.policies.base import Policy, PolicyContext
+    from infaas_real.raycluster import mechanism_factory, ray_settings_from_mapping
+    from infaas_real.raycluster.local import LocalRayCluster
+    from infaas_real.server.config import (
+        build_catalog,
+        build_cluster,
+        build_server_settings,
+        compose,
+    )
+    from infaas_real.server.state import LiveState
+
+    rc = LocalRayCluster(num_cpus=2, memory_gb=2.0, object_store_mb=80)
+    try:
+        states: dict[str, tuple[list[str], Any]] = {}
+        for name, over in BACKENDS.items():
+            cfg = compose("serve", ["catalog=digits", *over]).cfg
+            factory = mechanism_factory(ray_settings_from_mapping(cfg["ray"])) if "ray" in cfg else None
+            states[name] = (over, (cfg, factory))
+        x = np.random.default_rng(0).random((1, 64), dtype=np.float32)
+
+        async def run() -> dict[str, Any]:
+            live: dict[str, Any] = {}
+            for name, (_, (cfg, factory)) in states.items():
+                catalog, cluster = build_catalog(cfg), build_cluster(cfg)
+                _, st_settings, executor = build_server_settings(cfg)
+                policy = Policy(PolicyContext(catalog, cluster), {"observation": cfg["policy"]["observation"]})
+                st = LiveState(catalog, cluster, policy, st_settings, executor, time.perf_counter, mechanism=factory)
+                await st.start()
+                assert st.apply([LoadVariant(VARIANT, 0)]) == [None]
+                live[name] = st
+            for _ in range(600):
+                if all(i.state == "ready" for st in live.values() for i in st.instances.values()):
+                    break
+                await asyncio.sleep(0.1)
+            lat: dict[str, list[float]] = {n: [] for n in live}
+            for _ in range(blocks):
+                for name, st in live.items():
+                    (inst,) = st.instances.values()
+                    for _ in range(queries):
+                        t0 = time.perf_counter()
+                        await inst.mech.submit(x, 1000.0)
+                        lat[name].append((time.perf_counter() - t0) * 1000.0)
+            for st in live.values():
+                await st.close()
+            out: dict[str, Any] = {}
+            for name, v in lat.items():
+                a = np.asarray(v[queries // 10 :])  # the first block's start warms the path
+                out[name] = {"queries": int(a.size), "p50_ms": round(float(np.percentile(a, 50)), 3),
+                             "p99_ms": round(float(np.percentile(a, 99)), 3)}  # fmt: skip
+            out["ray_added_p50_ms"] = round(out["ray"]["p50_ms"] - out["single_host"]["p50_ms"], 3)
+            return out
+
+        return asyncio.run(run())
+    finally:
+        rc.shutdown()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--queries", type=int, default=400, help="queries per client per round")
     ap.add_argument("--rounds", type=int, default=4, help="rounds per backend and client count")
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8], help="closed-loop client counts")
     ap.add_argument("--warmup", type=int, default=200, help="queries to each server before measuring")
+    ap.add_argument("--in-process-queries", type=int, default=500, help="submits per block in process (0: skip)")
     ap.add_argument("--out", type=Path, default=Path("ray_backend.json"))
     ap.add_argument("--log-dir", type=Path, default=Path("/tmp"))
     args = ap.parse_args()
@@ -181,6 +250,8 @@ def main() -> int:
 
         for proc, _ in procs.values():
             stop_server(proc)
+    if args.in_process_queries > 0:
+        result["in_process"] = _in_process(args.in_process_queries, args.rounds)
     result["loadavg_end"] = os.getloadavg()
     text = json.dumps(result, indent=2)
     print(text)
