@@ -701,7 +701,11 @@ class InfaasSelector:
             h = held.get(w.id)
             if h is not None:
                 return (Route(h.id),), (w.id,), False
-            if not idx.holds(w.id, v.name) and room_of(w).fits(w.instance_type, v):  # (not while it unloads there)
+            if (
+                v.name not in idx.view.unservable  # the mechanism gave it up: a load would be refused
+                and not idx.holds(w.id, v.name)  # (not while it unloads there)
+                and room_of(w).fits(w.instance_type, v)
+            ):
                 return (LoadAndRoute(v.name, w.id),), (w.id,), False
         return None
 
@@ -734,6 +738,11 @@ class InfaasSelector:
         return [w for w in ws if w.id not in self.blacklist] + [w for w in ws if w.id in self.blacklist]
 
     def _place(self, idx: _Index, v: Variant) -> WorkerView | None:
+        """The first worker (least utilised) of ``v``'s hardware with room for it that is not
+        unloading it; ``None`` there too when the mechanism reported ``v`` unservable (its load
+        would be refused), so the next candidate is tried."""
+        if v.name in idx.view.unservable:
+            return None
         for w in self._ordered(idx, v.hardware):
             if not idx.holds(w.id, v.name) and room_of(w).fits(w.instance_type, v):
                 return w

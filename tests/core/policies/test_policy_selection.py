@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from policy_world import M5, build, cluster, req, world
 
-from infaas_core.actions import LoadAndRoute, Reject, RejectKind, Route
+from infaas_core.actions import LoadAndRoute, LoadVariant, Reject, RejectKind, Route
 from infaas_core.model import ClusterSpec, InstanceType
 from infaas_core.policies.common import EstimateConfig, cost_per_query_usd
 from infaas_core.view import InstanceState
@@ -515,3 +515,19 @@ def test_a_reused_object_address_never_replays_another_requirement_s_decision():
         kinds.append(type(p.select(r, view)))
         del r
     assert all(k is Route for k in kinds[0::2]) and all(k is Reject for k in kinds[1::2])
+
+
+def test_a_variant_the_mechanism_gave_up_is_not_loaded_the_next_candidate_is():
+    """A variant reported unservable (``Cluster.variant_unservable``: its replicas keep dying,
+    its artifact cannot be built) would be refused (``load_unservable``): selection loads the
+    next candidate instead, and loads the first again once it is servable."""
+    ctx, view = world()
+    p = build("infaas", ctx)
+    r = req(min_accuracy=0.75, latency_slo_ms=200)
+    assert p.select(r, view) == LoadAndRoute("resnet50-cpu", 0)
+    view.variant_unservable("resnet50-cpu", "replicas died 3 times")
+    d = p.select(r, view)
+    assert isinstance(d, LoadAndRoute) and d.variant != "resnet50-cpu"
+    assert view.apply([LoadVariant("resnet50-cpu", 0, 1)]) == ["load_unservable"]
+    view.variant_servable("resnet50-cpu")
+    assert p.select(r, view) == LoadAndRoute("resnet50-cpu", 0)
