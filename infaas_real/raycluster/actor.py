@@ -12,7 +12,8 @@ talks to it through actor calls only:
   and the end of a drain;
 - ``infer(iid, x, slo_ms, spent_ms, background)`` — one query (or offline batch); the
   answer, or an error kind and message (never a Ray exception for the executor's own
-  refusals); ``cancel_background(iid)`` drops the offline batches not sent yet;
+  refusals); ``infer_many(iid, queries)`` several at once (the server's coalesced call);
+  ``cancel_background(iid)`` drops the offline batches not sent yet;
 - ``stats()`` — per instance, the busy time, batches and batch items since the last call
   (the window counters only the worker can count);
 - ``shutdown()`` — stop every replica now.
@@ -154,6 +155,14 @@ class WorkerActor:
         except asyncio.CancelledError:
             return ("error", "cancelled", "cancelled")
         return ("ok", s.y, s.queue_ms, s.infer_ms, s.batch, s.replica_pid)
+
+    async def infer_many(self, iid: int, queries: list[tuple[np.ndarray, float, float]]) -> list[Answer]:
+        """Several queries to one instance (the server sends together those that waited for a
+        call), each submitted at once; their answers once all have one."""
+        if len(queries) == 1:
+            x, slo_ms, spent_ms = queries[0]
+            return [await self.infer(iid, x, slo_ms, spent_ms, False)]
+        return list(await asyncio.gather(*(self.infer(iid, x, slo_ms, spent_ms, False) for x, slo_ms, spent_ms in queries)))
 
     async def cancel_background(self, iid: int) -> int:
         ei = self.instances.get(iid)

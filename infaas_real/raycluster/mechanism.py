@@ -37,6 +37,7 @@ import os
 import socket
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -137,6 +138,8 @@ class RayInstance:
         self.unloading = False
         self.lost = False
         self._background: set[asyncio.Future[Served]] = set()
+        self._waiting: list[_Query] = []  # queries not sent yet (all ray.calls_in_flight calls on their way)
+        self._calls = 0  # infer_many calls on their way
         self.facts: dict[str, Any] = {"serving": False, "gone": False, "gave_up": None, "live_replicas": 0,
                                       "pids": [], "ready_pids": [], "shed": {}, "hung": [],
                                       "service_ms_per_row": inst.variant.batch1_latency_ms, "overhead_ms": 0.0,
@@ -221,7 +224,7 @@ class RayInstance:
         fut: asyncio.Future[Served] = asyncio.get_running_loop().create_future()
         self._background.add(fut)
         fut.add_done_callback(self._background.discard)
-        self.mech.spawn(self._serve(x, math.inf, 0.0, fut, self.mech.clock(), -1))
+        self.mech.spawn(self._serve_background(x, fut))
         return fut
 
     def cancel_background(self) -> int:
@@ -240,51 +243,91 @@ class RayInstance:
         self.outstanding += 1
         self.last_arrival_s = self.mech.clock()
         self.inst.counters.arrived(slo_ms)
-        self.mech.spawn(self._serve(x, slo_ms, spent_ms, fut, t0_s, attempt))
+        self._waiting.append(_Query(x, slo_ms, spent_ms, fut, t0_s, attempt))
+        self._pump()
 
-    async def _serve(self, x: np.ndarray, slo_ms: float, spent_ms: float, fut: asyncio.Future[Served], t0_s: float,
-                     attempt: int) -> None:  # fmt: skip
-        """One actor call; ``attempt`` -1: an offline batch (not counted, not retried)."""
-        background = attempt < 0
+    def _pump(self) -> None:
+        """Send what waits: with fewer than ``ray.calls_in_flight`` calls on their way, the
+        waiting queries (up to ``ray.max_queries_per_call``) go together in one call."""
+        cfg = self.mech.settings
+        while self._waiting and self._calls < cfg.calls_in_flight:
+            n = min(len(self._waiting), cfg.max_queries_per_call)
+            batch, self._waiting = self._waiting[:n], self._waiting[n:]
+            self._calls += 1
+            self.mech.spawn(self._serve_many(batch))
+
+    async def _serve_many(self, batch: list[_Query]) -> None:
         try:
-            out = await self.actor.infer.remote(self.inst.id, x, slo_ms, spent_ms, background)
+            outs = await self.actor.infer_many.remote(self.inst.id, [(q.x, q.slo_ms, q.spent_ms) for q in batch])
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # ActorDiedError / ActorUnavailableError: the worker is lost or unreachable
-            if not background:
-                self.outstanding -= 1
+            self.outstanding -= len(batch)
+            self._calls -= 1
             self.mech.actor_failed(self.inst.worker, exc)
-            if fut.done():
-                return
-            if background:
-                fut.set_exception(WorkerDied(f"{self.inst.variant.name}: worker {self.inst.worker_id} lost"))
-                return
-            alt = self.mech.alternative(self.inst) if attempt == 0 else None
-            if alt is not None:
-                self.mech.counts["queries_retried"] += 1
-                alt._send(x, slo_ms, spent_ms, fut, t0_s, attempt + 1)
-                return
-            self.mech.counts["queries_failed_lost"] += 1
-            why = "its retry's worker was lost too" if attempt else "no other ready instance of the variant"
-            fut.set_exception(WorkerDied(f"{self.inst.variant.name}: worker {self.inst.worker_id} lost "
-                                         f"({type(exc).__name__}); {why}"))  # fmt: skip
+            for q in batch:
+                self._lost_query(q, exc)
+            self._pump()
             return
-        if not background:
-            self.outstanding -= 1
-        if fut.done():  # timed out or cancelled meanwhile
+        self.outstanding -= len(batch)
+        self._calls -= 1
+        self._pump()
+        now = self.mech.clock()
+        for q, out in zip(batch, outs, strict=True):
+            if not q.fut.done():  # else timed out or cancelled meanwhile
+                self._answer(q, out, now)
+
+    def _lost_query(self, q: _Query, exc: BaseException) -> None:
+        """A query whose call failed with the worker: once more on another instance, else failed."""
+        if q.fut.done():
             return
+        alt = self.mech.alternative(self.inst) if q.attempt == 0 else None
+        if alt is not None:
+            self.mech.counts["queries_retried"] += 1
+            alt._send(q.x, q.slo_ms, q.spent_ms, q.fut, q.t0_s, q.attempt + 1)
+            return
+        self.mech.counts["queries_failed_lost"] += 1
+        why = "its retry's worker was lost too" if q.attempt else "no other ready instance of the variant"
+        q.fut.set_exception(WorkerDied(f"{self.inst.variant.name}: worker {self.inst.worker_id} lost "
+                                       f"({type(exc).__name__}); {why}"))  # fmt: skip
+
+    def _answer(self, q: _Query, out: tuple[Any, ...], now_s: float) -> None:
         if out[0] == "ok":
             _, y, queue_ms, infer_ms, batch, pid = out
-            if not background:
+            if q.attempt >= 0:
                 c = self.inst.counters
                 c.completions += 1
-                c.latency_sum_ms += (self.mech.clock() - t0_s) * 1000.0
-            fut.set_result(Served(y, queue_ms, infer_ms, batch, pid))
+                c.latency_sum_ms += (now_s - q.t0_s) * 1000.0
+            q.fut.set_result(Served(y, queue_ms, infer_ms, batch, pid))
             return
         _, kind, message = out
         exc_type: type[BackendError] = {"deadline": DeadlineRefused, "overloaded": Overloaded, "died": WorkerDied,
                                         "failed": InferenceFailed, "gone": Overloaded}.get(kind, BackendError)  # fmt: skip
-        fut.set_exception(exc_type(message))
+        q.fut.set_exception(exc_type(message))
+
+    async def _serve_background(self, x: np.ndarray, fut: asyncio.Future[Served]) -> None:
+        """An offline batch: one call of its own, not counted, not retried."""
+        try:
+            out = await self.actor.infer.remote(self.inst.id, x, math.inf, 0.0, True)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.mech.actor_failed(self.inst.worker, exc)
+            if not fut.done():
+                fut.set_exception(WorkerDied(f"{self.inst.variant.name}: worker {self.inst.worker_id} lost"))
+            return
+        if not fut.done():
+            self._answer(_Query(x, math.inf, 0.0, fut, 0.0, -1), out, self.mech.clock())
+
+
+@dataclass(slots=True)
+class _Query:
+    x: np.ndarray
+    slo_ms: float
+    spent_ms: float
+    fut: asyncio.Future[Served]
+    t0_s: float  # when the server submitted it (its latency runs from here)
+    attempt: int  # 0 first, 1 the retry after its worker was lost; -1 an offline batch
 
 
 class RayMechanism:
@@ -317,6 +360,7 @@ class RayMechanism:
         self._chosen: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._suspect: dict[int, Any] = {}  # worker id -> its stats call still unanswered
+        self._closing = False
 
     def _c(self) -> Cluster:
         assert self.cluster is not None, "RayMechanism used before its cluster was attached"
@@ -409,7 +453,7 @@ class RayMechanism:
             self.counts["actor_unavailable"] += 1
 
     def worker_lost(self, w: ViewWorker, why: str) -> None:
-        if w.id not in self.actors:
+        if w.id not in self.actors or self._closing:
             return
         self.lost.append({"worker": w.id, "node": self.node_of.get(w.id), "why": why, "at_s": self.clock()})
         log.warning("worker %d lost: %s", w.id, why)
@@ -527,15 +571,17 @@ class RayMechanism:
 
     # -- end -----------------------------------------------------------------------------
     async def close(self) -> None:
-        """Stop every worker actor; shut Ray down if this process started or joined it."""
-        for actor in list(self.actors.values()):
-            await self._stop(actor)
-        self.actors.clear()
+        """Stop every worker actor; shut Ray down if this process started or joined it. The
+        actors' deaths are not losses: nothing is reported from here on."""
+        self._closing = True
         for t in list(self._tasks):
             t.cancel()
         for t in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await t
+        for actor in list(self.actors.values()):
+            await self._stop(actor)
+        self.actors.clear()
         if self.owns_ray:
             self._ray.shutdown()
             _CONNECTED_HERE[0] = False

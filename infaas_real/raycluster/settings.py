@@ -16,7 +16,7 @@ from infaas_core.model import InstanceType
 GIB = 1024**3
 
 _KEYS = {"address", "local_only", "local", "accelerator_resources", "type_resources", "max_concurrency",
-         "stats_timeout_s", "stop_timeout_s", "connect_timeout_s"}  # fmt: skip
+         "stats_timeout_s", "stop_timeout_s", "connect_timeout_s", "calls_in_flight", "max_queries_per_call"}  # fmt: skip
 _LOCAL_KEYS = {"num_cpus", "memory_gb", "object_store_mb", "temp_dir"}
 
 
@@ -38,6 +38,8 @@ class RaySettings:
     accelerator_resources: dict[str, str]  # device class -> Ray resource ("GPU" or a custom one), one unit per device
     type_resources: dict[str, dict[str, float]]  # instance type -> extra custom resources its workers need
     max_concurrency: int  # queries one worker actor may hold at once
+    calls_in_flight: int  # query calls one instance may have on their way; queries beyond wait and go together
+    max_queries_per_call: int  # at most this many queries in one call
     stats_timeout_s: float  # a worker's per-window statistics call waits at most this long
     stop_timeout_s: float  # a stopping worker gets this long to stop its replicas before it is killed
     connect_timeout_s: float  # a host:port address must accept a TCP connection within this long
@@ -99,12 +101,16 @@ def ray_settings_from_mapping(d: Any, prefix: str = "ray") -> RaySettings:
         if not isinstance(res, Mapping):
             raise ConfigError(f"{prefix}.type_resources.{name}", f"must map resource names to amounts, got {res!r}")
         type_res[str(name)] = {str(r): float(_num(res, r, f"{prefix}.type_resources.{name}")) for r in res}
-    conc = d["max_concurrency"]
-    if isinstance(conc, bool) or not isinstance(conc, int) or conc < 1:
-        raise ConfigError(f"{prefix}.max_concurrency", f"must be an integer >= 1, got {conc!r}")
+    ints = {}
+    for key in ("max_concurrency", "calls_in_flight", "max_queries_per_call"):
+        v = d[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"{prefix}.{key}", f"must be an integer >= 1, got {v!r}")
+        ints[key] = v
     return RaySettings(
         address=addr, local_only=d["local_only"], local=local, accelerator_resources=dict(acc),
-        type_resources=type_res, max_concurrency=conc,
+        type_resources=type_res, max_concurrency=ints["max_concurrency"], calls_in_flight=ints["calls_in_flight"],
+        max_queries_per_call=ints["max_queries_per_call"],
         stats_timeout_s=float(_num(d, "stats_timeout_s", prefix)), stop_timeout_s=float(_num(d, "stop_timeout_s", prefix)),
         connect_timeout_s=float(_num(d, "connect_timeout_s", prefix)),
     )  # fmt: skip

@@ -127,7 +127,7 @@ class ServerHarness(Harness):
         async def build() -> LiveState:
             st = LiveState(catalog, SPEC, Policy(PolicyContext(catalog, SPEC), params),
                            StateSettings(core_budget=4, stats_window_s=3600.0, startup_scale=1.0),
-                           ExecutorSettings(RunnerSpec("infaas_real.runtime:load_runner", None, "cpu", ()), max_queue=64, max_restarts=3, guard=None), lambda: time.perf_counter() - t0,
+                           ExecutorSettings(RunnerSpec("infaas_real.runtime:load_runner", None, "cpu", ()), max_queue=64, max_restarts=3, guard=None, heartbeat=None), lambda: time.perf_counter() - t0,
                            mechanism=self._mechanism())  # fmt: skip
             await st.start()
             return st
@@ -189,6 +189,7 @@ class RayHarness(ServerHarness):
         # stats_timeout_s / stop_timeout_s: generous for a loaded 2-core machine
         self._factory = mechanism_factory(RaySettings(address=None, local_only=True, local=LocalRay(None, None, 80, "/tmp/iray"),
                                                       accelerator_resources={}, type_resources={}, max_concurrency=256,
+                                                      calls_in_flight=2, max_queries_per_call=64,
                                                       stats_timeout_s=10.0, stop_timeout_s=10.0, connect_timeout_s=10.0))  # fmt: skip
         super().__init__()
 
