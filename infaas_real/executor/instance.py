@@ -124,7 +124,7 @@ class ExecutorSettings:
     max_queue: int
     max_restarts: int
     guard: GuardSettings | None
-    heartbeat: HeartbeatSettings | None = None  # None: idle replicas are not pinged (the config always sets it)
+    heartbeat: HeartbeatSettings | None  # None: idle replicas are not pinged (the config always sets it)
 
 
 class Instance:

@@ -120,7 +120,7 @@ def _state(catalog: Catalog, cluster: ClusterSpec) -> LiveState:
                           supervise_period_s=0.05)  # fmt: skip
     return LiveState(catalog, cluster, Policy(PolicyContext(catalog, cluster), OBSERVATION),
                      StateSettings(core_budget=2, stats_window_s=1.0, startup_scale=1.0),
-                     ExecutorSettings(RunnerSpec("infaas_real.runtime:load_runner", None, "cpu", ()), 64, 1, guard),
+                     ExecutorSettings(RunnerSpec("infaas_real.runtime:load_runner", None, "cpu", ()), 64, 1, guard, None),
                      lambda: time.perf_counter() - t0)  # fmt: skip
 
 

@@ -55,7 +55,7 @@ def _run(body: Callable[[], Awaitable[None]]) -> None:
 
 def _instance(variant: Variant, replicas: int = 1, **settings: Any) -> Instance:
     t0 = time.perf_counter()
-    return Instance(0, variant, 0, replicas, ExecutorSettings(**{"runner": RunnerSpec("infaas_real.runtime:load_runner", None, "cpu", ()), "max_queue": 64, "max_restarts": 3, "guard": None, **settings}),
+    return Instance(0, variant, 0, replicas, ExecutorSettings(**{"runner": RunnerSpec("infaas_real.runtime:load_runner", None, "cpu", ()), "max_queue": 64, "max_restarts": 3, "guard": None, "heartbeat": None, **settings}),
                     lambda: time.perf_counter() - t0, lambda _i: None, WindowCounters)  # fmt: skip
 
 

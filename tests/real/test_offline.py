@@ -62,7 +62,7 @@ def test_background_batches_wait_for_online_queries_and_stay_out_of_what_the_pol
 
     async def body() -> None:
         t0 = time.perf_counter()
-        settings = ExecutorSettings(RunnerSpec("infaas_real.runtime:load_runner", None, "cpu", ()), 64, 3, None)
+        settings = ExecutorSettings(RunnerSpec("infaas_real.runtime:load_runner", None, "cpu", ()), 64, 3, None, None)
         inst = Instance(0, v, 0, 1, settings, lambda: time.perf_counter() - t0, lambda _i: None, lambda: counters)
         while not inst.serving:
             await asyncio.sleep(0.02)

@@ -102,7 +102,7 @@ def _guard(shed: bool) -> GuardSettings:
 def _instance(shed: bool, max_queue: int) -> Instance:
     t0 = time.perf_counter()
     spec = RunnerSpec(f"{__name__}:load_slow_runner", None, "cpu", ())
-    return Instance(0, _variant(), 0, 1, ExecutorSettings(spec, max_queue, 3, _guard(shed)),
+    return Instance(0, _variant(), 0, 1, ExecutorSettings(spec, max_queue, 3, _guard(shed), None),
                     lambda: time.perf_counter() - t0, lambda _i: None, WindowCounters)  # fmt: skip
 
 

@@ -31,7 +31,7 @@ def _state(budget: int = 2) -> LiveState:
     catalog = Catalog([WIDE])
     t0 = time.perf_counter()
     return LiveState(catalog, cluster, Policy(PolicyContext(catalog, cluster), OBSERVATION), StateSettings(core_budget=budget, stats_window_s=1.0, startup_scale=1.0),
-                     ExecutorSettings(RunnerSpec("infaas_real.runtime:load_runner", None, "cpu", ()), max_queue=64, max_restarts=3, guard=None), lambda: time.perf_counter() - t0)  # fmt: skip
+                     ExecutorSettings(RunnerSpec("infaas_real.runtime:load_runner", None, "cpu", ()), max_queue=64, max_restarts=3, guard=None, heartbeat=None), lambda: time.perf_counter() - t0)  # fmt: skip
 
 
 def test_worker_actions_follow_startup_delay_limits_and_cost() -> None:
@@ -82,7 +82,7 @@ def test_load_variant_adds_replicas_to_an_existing_instance_until_cores_run_out(
 
     async def body() -> None:
         st = LiveState(catalog, cluster, Policy(PolicyContext(catalog, cluster), OBSERVATION), StateSettings(core_budget=2, stats_window_s=1.0, startup_scale=1.0),
-                       ExecutorSettings(RunnerSpec("infaas_real.runtime:load_runner", None, "cpu", ()), max_queue=64, max_restarts=3, guard=None), lambda: time.perf_counter() - t0)  # fmt: skip
+                       ExecutorSettings(RunnerSpec("infaas_real.runtime:load_runner", None, "cpu", ()), max_queue=64, max_restarts=3, guard=None, heartbeat=None), lambda: time.perf_counter() - t0)  # fmt: skip
         await st.start()
         wid = st.workers[0].id
         st.apply([LoadVariant(small.name, wid), LoadVariant(small.name, wid), LoadVariant(small.name, wid)])

@@ -206,7 +206,7 @@ def test_a_variant_the_executor_gave_up_is_refused_by_the_control_layer_with_a_r
     async def body() -> None:
         st = LiveState(catalog, cluster, Policy(PolicyContext(catalog, cluster), OBSERVATION),
                        StateSettings(core_budget=2, stats_window_s=1.0, startup_scale=1.0),
-                       ExecutorSettings(RunnerSpec("infaas_real.runtime:load_runner", None, "cpu", ()), 64, 1, guard),
+                       ExecutorSettings(RunnerSpec("infaas_real.runtime:load_runner", None, "cpu", ()), 64, 1, guard, None),
                        lambda: time.perf_counter() - t0)  # fmt: skip
         await st.start()
         wid = st.workers[0].id
