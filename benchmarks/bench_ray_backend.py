@@ -200,6 +200,7 @@ def main() -> int:
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8], help="closed-loop client counts")
     ap.add_argument("--warmup", type=int, default=200, help="queries to each server before measuring")
     ap.add_argument("--in-process-queries", type=int, default=500, help="submits per block in process (0: skip)")
+    ap.add_argument("--ray-override", action="append", default=[], help="extra override for the Ray server (repeatable)")
     ap.add_argument("--out", type=Path, default=Path("ray_backend.json"))
     ap.add_argument("--log-dir", type=Path, default=Path("/tmp"))
     args = ap.parse_args()
@@ -213,8 +214,9 @@ def main() -> int:
     result: dict[str, Any] = {"variant": VARIANT, "cpus": os.cpu_count(), "loadavg_start": os.getloadavg(),
                               "queries_per_client_round": args.queries, "rounds": args.rounds}  # fmt: skip
     try:
+        result["ray_overrides"] = args.ray_override
         for name, over in BACKENDS.items():
-            procs[name] = _start(name, over, args.log_dir)
+            procs[name] = _start(name, over + (args.ray_override if name == "ray" else []), args.log_dir)
         t_ready: dict[str, float] = {}
         for name, (proc, port) in procs.items():
             t0 = time.perf_counter()
@@ -245,6 +247,8 @@ def main() -> int:
         for name, (_, port) in procs.items():
             st = _state(port)
             result.setdefault("workers_at_end", {})[name] = len(st["workers"])
+            if name == "ray":  # how many queries each actor call carried (coalescing)
+                result["ray_counts"] = st["mechanism"]["counts"]
     finally:
         from infaas_real.validate import stop_server
 

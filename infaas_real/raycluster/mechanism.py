@@ -144,7 +144,7 @@ class RayInstance:
                                       "pids": [], "ready_pids": [], "shed": {}, "hung": [],
                                       "service_ms_per_row": inst.variant.batch1_latency_ms, "overhead_ms": 0.0,
                                       "loop_lag_ms": 0.0}  # fmt: skip
-        actor.load.remote(inst.id, inst.variant, inst.replicas)
+        actor.load.remote(inst.id, inst.variant, inst.replicas, mech.executors.get(inst.variant.name))
         mech.spawn(self._watch())
 
     # -- facts ---------------------------------------------------------------------------
@@ -254,6 +254,8 @@ class RayInstance:
             n = min(len(self._waiting), cfg.max_queries_per_call)
             batch, self._waiting = self._waiting[:n], self._waiting[n:]
             self._calls += 1
+            self.mech.counts["query_calls"] += 1
+            self.mech.counts["queries_sent"] += n
             self.mech.spawn(self._serve_many(batch))
 
     async def _serve_many(self, batch: list[_Query]) -> None:
@@ -340,6 +342,7 @@ class RayMechanism:
 
         self.settings = settings
         self.executor = executor
+        self.executors: dict[str, ExecutorSettings] = {}  # variant -> its own settings (registered models)
         self.clock = clock
         self.cluster: Cluster | None = None
         self.served: set[int] = set()
