@@ -136,6 +136,10 @@ class Simulation:
         self._drop_t: list[float] = []  # refused for lack of capacity: dropped (a violation)
         self._drop_k: list[int] = []
         self.reject_reasons: Counter[str] = Counter()
+        # successful Route resolutions of the current view version (a route's instance and its
+        # state change only with the version), reused across routing windows
+        self._routes: dict[int, list[Any]] = {}
+        self._routes_version = -1
         period = self.policy.monitor_period_s
         self.stats_period_s = s.stats_period_s or period or 1.0
         self.loop = ControlLoop(self.policy, self.cluster, self.stats_period_s, on_window=self._window_done,
@@ -400,13 +404,26 @@ class Simulation:
         load, and a ``Reject`` for lack of capacity, drop the query (a violation); only an
         infeasible ``Reject`` rejects it."""
         reason: str | None = None
+        if type(d) is Route:  # routed before in this view version: the same instance (no side effect)
+            if self._routes_version != self.cluster.version:
+                self._routes.clear()
+                self._routes_version = self.cluster.version
+            e = self._routes.get(id(d))
+            if e is not None and e[0] is d:
+                q0: Queue = e[6]
+                if q0.id not in self._active:
+                    self._active[q0.id] = q0
+                return e
         if type(d) is Route or type(d) is LoadAndRoute:
             inst, reason = self.cluster.route(d)  # type: ignore[arg-type]
             if inst is not None:
                 q: Queue = inst.mech
                 if q.id not in self._active:
                     self._active[q.id] = q
-                return [d, q.pt.append, q.pk.append, None, q.pd.append, 0, q]
+                e = [d, q.pt.append, q.pk.append, None, q.pd.append, 0, q]
+                if type(d) is Route:
+                    self._routes[id(d)] = e
+                return e
             drop = True
         elif isinstance(d, Reject):
             reason = d.reason[:120]
