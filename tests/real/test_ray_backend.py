@@ -17,6 +17,7 @@ the module fixture's finalizer.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -205,7 +206,7 @@ def test_a_node_removed_under_load_retries_or_fails_every_query_in_flight(ray_tw
     WorkerDied; none is left pending."""
     from infaas_core.actions import LoadVariant, Route
     from infaas_core.policies.base import Policy, PolicyContext
-    from infaas_real.executor import RunnerSpec, WorkerDied
+    from infaas_real.executor import WorkerDied
     from infaas_real.raycluster import mechanism_factory, ray_settings_from_mapping
     from infaas_real.server.config import (
         build_catalog,
@@ -218,8 +219,7 @@ def test_a_node_removed_under_load_retries_or_fails_every_query_in_flight(ray_tw
     cfg = compose("serve", [*catalog_overrides(), "cluster=ray", "cluster.max_workers.ray-cpu1=3"]).cfg
     catalog, cluster = build_catalog(cfg), build_cluster(cfg)
     _, state_settings, executor = build_server_settings(cfg)
-    executor = type(executor)(RunnerSpec(executor.runner.factory, executor.runner.cache_dir, "cpu", ()),
-                              executor.max_queue, executor.max_restarts, executor.guard)  # fmt: skip
+    executor = dataclasses.replace(executor, runner=dataclasses.replace(executor.runner, device="cpu", cpus=()))
     third = ray_two_nodes.add_node(num_cpus=1, memory_gb=2.0)
     policy = Policy(PolicyContext(catalog, cluster), {"observation": cfg["policy"]["observation"]})
     x = np.random.default_rng(1).random((ROWS, 64), dtype=np.float32)
