@@ -81,12 +81,11 @@ class WorkerActor:
             await self._known.setdefault(iid, asyncio.Event()).wait()
         return self.instances.get(iid)
 
-    async def load(self, iid: int, variant: Variant, replicas: int, executor: ExecutorSettings | None = None) -> None:
-        """Start the instance (``executor``: the variant's own settings, a registered model's)."""
+    async def load(self, iid: int, variant: Variant, replicas: int) -> None:
         self.counters[iid] = WindowCounters()
         self.versions[iid] = 0
         self._changed[iid] = asyncio.Event()
-        self.instances[iid] = Instance(iid, variant, self.worker_id, replicas, executor or self.executor, self._clock,
+        self.instances[iid] = Instance(iid, variant, self.worker_id, replicas, self.executor, self._clock,
                                        lambda _ei: self._on_change(iid), lambda: self.counters[iid])  # fmt: skip
         self._known.setdefault(iid, asyncio.Event()).set()
 

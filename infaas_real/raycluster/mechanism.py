@@ -144,7 +144,7 @@ class RayInstance:
                                       "pids": [], "ready_pids": [], "shed": {}, "hung": [],
                                       "service_ms_per_row": inst.variant.batch1_latency_ms, "overhead_ms": 0.0,
                                       "loop_lag_ms": 0.0}  # fmt: skip
-        actor.load.remote(inst.id, inst.variant, inst.replicas, mech.executors.get(inst.variant.name))
+        actor.load.remote(inst.id, inst.variant, inst.replicas)
         mech.spawn(self._watch())
 
     # -- facts ---------------------------------------------------------------------------
@@ -342,7 +342,8 @@ class RayMechanism:
 
         self.settings = settings
         self.executor = executor
-        self.executors: dict[str, ExecutorSettings] = {}  # variant -> its own settings (registered models)
+        # no per-variant executor settings (``executors``): a registered model's artifacts live in a
+        # directory of the server's machine, not of every node, so LiveState refuses registration here
         self.clock = clock
         self.cluster: Cluster | None = None
         self.served: set[int] = set()
