@@ -79,27 +79,63 @@ class V2Client:
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self._slots = asyncio.Semaphore(max_connections)
 
+    def _pooled(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """The most recently used idle connection the server has not closed, if any. The
+        server closes a keep-alive connection idle for ``server.keep_alive_timeout_s``; its FIN
+        marks the reader at EOF, and such a connection is dropped here, not written to."""
+        while self._idle:
+            reader, writer = self._idle.pop()
+            if not reader.at_eof() and not writer.is_closing():
+                return reader, writer
+            writer.close()
+        return None
+
     async def _request(self, method: str, path: str, body: bytes = b"", extra: str = "") -> tuple[int, dict[str, str], bytes]:
+        head = (
+            f"{method} {path} HTTP/1.1\r\nhost: {self.host}\r\ncontent-length: {len(body)}\r\n"
+            f"content-type: application/octet-stream\r\n{extra}\r\n"
+        ).encode()
         async with self._slots:
-            conn = self._idle.pop() if self._idle else await asyncio.open_connection(self.host, self.port)
-            reader, writer = conn
-            keep = False
+            conn = self._pooled()
+            if conn is not None:
+                try:
+                    return await self._exchange(conn, head, body)
+                except _Stale:
+                    pass  # closed by the server while idle, before it read this request: send it once on a new one
+            conn = await asyncio.open_connection(self.host, self.port)
             try:
-                head = (
-                    f"{method} {path} HTTP/1.1\r\nhost: {self.host}\r\ncontent-length: {len(body)}\r\n"
-                    f"content-type: application/octet-stream\r\n{extra}\r\n"
-                ).encode()
+                return await self._exchange(conn, head, body)
+            except _Stale as exc:
+                raise ConnectionResetError(str(exc.__cause__ or "connection closed before any answer")) from exc
+
+    async def _exchange(
+        self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], head: bytes, body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One request on ``conn``. A connection that fails before the first byte of an answer
+        raises :class:`_Stale` (the server closed it, idle, as this request went out: the
+        race every keep-alive client has); the connection goes back to the pool only when
+        the server keeps it open."""
+        reader, writer = conn
+        keep = False
+        try:
+            try:
                 writer.write(head + body if len(body) < 65536 else head)
                 if len(body) >= 65536:
                     writer.write(body)
-                status, headers, data = await asyncio.wait_for(_read_response(reader), self.timeout_s)
-                keep = headers.get("connection", "").lower() != "close"
-                return status, headers, data
-            finally:
-                if keep:
-                    self._idle.append(conn)
-                else:
-                    writer.close()
+                await writer.drain()
+                first = await asyncio.wait_for(reader.read(1), self.timeout_s)
+            except (ConnectionResetError, BrokenPipeError) as exc:
+                raise _Stale() from exc
+            if not first:
+                raise _Stale()
+            status, headers, data = await asyncio.wait_for(_read_response(reader, first), self.timeout_s)
+            keep = headers.get("connection", "").lower() != "close"
+            return status, headers, data
+        finally:
+            if keep:
+                self._idle.append(conn)
+            else:
+                writer.close()
 
     async def infer(self, model: str, x: np.ndarray, parameters: dict[str, Any]) -> Reply:
         body, hlen = encode_request(x, parameters)
@@ -126,8 +162,12 @@ class V2Client:
         self._idle.clear()
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
-    raw = await reader.readuntil(b"\r\n\r\n")
+class _Stale(Exception):
+    """A connection closed before the first byte of an answer to the request sent on it."""
+
+
+async def _read_response(reader: asyncio.StreamReader, first: bytes = b"") -> tuple[int, dict[str, str], bytes]:
+    raw = first + await reader.readuntil(b"\r\n\r\n")
     lines = raw.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ", 2)[1])
     headers: dict[str, str] = {}
