@@ -17,6 +17,11 @@ What the simulator's front-end stage (``sim.frontend``, :mod:`infaas_sim.fronten
 - ``infer_scale``: the calibration variant's inference time inside its worker slot (the
   server's timestamps, 1-item requests) over its profiled batch-1 time — how much slower the
   catalog's numbers run on this machine as it is now (``validate.service_scale: calibrated``);
+- ``infer_extra_ms``: the same two times' difference (at least 0): a worker slot's fixed cost
+  per call — the request's way to the replica process and back — which a profile of the
+  runner alone does not see (``validate.service_extra_ms: calibrated``, the default: the
+  fixed cost does not grow with the model, so adding it transfers from the small
+  calibration variant to larger ones, where a ratio does not);
 - ``machine_cores``: this machine's cores, which the front end, the load generator and the
   worker slots share (the simulator's shared-cores model, ``sim.frontend.machine_cores``:
   with ``per_query_ms + per_item_ms`` as the front end's CPU per query, it stretches the CPU
@@ -179,6 +184,7 @@ def main(overrides: Sequence[str]) -> int:
         "per_item_ms": round(per_item, 4),
         "slot_start_ms": round(slot_start, 1),
         "infer_scale": round(steady_infer / variant.batch1_latency_ms, 3),
+        "infer_extra_ms": round(max(steady_infer - variant.batch1_latency_ms, 0.0), 4),
         "machine_cores": os.cpu_count() or 1,
         "measured": {
             "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%MZ"),
@@ -210,6 +216,7 @@ def main(overrides: Sequence[str]) -> int:
             "# cores / per_query_ms / per_item_ms: the simulator's front-end queue (sim.frontend.path);\n"
             "# slot_start_ms: added to every variant's load latency by infaas-real validate;\n"
             "# infer_scale: in-server / profiled batch-1 inference time (validate.service_scale: calibrated);\n"
+            "# infer_extra_ms: in-server - profiled batch-1 inference time (validate.service_extra_ms: calibrated);\n"
             "# machine_cores: the cores the front end, the load generator and the replicas share here (shared cores).\n")  # fmt: skip
     out.write_text(head + yaml.safe_dump(record, sort_keys=False))
     (run_dir / out.name).write_text(out.read_text())

@@ -227,6 +227,9 @@ async def replay(
         },
         "http_status": {str(k): v for k, v in sorted(http.items())},
         "errors": dict(errors.most_common(5)),
+        # the keep-alive pool (server.keep_alive_timeout_s closes idle connections): closed ones
+        # dropped unused, and requests sent again after a close raced them (before any answer)
+        "client_connections": {"stale_dropped": client.stale_dropped, "resent": client.resent},
         "variant_share": {all_names[i]: float(c / done.sum()) for i, c in enumerate(served) if c},
         "infer_ms_mean": float(np.nanmean(infer_ms)) if done.any() else math.nan,
         # what the control layer refused during the replay, by reason (the simulator's key)

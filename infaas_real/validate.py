@@ -324,6 +324,21 @@ def service_scale(v: dict[str, Any], fe: dict[str, Any]) -> float:
     return float(x)
 
 
+def service_extra_ms(v: dict[str, Any], fe: dict[str, Any]) -> float:
+    """``validate.service_extra_ms``: a number, or ``calibrated`` = the front-end file's
+    ``infer_extra_ms`` (the calibration variant's inference time in its worker slot less its
+    profiled batch-1 time: the slot's fixed cost per call, measured at light load)."""
+    x = v["service_extra_ms"]
+    if x == "calibrated":
+        if "infer_extra_ms" not in fe:
+            raise ConfigError("validate.service_extra_ms",
+                              "the front-end file has no infer_extra_ms; calibrate again or give a number")
+        return float(fe["infer_extra_ms"])
+    if isinstance(x, bool) or not isinstance(x, int | float) or not x >= 0:
+        raise ConfigError("validate.service_extra_ms", f"'calibrated' or a number >= 0, got {x!r}")
+    return float(x)
+
+
 def admission_overrides(server_overrides: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
     """``sim.admission`` as the server about to run applies it: its composed ``configs/serve.yaml``
     with the same overrides gives the per-instance queue cap and the executor's deadline
@@ -429,12 +444,15 @@ def _main(overrides: Sequence[str]) -> int:
                                  f"(limit {pre['max_lateness_p99_ms']} ms); load average {os.getloadavg()[0]:.1f}")
 
     scale = service_scale(v, fe)
+    extra_ms = service_extra_ms(v, fe)
     # shared cores: the machine's (the calibration's record of it, else this machine's)
     shared = int(fe.get("machine_cores") or cores) if v["shared_cores"] else None
     background = background_cores(v, others)
     # the policy reads the catalog as profiled in both backends; the simulator's data plane
-    # runs it on this machine: inference x the service scale, loads + the worker-slot start
-    sim_over = [*scen, f"sim.service_scale={scale}", f"sim.load_extra_ms={float(fe['slot_start_ms'])}",
+    # runs it on this machine: inference x the service scale + the slot's fixed cost per call,
+    # loads + the worker-slot start
+    sim_over = [*scen, f"sim.service_scale={scale}", f"sim.service_extra_ms={extra_ms}",
+                f"sim.load_extra_ms={float(fe['slot_start_ms'])}",
                 *sim_trace(trace.arrivals_s, start_s, run_dir / "trace_arrivals.csv"),
                 "sim.frontend.enabled=true", f"sim.frontend.path={fe_path}", "sim.progress=off",
                 # the server's admission (queue cap, deadline shedding) instead of dropping late queries
@@ -486,8 +504,11 @@ def _main(overrides: Sequence[str]) -> int:
                                      "sharing)" if shared else "off: the front end on a core of its own"),
         "other processes' CPU during the real run": ("unknown (no /proc/stat)" if others is None
                                                      else f"{others:.2f} cores (the machine's CPU time less this run's)"),
-        "service times (simulated)": f"the catalog's x {scale:.3f} ({v['service_scale']}: "
-                                     + ("the calibration's in-server / profiled inference time)" if v["service_scale"] == "calibrated" else "as given)"),
+        "service times (simulated)": f"the catalog's x {scale:.3f} ({v['service_scale']}"
+                                     + (": the calibration's in-server / profiled inference time" if v["service_scale"] == "calibrated" else "")
+                                     + f") + {extra_ms:.3f} ms per batch ({v['service_extra_ms']}"
+                                     + (": the calibration's in-server - profiled inference time" if v["service_extra_ms"] == "calibrated" else "")
+                                     + ")",
         "requests": f"one {v['input_datatype']} input of shape {list(shape)} each (binary tensor extension)",
         "probe": f"liveness at {peak_qps:.0f} qps: lateness p99 {lateness_p99:.2f} ms",
         "generator lateness (real run)": f"p50 {summary['generator_lateness_ms']['p50']:.2f} ms, p99 {run_lateness:.2f} ms",

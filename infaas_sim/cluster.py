@@ -8,7 +8,7 @@ module only makes things happen at the right simulated time:
 - a worker added with a start-up delay becomes RUNNING ``startup_s`` later;
 - a new instance's replicas serve from ``load_latency_ms`` (+ ``sim.load_extra_ms``) after
   the load (its queue accepts queries at once; they wait for the load), and so do replicas
-  added to it; service times are the latency model's x ``sim.service_scale`` (the machine
+  added to it; service times are the latency model's x ``sim.service_scale`` + ``sim.service_extra_ms`` (the machine
   the catalog runs on; the policy still reads the catalog as profiled, as a real server's does);
 - a retired replica leaves the instance's heap of replicas (the ones freeing first go);
 - an unloading instance is gone once its last started batch has finished and nothing waits;
@@ -60,6 +60,7 @@ class SimMechanism:
         # the machine the catalog is run on (sim.service_scale, sim.load_extra_ms): service times and
         # load latencies of the data plane; the policy reads the catalog as it is
         self.service_scale = 1.0
+        self.service_extra_s = 0.0
         self.load_extra_s = 0.0
 
     def _c(self) -> Cluster:
@@ -84,8 +85,10 @@ class SimMechanism:
         tables = self._tables.get(v.name)
         if tables is None:
             tables = self.model.tables(v)
-            if self.service_scale != 1.0:
-                tables = ([x * self.service_scale for x in tables[0]], tables[1])  # (a log-sd is scale-free)
+            if self.service_scale != 1.0 or self.service_extra_s:
+                # (a log-sd is scale-free; the fixed per-call part is given the batch's noise too)
+                p50 = [0.0] + [x * self.service_scale + self.service_extra_s for x in tables[0][1:]]
+                tables = (p50, tables[1])
             self._tables[v.name] = tables
         q = Queue(inst.id, v, inst.worker_id, tables, self.clock)
         q._adv = self.advance_args

@@ -84,6 +84,11 @@ class SimSettings:
     """The data plane's service times are the latency model's x this (the machine the catalog
     runs on, e.g. ``infaas-real validate``'s calibrated in-slot / profiled ratio); the policy
     reads the catalog as profiled. 1 = as profiled."""
+    service_extra_ms: float
+    """Added to every batch's service time in the data plane, after ``service_scale`` (a real
+    worker slot's fixed cost per call: the request's transfer to the replica process and back,
+    which a profile of the runner alone does not see); the policy reads the catalog as
+    profiled. 0 = none."""
     load_extra_ms: float
     """Added to every load's latency in the data plane (a worker slot's start on a real
     machine); the policy reads the profiled load latency. 0 = none."""
@@ -115,6 +120,9 @@ class SimSettings:
         if isinstance(self.service_scale, bool) or not isinstance(self.service_scale, int | float) \
                 or not (math.isfinite(self.service_scale) and self.service_scale > 0):
             raise ConfigError("sim.service_scale", f"must be a number > 0, got {self.service_scale!r}")
+        if isinstance(self.service_extra_ms, bool) or not isinstance(self.service_extra_ms, int | float) \
+                or not (math.isfinite(self.service_extra_ms) and self.service_extra_ms >= 0):
+            raise ConfigError("sim.service_extra_ms", f"must be a number >= 0, got {self.service_extra_ms!r}")
         if isinstance(self.load_extra_ms, bool) or not isinstance(self.load_extra_ms, int | float) \
                 or not (math.isfinite(self.load_extra_ms) and self.load_extra_ms >= 0):
             raise ConfigError("sim.load_extra_ms", f"must be a number >= 0, got {self.load_extra_ms!r}")

@@ -87,6 +87,7 @@ class Simulation:
         self.mechanism.cluster = self.cluster
         self.mechanism.advance_args = (self.noise, s.batch_timeout_ms / 1000.0, s.drop_late)
         self.mechanism.service_scale = float(s.service_scale)
+        self.mechanism.service_extra_s = float(s.service_extra_ms) / 1000.0
         self.mechanism.load_extra_s = float(s.load_extra_ms) / 1000.0
         self.mechanism.on_collect = self._collect
         self.mechanism.on_gone = self._keep_results

@@ -123,8 +123,8 @@ def simulate(inputs: SimInputs, trace_name: str | None = None) -> RunResult:
             "batch_timeout_ms": s.batch_timeout_ms, "stream": s.stream,
             "route_period_s": s.route_period_s, "stats_period_s": sim.stats_period_s,
             "accelerator_sharing": s.accelerator_sharing, "warmup_s": s.warmup_s,
-            **({"service_scale": s.service_scale, "load_extra_ms": s.load_extra_ms}
-               if (s.service_scale != 1.0 or s.load_extra_ms) else {}),
+            **({"service_scale": s.service_scale, "service_extra_ms": s.service_extra_ms, "load_extra_ms": s.load_extra_ms}
+               if (s.service_scale != 1.0 or s.service_extra_ms or s.load_extra_ms) else {}),
             **({"frontend": {"cores": s.frontend.cores, "per_query_ms": s.frontend.per_query_ms,
                              "per_item_ms": s.frontend.per_item_ms}} if s.frontend.enabled else {}),
         },

@@ -77,6 +77,8 @@ class V2Client:
         self.port = u.port or 80
         self.timeout_s = timeout_s
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.stale_dropped = 0  # pooled connections the server had closed, dropped unused
+        self.resent = 0  # requests sent again because their pooled connection closed before any answer
         self._slots = asyncio.Semaphore(max_connections)
 
     def _pooled(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
@@ -87,6 +89,7 @@ class V2Client:
             reader, writer = self._idle.pop()
             if not reader.at_eof() and not writer.is_closing():
                 return reader, writer
+            self.stale_dropped += 1
             writer.close()
         return None
 
@@ -100,8 +103,8 @@ class V2Client:
             if conn is not None:
                 try:
                     return await self._exchange(conn, head, body)
-                except _Stale:
-                    pass  # closed by the server while idle, before it read this request: send it once on a new one
+                except _Stale:  # closed by the server while idle, before it read this request: send it once on a new one
+                    self.resent += 1
             conn = await asyncio.open_connection(self.host, self.port)
             try:
                 return await self._exchange(conn, head, body)

@@ -25,7 +25,7 @@ def test_calibration_writes_a_frontend_file_the_simulator_reads(tmp_path: Path) 
     rec = yaml.safe_load(out.read_text())
     assert rec["cores"] == 1 and rec["per_query_ms"] >= 0 and rec["per_item_ms"] >= 0
     assert rec["per_query_ms"] + rec["per_item_ms"] > 0  # an HTTP round trip costs something
-    assert rec["slot_start_ms"] >= 0 and rec["infer_scale"] > 0
+    assert rec["slot_start_ms"] >= 0 and rec["infer_scale"] > 0 and rec["infer_extra_ms"] >= 0
     m = rec["measured"]
     assert m["cores"] >= 1 and len(m["load_average_at_start"]) == 3 and m["catalog"] == "digits.csv"
     assert m["front_end_ms_1_item"]["answers"] >= 5

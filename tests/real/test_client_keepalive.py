@@ -40,7 +40,7 @@ class OneShotServer:
         writer.close()
 
 
-async def _run(close_after_s: float, gap_s: float, requests: int) -> tuple[list[int], OneShotServer]:
+async def _run(close_after_s: float, gap_s: float, requests: int) -> tuple[list[int], OneShotServer, V2Client]:
     srv = OneShotServer(close_after_s)
     server = await asyncio.start_server(srv.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -56,12 +56,17 @@ async def _run(close_after_s: float, gap_s: float, requests: int) -> tuple[list[
         await client.close()
         server.close()
         await server.wait_closed()
-    return seen, srv
+    return seen, srv, client
 
 
 @pytest.mark.parametrize(("close_after_s", "gap_s"), [(0.01, 0.05), (0.0, 0.0)], ids=["closed-while-idle", "close-races-the-request"])
 def test_a_connection_the_server_closed_is_replaced_and_no_request_is_lost_or_sent_twice(close_after_s: float, gap_s: float) -> None:
-    seen, srv = asyncio.run(_run(close_after_s, gap_s, requests=20))
+    seen, srv, client = asyncio.run(_run(close_after_s, gap_s, requests=20))
     assert seen == list(range(1, 21))  # every request answered, in order, each reached the server once
     assert srv.requests == 20
     assert srv.connections >= 20  # one per request: a closed connection was never reused
+    # each of the 19 pooled connections was either seen closed and dropped, or met the close
+    # as its request went out and that request was sent again: counted, for the run's summary
+    assert client.stale_dropped + client.resent == 19
+    if gap_s:
+        assert client.stale_dropped == 19 and client.resent == 0  # the FIN had arrived: nothing resent

@@ -18,7 +18,7 @@ from infaas_core.metrics import SUMMARY_KEYS
 from infaas_real.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[2]
-FRONTEND = "cores: 1\nper_query_ms: 1.0\nper_item_ms: 0.05\nslot_start_ms: 500\ninfer_scale: 1.5\nmeasured: {date: test}\n"
+FRONTEND = "cores: 1\nper_query_ms: 1.0\nper_item_ms: 0.05\nslot_start_ms: 500\ninfer_scale: 1.5\ninfer_extra_ms: 0.7\nmeasured: {date: test}\n"
 
 
 def _digits(tmp_path: Path, *extra: str) -> list[str]:
@@ -45,9 +45,9 @@ def test_validate_runs_both_backends_and_compares_queries_and_actions(tmp_path: 
     # the server's admission, applied by the simulator as the server's config says
     assert sim["sim"]["admission"]["max_queue"] >= 1 and set(sim["shed"]) == {"queue_full", "deadline_admission",
                                                                               "deadline_queue"}
-    # the simulator's data plane on this machine: loads + the slot start, inference x infer_scale
-    # (its policy reads the catalog as profiled, as the server's does)
-    assert (sim["sim"]["load_extra_ms"], sim["sim"]["service_scale"]) == (500.0, 1.5)
+    # the simulator's data plane on this machine: loads + the slot start, inference + the slot's
+    # fixed cost per call (infer_extra_ms; its policy reads the catalog as profiled, as the server's does)
+    assert (sim["sim"]["load_extra_ms"], sim["sim"]["service_scale"], sim["sim"]["service_extra_ms"]) == (500.0, 1.0, 0.7)
     assert Path(sim["catalog"]).name == "digits.csv"
     # both decision traces: INFaaS loads its first variant on the first query in each backend
     for d in ("real", "sim"):

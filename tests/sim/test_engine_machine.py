@@ -34,7 +34,15 @@ def test_scale_and_extra_load_move_only_the_data_plane() -> None:
     assert (s["sim"]["service_scale"], s["sim"]["load_extra_ms"]) == (2.5, 1500.0)
 
 
-@pytest.mark.parametrize(("key", "value"), [("service_scale", 0.0), ("service_scale", True), ("load_extra_ms", -1.0)])
+def test_the_fixed_cost_per_call_is_added_to_every_batch_after_the_scale() -> None:
+    start, fin, s = _run(service_scale=2.0, service_extra_ms=1.5)
+    np.testing.assert_allclose(fin - start, 0.0095, atol=1e-12)  # 4 ms x 2 + 1.5 ms
+    assert s["sim"]["service_extra_ms"] == 1.5
+    start, fin, _ = _run(service_extra_ms=3.0)
+    np.testing.assert_allclose(fin - start, 0.007, atol=1e-12)  # 4 ms + 3 ms: a scale of 1 still adds it
+
+
+@pytest.mark.parametrize(("key", "value"), [("service_scale", 0.0), ("service_scale", True), ("load_extra_ms", -1.0), ("service_extra_ms", -0.1)])
 def test_bad_values_name_the_key(key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=rf"sim\.{key}"):
         _run(**{key: value})
