@@ -38,8 +38,6 @@ import json
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from infaas_real.replay import send_on_schedule  # noqa: E402
-from infaas_real.server.client import V2Client  # noqa: E402
+from infaas_real.server.client import V2Client, call_json  # noqa: E402
 
 TASK = "classification-digits"
 SERVE = ["policy=infaas", "server.keep_alive_timeout_s=60"]
@@ -87,13 +85,7 @@ class Measured:
 
 
 def http_json(url: str, method: str = "GET", body: Any = None, timeout_s: float = 30.0) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
+    return call_json(url, method, body, timeout_s)
 
 
 def wait_job(url: str, job_id: str, timeout_s: float, poll_s: float = 0.1) -> dict[str, Any]:

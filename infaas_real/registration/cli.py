@@ -21,8 +21,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ import yaml
 
 from infaas_core.errors import ConfigError
 from infaas_real.registration.spec import RegistrationError, encode_files
+from infaas_real.server.client import call_json
 
 REQUEST_KEYS = ("name", "task", "input_shape", "classes", "accuracy", "architecture", "frameworks")
 FILE_KEYS = {"onnx": "model", "weights": "model", "validation": "validation", "calibration": "calibration"}
@@ -72,20 +71,6 @@ def build_body(args: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def _call(url: str, data: bytes | None = None, timeout_s: float = 600.0) -> tuple[int, dict[str, Any]]:
-    req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET",
-                                 headers={"Content-Type": "application/json"})  # fmt: skip
-    try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        raw = e.read()
-        try:
-            return e.code, json.loads(raw)
-        except ValueError:
-            return e.code, {"error": raw.decode(errors="replace")[:200]}
-
-
 def main(overrides: Sequence[str]) -> int:
     from infaas_real.server.config import compose
 
@@ -95,7 +80,7 @@ def main(overrides: Sequence[str]) -> int:
     cli = cfg["registration"]
     body = json.dumps(build_body(args)).encode()
     try:
-        status, answer = _call(url + "/v2/infaas/models", body, float(cli["cli_request_timeout_s"]))
+        status, answer = call_json(url + "/v2/infaas/models", "POST", body, float(cli["cli_request_timeout_s"]))
     except OSError as exc:
         raise ConfigError("server.url", f"cannot reach the server at {url}: {exc}") from None
     if status != 202:
@@ -108,7 +93,7 @@ def main(overrides: Sequence[str]) -> int:
                disable=not progress, file=sys.stderr)  # fmt: skip
     while answer["state"] not in ("done", "failed"):
         time.sleep(float(cli["cli_poll_s"]))
-        status, answer = _call(f"{url}/v2/infaas/jobs/{jid}", timeout_s=float(cli["cli_request_timeout_s"]))
+        status, answer = call_json(f"{url}/v2/infaas/jobs/{jid}", timeout_s=float(cli["cli_request_timeout_s"]))
         if status != 200:
             bar.close()
             print(f"infaas-real register: job {jid} lost ({status}): {answer.get('error', answer)}", file=sys.stderr)

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -181,3 +184,21 @@ async def _read_response(reader: asyncio.StreamReader, first: bytes = b"") -> tu
     n = int(headers.get("content-length", "0"))
     body = await reader.readexactly(n) if n else b""
     return status, headers, body
+
+
+def call_json(url: str, method: str = "GET", body: Any = None, timeout_s: float = 60.0) -> tuple[int, Any]:
+    """One blocking JSON request (the CLIs' and benchmarks' calls to the server's management
+    endpoints): ``(status, decoded answer)``; an error answer that is not JSON comes back as
+    ``{"error": <its first 200 characters>}``. ``body`` is encoded as JSON unless it is bytes
+    already. A server that cannot be reached raises ``OSError``."""
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            return e.code, json.loads(raw)
+        except ValueError:
+            return e.code, {"error": raw.decode(errors="replace")[:200]}

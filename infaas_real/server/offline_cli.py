@@ -21,8 +21,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from typing import Any
 import yaml
 
 from infaas_core.errors import ConfigError, InfaasError
+from infaas_real.server.client import call_json
 
 ACTIONS = {"submit": ("task", "min_accuracy", "input", "output", "wait"), "status": ("id", "wait"),
            "cancel": ("id",)}  # fmt: skip
@@ -58,18 +57,9 @@ def parse_args(action: str, args: Sequence[str]) -> tuple[dict[str, Any], list[s
     return mine, server
 
 
-def _call(url: str, method: str = "GET", body: Any = None, timeout_s: float = 60.0) -> tuple[int, dict[str, Any]]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+def _call(url: str, method: str = "GET", body: Any = None, timeout_s: float = 60.0) -> tuple[int, Any]:
     try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        raw = e.read()
-        try:
-            return e.code, json.loads(raw)
-        except ValueError:
-            return e.code, {"error": raw.decode(errors="replace")[:200]}
+        return call_json(url, method, body, timeout_s)
     except OSError as exc:
         raise ConfigError("server.url", f"cannot reach the server at {url}: {exc}") from None
 
