@@ -20,45 +20,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_common import free_port, wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
 TASK = "classification-digits"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _stats(ms: list[float]) -> dict[str, float]:
     a = np.asarray(ms)
     return {"p50_ms": float(np.median(a)), "p90_ms": float(np.quantile(a, 0.9)),
             "p99_ms": float(np.quantile(a, 0.99)), "mean_ms": float(a.mean())}
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"bench_grpc_vs_http: the server exited ({proc.returncode}) before it was ready")
-        try:
-            with urllib.request.urlopen(url + "/v2/health/ready", timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"bench_grpc_vs_http: the server was not ready within {timeout_s:g} s")
 
 
 def run(a: argparse.Namespace) -> dict[str, Any]:
@@ -69,15 +47,15 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
 
     x_all, _ = get_zoo("digits").eval_data()
     x_all = np.ascontiguousarray(x_all, dtype=np.float32)
-    http_port = grpc_port = _free_port()
+    http_port = grpc_port = free_port()
     while grpc_port == http_port:  # two picks may return the same free port
-        grpc_port = _free_port()
+        grpc_port = free_port()
     cmd = [sys.executable, "-m", "infaas_real", "serve", "policy=infaas", f"server.port={http_port}",
            f"server.grpc_port={grpc_port}", "server.log_level=warning", *a.serve_override]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
     params = {"min_accuracy": a.min_accuracy, "latency_slo_ms": a.latency_slo_ms}
     try:
-        _wait_ready(f"http://127.0.0.1:{http_port}", proc, a.ready_timeout_s)
+        wait_ready(f"http://127.0.0.1:{http_port}", proc, a.ready_timeout_s, "bench_grpc_vs_http")
         hc = th.InferenceServerClient(f"127.0.0.1:{http_port}")
         gc = tg.InferenceServerClient(f"127.0.0.1:{grpc_port}")
 

@@ -34,7 +34,6 @@ import argparse
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -44,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_common import free_port, wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANT = "mlp_small-onnx-fp32-cpu1-b8"
@@ -54,34 +54,13 @@ BACKENDS = {
 READY_TIMEOUT_S = 180.0
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _start(name: str, overrides: list[str], log_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = _port()
+    port = free_port()
     cmd = [sys.executable, "-m", "infaas_real", "serve", "catalog=digits", "policy=infaas", *overrides,
            f"server.port={port}", "server.grpc_port=null", "server.log_level=warning"]  # fmt: skip
     log = (log_dir / f"{name}.log").open("wb")
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     return proc, port
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], port: int, name: str) -> None:
-    end = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise SystemExit(f"bench_ray_backend: the {name} server exited ({proc.returncode})")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"bench_ray_backend: the {name} server was not ready in {READY_TIMEOUT_S} s")
 
 
 def _round(port: int, clients: int, queries: int, body: bytes) -> tuple[list[float], float, list[str]]:
@@ -220,7 +199,7 @@ def main() -> int:
         t_ready: dict[str, float] = {}
         for name, (proc, port) in procs.items():
             t0 = time.perf_counter()
-            _wait_ready(proc, port, name)
+            wait_ready(f"http://127.0.0.1:{port}", proc, READY_TIMEOUT_S, f"bench_ray_backend ({name})")
             t_ready[name] = time.perf_counter() - t0
             _round(port, 1, args.warmup, body)  # loads the variant; warms both paths (answers not counted)
         result["ready_wait_s"] = {k: round(v, 2) for k, v in t_ready.items()}

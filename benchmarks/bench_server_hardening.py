@@ -25,32 +25,11 @@ import sys
 import time
 from pathlib import Path
 
+from bench_common import free_port, wait_ready
+
 REPO = Path(__file__).resolve().parents[1]
 TASK = "classification-digits"
 ITEM = 64  # digits: 8x8 pixels
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited ({proc.returncode}) before it was ready")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"server not ready within {timeout_s} s")
 
 
 def _probe_ms(port: int) -> tuple[float, int]:
@@ -88,13 +67,13 @@ def main() -> int:
     infeasible = min(v.batch1_latency_ms for v in build_catalog(cfg).by_task(TASK)) / 2.0
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "infaas_real", "serve", f"server.port={port}", *a.serve_override]
     proc = subprocess.Popen(cmd, cwd=REPO)
     path = f"/v2/models/{TASK}/infer"
     out: dict[str, object] = {"requests": a.requests, "connections": a.connections, "idle": a.idle}
     try:
-        _wait_ready(port, proc, 180)
+        wait_ready(f"http://127.0.0.1:{port}", proc, 180, "bench_server_hardening")
 
         async def warm() -> None:
             r, w = await asyncio.open_connection("127.0.0.1", port)

@@ -20,13 +20,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from bench_common import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,12 +34,6 @@ REPO = Path(__file__).resolve().parents[1]
 def _stats(ms: list[float]) -> dict[str, float]:
     a = np.asarray(ms)
     return {"p50_ms": float(np.median(a)), "p90_ms": float(np.quantile(a, 0.9)), "p99_ms": float(np.quantile(a, 0.99))}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _lean(url: str, variant: str, x: np.ndarray, n: int) -> tuple[list[float], list[float]]:
@@ -115,7 +109,7 @@ def main() -> int:
             direct.append((time.perf_counter() - t) * 1000.0)
     runner.close()
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
         [sys.executable, "-m", "infaas_real", "serve", *args.serve_override, "policy=infaas", f"server.port={port}"],
