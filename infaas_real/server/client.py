@@ -129,12 +129,9 @@ class V2Client:
                 if len(body) >= 65536:
                     writer.write(body)
                 await writer.drain()
-                first = await asyncio.wait_for(reader.read(1), self.timeout_s)
             except (ConnectionResetError, BrokenPipeError) as exc:
                 raise _Stale() from exc
-            if not first:
-                raise _Stale()
-            status, headers, data = await asyncio.wait_for(_read_response(reader, first), self.timeout_s)
+            status, headers, data = await asyncio.wait_for(_answer(reader), self.timeout_s)
             keep = headers.get("connection", "").lower() != "close"
             return status, headers, data
         finally:
@@ -170,6 +167,18 @@ class V2Client:
 
 class _Stale(Exception):
     """A connection closed before the first byte of an answer to the request sent on it."""
+
+
+async def _answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """The answer on ``reader``; :class:`_Stale` if the connection ends (or is reset) before
+    its first byte."""
+    try:
+        first = await reader.read(1)
+    except ConnectionResetError as exc:
+        raise _Stale() from exc
+    if not first:
+        raise _Stale()
+    return await _read_response(reader, first)
 
 
 async def _read_response(reader: asyncio.StreamReader, first: bytes = b"") -> tuple[int, dict[str, str], bytes]:
