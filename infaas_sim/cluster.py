@@ -9,7 +9,8 @@ module only makes things happen at the right simulated time:
 - a new instance's replicas serve from ``load_latency_ms`` (+ ``sim.load_extra_ms``) after
   the load (its queue accepts queries at once; they wait for the load), and so do replicas
   added to it; service times are the latency model's x ``sim.service_scale`` + ``sim.service_extra_ms`` (the machine
-  the catalog runs on; the policy still reads the catalog as profiled, as a real server's does);
+  the catalog runs on; the policy still reads the catalog as profiled, as a real server's does), or a measured
+  service profile's for the variants it lists (``sim.service_profile``);
 - a retired replica leaves the instance's heap of replicas (the ones freeing first go);
 - an unloading instance is gone once its last started batch has finished and nothing waits;
 - accelerator replicas on one worker share the devices' compute (processor sharing at the
@@ -30,6 +31,7 @@ from infaas_core.model import InstanceType
 from infaas_sim.admission import RowEstimate
 from infaas_sim.dataplane import Queue
 from infaas_sim.latency import LatencyModel, NoiseStream
+from infaas_sim.service_profile import ServiceProfile
 
 Schedule = Callable[[float, Callable[[], None]], None]
 
@@ -62,6 +64,7 @@ class SimMechanism:
         self.service_scale = 1.0
         self.service_extra_s = 0.0
         self.load_extra_s = 0.0
+        self.service_profile: ServiceProfile = {}  # sim.service_profile: measured times by variant
 
     def _c(self) -> Cluster:
         assert self.cluster is not None, "SimMechanism used before its cluster was attached"
@@ -84,8 +87,12 @@ class SimMechanism:
         v = inst.variant
         tables = self._tables.get(v.name)
         if tables is None:
-            tables = self.model.tables(v)
-            if self.service_scale != 1.0 or self.service_extra_s:
+            measured = self.service_profile.get(v.name)
+            if measured is not None:  # sim.service_profile: this machine's times for the variant
+                tables = self.model.tables_ms(*measured)
+            else:
+                tables = self.model.tables(v)
+            if measured is None and (self.service_scale != 1.0 or self.service_extra_s):
                 # (a log-sd is scale-free; the fixed per-call part is given the batch's noise too)
                 p50 = [0.0] + [x * self.service_scale + self.service_extra_s for x in tables[0][1:]]
                 tables = (p50, tables[1])

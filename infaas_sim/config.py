@@ -92,6 +92,12 @@ class SimSettings:
     load_extra_ms: float
     """Added to every load's latency in the data plane (a worker slot's start on a real
     machine); the policy reads the profiled load latency. 0 = none."""
+    service_profile: str | None
+    """A measured service profile of the data plane (:mod:`infaas_sim.service_profile`: per
+    variant and batch, p50 / p99 ms on the machine modelled, e.g. ``infaas-real
+    calibrate-frontend``'s ``<catalog>.service.csv``): a variant it lists is served with its
+    times instead of the catalog's x ``service_scale`` + ``service_extra_ms``; the policy reads
+    the catalog as profiled. null = none."""
     admission: AdmissionSettings
     """The real server's admission: per-instance queue cap and deadline shedding
     (:mod:`infaas_sim.admission`); off by default, set by ``infaas-real validate``."""
@@ -126,6 +132,8 @@ class SimSettings:
         if isinstance(self.load_extra_ms, bool) or not isinstance(self.load_extra_ms, int | float) \
                 or not (math.isfinite(self.load_extra_ms) and self.load_extra_ms >= 0):
             raise ConfigError("sim.load_extra_ms", f"must be a number >= 0, got {self.load_extra_ms!r}")
+        if self.service_profile is not None and not (isinstance(self.service_profile, str) and self.service_profile):
+            raise ConfigError("sim.service_profile", f"must be a file path or null, got {self.service_profile!r}")
         if self.progress not in PROGRESS_CHOICES:
             raise ConfigError("sim.progress", f"must be one of {PROGRESS_CHOICES}, got {self.progress!r}")
 

@@ -44,6 +44,7 @@ import numpy as np
 import simpy
 
 from infaas_core.actions import LoadAndRoute, Reject, RejectKind, Route
+from infaas_core.configs import resolve_path
 from infaas_core.control.cluster import Cluster, Instance
 from infaas_core.control.loop import ControlLoop
 from infaas_core.model import CPU
@@ -55,6 +56,7 @@ from infaas_sim.dataplane import KEY_BITS, Flushed, Queue
 from infaas_sim.latency import NoiseStream, latency_model
 from infaas_sim.offline import OfflineStream
 from infaas_sim.recorder import DROPPED_NO_VARIANT, Recorder
+from infaas_sim.service_profile import load_service_profile
 from infaas_sim.timeline import Timeline
 
 
@@ -89,6 +91,9 @@ class Simulation:
         self.mechanism.service_scale = float(s.service_scale)
         self.mechanism.service_extra_s = float(s.service_extra_ms) / 1000.0
         self.mechanism.load_extra_s = float(s.load_extra_ms) / 1000.0
+        if s.service_profile is not None:
+            self.mechanism.service_profile = load_service_profile(
+                resolve_path(s.service_profile, key="sim.service_profile"), inputs.catalog)
         self.mechanism.on_collect = self._collect
         self.mechanism.on_gone = self._keep_results
         self.view = self.cluster

@@ -18,6 +18,7 @@ a run is reproducible for a seed and the hot loop never calls numpy per batch.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,11 +43,16 @@ class LatencyModel:
 
     def tables(self, variant: Variant) -> tuple[list[float], list[float]]:
         """``(p50_s, sigma)`` indexed by batch size (index 0 unused): seconds, log-sd."""
-        p50 = [0.0] + [ms / 1000.0 for ms in variant.p50_ms_by_batch]
+        return self.tables_ms(variant.p50_ms_by_batch, variant.p99_ms_by_batch)
+
+    def tables_ms(self, p50_ms: Sequence[float], p99_ms: Sequence[float]) -> tuple[list[float], list[float]]:
+        """The same from per-batch p50 / p99 lists in ms (batch 1 first): a variant's profile,
+        or a measured service profile of the data plane (``sim.service_profile``)."""
+        p50 = [0.0] + [ms / 1000.0 for ms in p50_ms]
         if self.noise != NOISE_NORMAL:
             return p50, [0.0] * len(p50)
         sig = [0.0]
-        for lo, hi in zip(variant.p50_ms_by_batch, variant.p99_ms_by_batch):
+        for lo, hi in zip(p50_ms, p99_ms):
             sig.append(max(math.log(hi) - math.log(lo), 0.0) / Z_P99 if lo > 0 and hi > 0 else 0.0)
         return p50, sig
 

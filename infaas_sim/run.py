@@ -125,6 +125,7 @@ def simulate(inputs: SimInputs, trace_name: str | None = None) -> RunResult:
             "accelerator_sharing": s.accelerator_sharing, "warmup_s": s.warmup_s,
             **({"service_scale": s.service_scale, "service_extra_ms": s.service_extra_ms, "load_extra_ms": s.load_extra_ms}
                if (s.service_scale != 1.0 or s.service_extra_ms or s.load_extra_ms) else {}),
+            **({"service_profile": s.service_profile} if s.service_profile is not None else {}),
             **({"frontend": {"cores": s.frontend.cores, "per_query_ms": s.frontend.per_query_ms,
                              "per_item_ms": s.frontend.per_item_ms}} if s.frontend.enabled else {}),
         },

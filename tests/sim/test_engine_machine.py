@@ -46,3 +46,55 @@ def test_the_fixed_cost_per_call_is_added_to_every_batch_after_the_scale() -> No
 def test_bad_values_name_the_key(key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=rf"sim\.{key}"):
         _run(**{key: value})
+
+
+def _profile(tmp_path: Any, text: str) -> str:
+    p = tmp_path / "service.csv"
+    p.write_text(text)
+    return str(p)
+
+
+def test_a_service_profile_replaces_the_catalogs_times_for_the_variants_it_lists(tmp_path: Any) -> None:
+    # v is served at the profile's 6.5 ms (scale and extra not applied to it); the policy still
+    # reads the catalog (4 ms) — the variant it routes to is the same
+    path = _profile(tmp_path, "variant,batch,latency_p50_ms,latency_p99_ms,source\nv,1,6.5,7.0,measured:test\n")
+    start, fin, s = _run(service_profile=path, service_scale=3.0, service_extra_ms=1.0)
+    np.testing.assert_allclose(fin - start, 0.0065, atol=1e-12)
+    assert s["sim"]["service_profile"] == path
+    start, fin, s = _run(service_scale=3.0, service_extra_ms=1.0)  # without it: 4 x 3 + 1
+    np.testing.assert_allclose(fin - start, 0.013, atol=1e-12)
+    assert "service_profile" not in s["sim"]
+
+
+def test_variants_the_profile_does_not_list_keep_the_catalogs_times(tmp_path: Any) -> None:
+    cat = Catalog([variant("v", p50_ms=4.0, max_batch=1), variant("w", p50_ms=2.0, max_batch=2, slope_ms=1.0)])
+    path = _profile(tmp_path, "variant,batch,latency_p50_ms,latency_p99_ms\nw,1,5.0,6.0\nw,2,9.0,9.5\n")
+    times = np.array([1.0, 2.0])
+    for name, want in (("v", 0.004), ("w", 0.005)):
+        res = simulate(inputs(cat, times, apps=one_app(name), latency_model="deterministic", duration_s=3.0,
+                              service_profile=path))
+        q = res.queries
+        assert q is not None
+        np.testing.assert_allclose(np.asarray(q.finish_s) - np.asarray(q.start_s), want, atol=1e-12)
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("variant,batch,latency_p50_ms\nv,1,4\n", "missing column"),
+    ("variant,batch,latency_p50_ms,latency_p99_ms\nu,1,4,5\n", "'u' is not in the catalog"),
+    ("variant,batch,latency_p50_ms,latency_p99_ms\nv,1,4,3\n", "p50 <= p99"),
+    ("variant,batch,latency_p50_ms,latency_p99_ms\nv,1,x,3\n", "numbers"),
+    ("variant,batch,latency_p50_ms,latency_p99_ms\nv,1,4,5\nv,1,4,5\n", "appears twice"),
+])  # fmt: skip
+def test_a_bad_service_profile_fails_with_one_line_naming_the_key(tmp_path: Any, text: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=r"sim\.service_profile") as info:
+        _run(service_profile=_profile(tmp_path, text))
+    assert match in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_listed_variant_needs_every_batch_size(tmp_path: Any) -> None:
+    cat = Catalog([variant("w", p50_ms=2.0, max_batch=4, slope_ms=1.0)])
+    path = _profile(tmp_path, "variant,batch,latency_p50_ms,latency_p99_ms\nw,1,5.0,6.0\nw,4,9.0,9.5\n")
+    with pytest.raises(ConfigError, match="lacks batch size"):
+        simulate(inputs(cat, np.array([1.0]), apps=one_app("w"), service_profile=path))
+    with pytest.raises(ConfigError, match="does not exist"):
+        simulate(inputs(cat, np.array([1.0]), apps=one_app("w"), service_profile=str(tmp_path / "none.csv")))
