@@ -32,6 +32,7 @@ from infaas_sim.admission import RowEstimate
 from infaas_sim.dataplane import Queue
 from infaas_sim.latency import LatencyModel, NoiseStream
 from infaas_sim.service_profile import ServiceProfile
+from infaas_sim.sharing import EventSharing, stretcher
 
 Schedule = Callable[[float, Callable[[], None]], None]
 
@@ -65,6 +66,7 @@ class SimMechanism:
         self.service_extra_s = 0.0
         self.load_extra_s = 0.0
         self.service_profile: ServiceProfile = {}  # sim.service_profile: measured times by variant
+        self.event_share: EventSharing | None = None  # sim.frontend.sharing=event: each CPU batch's own stretch
 
     def _c(self) -> Cluster:
         assert self.cluster is not None, "SimMechanism used before its cluster was attached"
@@ -101,6 +103,8 @@ class SimMechanism:
         q._adv = self.advance_args
         if not v.is_cpu:
             q.factor = self.accel_factor[inst.worker_id].get(v.hardware, 1.0)
+        elif self.event_share is not None:
+            q.stretch = stretcher(self.event_share, inst)
         ready_s = self.clock[0] + v.load_latency_ms / 1000.0 + self.load_extra_s
         q.servers = [(ready_s, 0)] * inst.replicas
         q.first_ready_s = ready_s

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from collections.abc import Callable
 from heapq import heapreplace
 
 import numpy as np
@@ -69,7 +70,7 @@ class Queue:
     __slots__ = (
         "_adv", "_clock", "b_fin", "b_size", "b_start", "busy_s", "carry_bfin", "carry_bsize", "carry_bstart",
         "carry_fin", "carry_lat", "factor", "first_ready_s", "head", "id", "last_routed_s", "mark", "max_batch",
-        "p50_s", "pd", "pk", "pt", "rows", "servers", "sig", "variant", "worker_id",
+        "p50_s", "pd", "pk", "pt", "rows", "servers", "sig", "stretch", "variant", "worker_id",
     )  # fmt: skip
 
     def __init__(self, iid: int, variant: Variant, worker_id: int, tables: tuple[list[float], list[float]],
@@ -80,6 +81,7 @@ class Queue:
         self.max_batch = variant.max_batch
         self.p50_s, self.sig = tables
         self.factor = 1.0  # accelerator sharing stretch (cluster.py)
+        self.stretch: Callable[[float, float], float] | None = None  # event-scale CPU sharing: (start, work) -> finish
         self.pt: list[float] = []
         self.pk: list[int] = []
         self.pd: list[float] = []
@@ -139,7 +141,7 @@ class Queue:
         h = self.head
         if h >= n:
             return
-        if timeout_s > 0.0 or drop_late or self.rows is not None:
+        if timeout_s > 0.0 or drop_late or self.rows is not None or self.stretch is not None:
             self._advance_general(t_end, noise, timeout_s, drop_late)
             return
         servers = self.servers
@@ -292,7 +294,7 @@ class Queue:
                 svc = self.p50_s[b] * math.exp(self.sig[b] * buf[k])
                 k += 1
             busy += svc
-            fin = s + svc * self.factor
+            fin = s + svc * self.factor if self.stretch is None else self.stretch(s, svc)
             if rows is not None:
                 rows.add((fin - s) * 1000.0, b)
             heapreplace(servers, (fin, b))

@@ -120,7 +120,7 @@ class Simulation:
         if s.admission.shed_by_deadline:
             self.mechanism.shed_answers = s.admission.service_estimate_answers
         fe = s.frontend
-        if fe.enabled and fe.machine_cores is not None:  # shared cores (infaas_sim/frontend.py)
+        if fe.enabled and fe.machine_cores is not None and fe.sharing == "window":  # shared cores (infaas_sim/frontend.py)
             self.mechanism.cpu_share = (fe.machine_cores, fe.service_ms / 1000.0, float(fe.loading_cores),
                                         float(fe.background_cores))
         if self._admission is not None:

@@ -49,8 +49,10 @@ import numpy as np
 from infaas_core.errors import ConfigError
 
 FRONTEND_KEYS = ("enabled", "path", "cores", "per_query_ms", "per_item_ms", "machine_cores", "loading_cores",
-                 "background_cores")
+                 "background_cores", "sharing", "busy_cores")
 FILE_KEYS = ("cores", "per_query_ms", "per_item_ms")
+OPTIONAL_FILE_KEYS = ("busy_cores",)  # a calibration file may measure it too
+SHARING_MODELS = ("window", "event")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,15 @@ class FrontendSettings:
     background_cores: float
     """With ``machine_cores``: other work on the machine, in cores, counted in every window's
     demand (``infaas-real validate`` measures it: the CPU other processes used during its real run)."""
+    sharing: str
+    """With ``machine_cores``: ``window`` — the CPU replicas' service of the next window stretches
+    by this window's demand over the cores; ``event`` — each CPU batch is stretched over its own
+    run by the demand while it runs, the front end's busy periods included
+    (:mod:`infaas_sim.sharing`: contention shorter than a window, as in a burst)."""
+    busy_cores: float
+    """With ``sharing: event``: the cores the front end uses while it serves a query (the
+    server's thread and the load generator's process; ``infaas-real calibrate-frontend``
+    measures their CPU per query over the front end's time per query)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
@@ -85,7 +96,9 @@ class FrontendSettings:
         mc = self.machine_cores
         if mc is not None and (isinstance(mc, bool) or not isinstance(mc, int) or mc < 1):
             raise ConfigError("sim.frontend.machine_cores", f"must be an integer >= 1 or null, got {mc!r}")
-        for key in ("per_query_ms", "per_item_ms", "loading_cores", "background_cores"):
+        if self.sharing not in SHARING_MODELS:
+            raise ConfigError("sim.frontend.sharing", f"must be one of {', '.join(SHARING_MODELS)}, got {self.sharing!r}")
+        for key in ("per_query_ms", "per_item_ms", "loading_cores", "background_cores", "busy_cores"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
                 raise ConfigError(f"sim.frontend.{key}", f"must be a number >= 0, got {value!r}")
@@ -128,7 +141,7 @@ def read_file(path: str, base_dir: Any = None) -> dict[str, Any]:
     missing = [k for k in FILE_KEYS if k not in data]
     if missing:
         raise ConfigError("sim.frontend.path", f"'{path}' lacks {', '.join(missing)}")
-    return {k: data[k] for k in FILE_KEYS}
+    return {k: data[k] for k in (*FILE_KEYS, *(k for k in OPTIONAL_FILE_KEYS if k in data))}
 
 
 def fcfs_departures(arrivals_s: np.ndarray, service_s: np.ndarray | float, servers: int) -> np.ndarray:
@@ -172,6 +185,20 @@ def pass_through(arrivals_s: np.ndarray, fe: FrontendSettings) -> Passed:
     dep = fcfs_departures(arrivals_s, fe.service_ms / 1000.0, fe.cores)
     order = np.argsort(dep, kind="stable")  # one service time for all: already in order
     return Passed(dep[order], np.asarray(arrivals_s, dtype=np.float64)[order])
+
+
+def busy_levels(passed: Passed, fe: FrontendSettings) -> tuple[list[float], list[int]]:
+    """How many of the front end's servers are busy over time: change times ``T`` and levels
+    ``L`` (``L[j]`` holds on ``[T[j], T[j+1])``, 0 before ``T[0]`` and after the last)."""
+    x = fe.service_ms / 1000.0
+    ends = passed.policy_s
+    starts = ends - x  # each query's service: the x seconds before its departure
+    t = np.concatenate([starts, ends])
+    d = np.concatenate([np.ones(ends.size, dtype=np.int64), -np.ones(ends.size, dtype=np.int64)])
+    order = np.lexsort((d, t))  # at a tie an end comes before a start: no spurious level
+    t, level = t[order], np.cumsum(d[order])
+    keep = np.append(t[1:] != t[:-1], True)  # the last change at each time stands
+    return t[keep].tolist(), level[keep].astype(int).tolist()
 
 
 def count_from_client_arrival(arrival_s: np.ndarray, finish_s: np.ndarray, batch: np.ndarray, app: np.ndarray,

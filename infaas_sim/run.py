@@ -21,7 +21,8 @@ from infaas_core.metrics import QueryTable, summarize, write_results
 from infaas_sim.admission import SHED_REASONS
 from infaas_sim.config import Arrivals, SimInputs
 from infaas_sim.engine import Simulation
-from infaas_sim.frontend import pass_through
+from infaas_sim.frontend import busy_levels, pass_through
+from infaas_sim.sharing import EventSharing
 
 
 @dataclass(slots=True)
@@ -74,6 +75,9 @@ def simulate(inputs: SimInputs, trace_name: str | None = None) -> RunResult:
     sim = Simulation(inputs)
     if passed is not None:
         sim.recorder.client_arrival_s = passed.client_s
+        if fe.machine_cores is not None and fe.sharing == "event":  # infaas_sim/sharing.py
+            sim.mechanism.event_share = EventSharing(fe.machine_cores, fe.busy_cores, fe.loading_cores,
+                                                     fe.background_cores, *busy_levels(passed, fe))  # fmt: skip
     warmup_s = float(inputs.sim.warmup_s)
     if warmup_s >= sim.horizon_s > 0:
         raise ConfigError("sim.warmup_s", f"{warmup_s} leaves nothing of the {sim.horizon_s} s run to measure")
@@ -127,7 +131,10 @@ def simulate(inputs: SimInputs, trace_name: str | None = None) -> RunResult:
                if (s.service_scale != 1.0 or s.service_extra_ms or s.load_extra_ms) else {}),
             **({"service_profile": s.service_profile} if s.service_profile is not None else {}),
             **({"frontend": {"cores": s.frontend.cores, "per_query_ms": s.frontend.per_query_ms,
-                             "per_item_ms": s.frontend.per_item_ms}} if s.frontend.enabled else {}),
+                             "per_item_ms": s.frontend.per_item_ms,
+                             **({"sharing": s.frontend.sharing, "busy_cores": s.frontend.busy_cores}
+                                if s.frontend.machine_cores is not None and s.frontend.sharing == "event" else {})}}
+               if s.frontend.enabled else {}),
         },
         "warmup_s": warmup_s,
         "cost_instance_usd": st.cost_instance_usd(sim.horizon_s),

@@ -20,7 +20,7 @@ FRONT_MS = 5.0
 def _fe(machine_cores: int | None, loading_cores: float = 1.0, background_cores: float = 0.0) -> dict[str, object]:
     return {"enabled": True, "path": None, "cores": 1, "per_query_ms": FRONT_MS, "per_item_ms": 0.0,
             "machine_cores": machine_cores, "loading_cores": loading_cores,
-            "background_cores": background_cores}  # fmt: skip
+            "background_cores": background_cores, "sharing": "window", "busy_cores": 1.0}  # fmt: skip
 
 
 def _service_ms(rate_qps: float, machine_cores: int | None, load_ms: float = 0.0, duration_s: float = 4.0,
@@ -77,3 +77,49 @@ def test_other_work_on_the_machine_counts_too() -> None:
 def test_bad_machine_cores_names_the_key() -> None:
     with pytest.raises(ConfigError, match=r"sim\.frontend\.machine_cores"):
         FrontendSettings.from_mapping(_fe(0))
+
+
+def _event_run(times: np.ndarray, machine_cores: int, busy_cores: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    cat = Catalog([variant("v", p50_ms=SERVICE_MS, max_batch=1)])
+    fe = {**_fe(machine_cores), "sharing": "event", "busy_cores": busy_cores}
+    res = simulate(inputs(cat, times, apps=one_app("v"), latency_model="deterministic", frontend=fe,
+                          duration_s=float(times[-1]) + 1.0))  # fmt: skip
+    q = res.queries
+    assert q is not None
+    assert res.summary["sim"]["frontend"]["sharing"] == "event"
+    return np.asarray(q.start_s), np.asarray(q.finish_s)
+
+
+def test_event_sharing_stretches_a_batch_only_while_the_front_end_serves() -> None:
+    # two queries at once on one core: the front end serves the first over [1, 1.005] and the
+    # second over [1.005, 1.010]; the first's batch starts at 1.005 and runs at half speed while
+    # the front end serves the second (demand 2 on 1 core), then alone: 2.5 ms of work by
+    # 1.010, the other 7.5 ms after it; the second starts when the replica frees, with the front
+    # end idle, and takes its 10 ms
+    start, fin = _event_run(np.array([1.0, 1.0, 3.0]), machine_cores=1)
+    np.testing.assert_allclose(start[:2], [1.005, 1.0175], atol=1e-9)
+    np.testing.assert_allclose(fin[:2] - start[:2], [0.0125, 0.010], atol=1e-9)
+    np.testing.assert_allclose(fin[2] - start[2], 0.010, atol=1e-9)  # a lone query: nothing overlaps it
+    # the front end using half a core while it serves: speed 1 / 1.5 for those 5 ms
+    start, fin = _event_run(np.array([1.0, 1.0, 3.0]), machine_cores=1, busy_cores=0.5)
+    np.testing.assert_allclose(fin[0] - start[0], 0.005 + (0.010 - 0.005 / 1.5), atol=1e-9)
+    # two cores hold the replica and the front end: no stretch
+    start, fin = _event_run(np.array([1.0, 1.0, 3.0]), machine_cores=2)
+    np.testing.assert_allclose(fin - start, 0.010, atol=1e-9)
+
+
+def test_event_sharing_walks_every_busy_period_it_overlaps() -> None:
+    from infaas_sim.sharing import EventSharing
+
+    # level 1 on [0, 1) and [2, 3), 0 elsewhere; 1 core, busy_cores 1: speed 1/2 inside, 1 outside
+    sh = EventSharing(1, 1.0, 1.0, 0.0, [0.0, 1.0, 2.0, 3.0], [1, 0, 1, 0])
+    assert sh.finish(0.0, 0.5, 0.0) == pytest.approx(1.0)  # half speed for a second
+    assert sh.finish(0.5, 2.0, 0.0) == pytest.approx(3.25)  # work 0.25 by 1, 1.0 by 2, 0.5 by 3, 0.25 after
+    assert sh.finish(-1.0, 0.5, 0.0) == pytest.approx(-0.5)  # before the first change: level 0
+    assert sh.finish(5.0, 1.0, 0.0) == pytest.approx(6.0)
+    assert sh.finish(5.0, 1.0, 1.0) == pytest.approx(7.0)  # another busy replica: demand 2 on 1 core
+
+
+def test_bad_sharing_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"sim\.frontend\.sharing"):
+        FrontendSettings.from_mapping({**_fe(1), "sharing": "hourly"})

@@ -1,0 +1,90 @@
+"""Event-scale CPU sharing (``sim.frontend.sharing: event``): each CPU batch is stretched over
+its own run by the machine's CPU demand while it runs.
+
+On a small machine the server's front end, the load generator and the worker processes share
+the cores. The window model (:meth:`infaas_sim.cluster.SimMechanism._share_cpu`) stretches a
+window's service by the previous window's mean demand, so a burst — the front end busy for a
+few tens of milliseconds while batches run — is averaged away over a second. Here a batch that
+starts at ``s`` with nominal (uncontended) time ``S`` runs at speed
+
+    speed(t) = min(1, cores / demand(t)),
+    demand(t) = other(s) + 1 + busy_cores x front_end_busy(t)
+
+until its work ``S`` is done, where ``front_end_busy(t)`` is how many of the front end's
+servers are serving at ``t`` (known exactly: the front-end stage is computed over the whole
+trace before the policy runs, :func:`infaas_sim.frontend.busy_levels`), ``busy_cores`` the
+cores the front end uses while it serves (its thread and the load generator's process,
+calibrated), and ``other(s)`` the rest of the machine's demand when the batch starts: the
+worker's other busy CPU replicas, its loading ones (``loading_cores`` each) and other work
+(``background_cores``). That is processor sharing between the batch and the front end at the
+resolution of the front end's own busy periods.
+
+What it leaves out: the front end's own slowdown (its stage keeps its calibrated time), the
+other replicas' demand changing while the batch runs (it is read once, at the start), and the
+state of queues not yet advanced to ``s`` (the data plane advances queues lazily; in
+``infaas-real validate``'s scenarios one or two CPU instances run at a time).
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
+
+from infaas_core.control.cluster import Instance
+
+
+class EventSharing:
+    """The stretch of one CPU batch on a machine of ``cores`` shared with the front end."""
+
+    __slots__ = ("background", "busy_cores", "cores", "levels", "loading", "times")
+
+    def __init__(self, cores: int, busy_cores: float, loading_cores: float, background_cores: float,
+                 times: Sequence[float], levels: Sequence[int]) -> None:
+        self.cores = float(cores)
+        self.busy_cores = float(busy_cores)
+        self.loading = float(loading_cores)
+        self.background = float(background_cores)
+        self.times = list(times)  # the front end's busy level changes (sorted), levels[j] on [times[j], times[j+1])
+        self.levels = list(levels)
+
+    def other_demand(self, inst: Instance, s: float) -> float:
+        """Cores the rest of ``inst``'s worker wants at ``s``: its CPU replicas busy past ``s``
+        (this batch's replica is free at ``s``, so it is not among them), the loading ones,
+        and other work."""
+        demand = self.background
+        for other in inst.worker.instances:
+            if not other.variant.is_cpu or other.mech is None:
+                continue
+            for free, b in other.mech.servers:
+                if free > s:
+                    demand += 1.0 if b else self.loading  # (b == 0: a replica not yet ready: loading)
+        return demand
+
+    def finish(self, s: float, work_s: float, other: float) -> float:
+        """When a batch starting at ``s`` with ``work_s`` seconds of uncontended work ends."""
+        cores, k, times, levels = self.cores, self.busy_cores, self.times, self.levels
+        base = other + 1.0
+        t, left = s, work_s
+        j = bisect_right(times, t) - 1  # the level in force at t (-1: before the first change)
+        n = len(times)
+        while True:
+            level = levels[j] if j >= 0 else 0
+            demand = base + k * level
+            speed = 1.0 if demand <= cores else cores / demand
+            seg_end = times[j + 1] if j + 1 < n else math.inf
+            room = (seg_end - t) * speed
+            if room >= left:
+                return t + left / speed
+            left -= room
+            t = seg_end
+            j += 1
+
+
+def stretcher(sharing: EventSharing, inst: Instance) -> Callable[[float, float], float]:
+    """The data plane's hook for one CPU instance: ``(start, work) -> finish``."""
+
+    def finish(s: float, work_s: float) -> float:
+        return sharing.finish(s, work_s, sharing.other_demand(inst, s))
+
+    return finish
