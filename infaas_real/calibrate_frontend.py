@@ -22,6 +22,11 @@ What the simulator's front-end stage (``sim.frontend``, :mod:`infaas_sim.fronten
   runner alone does not see (``validate.service_extra_ms: calibrated``, the default: the
   fixed cost does not grow with the model, so adding it transfers from the small
   calibration variant to larger ones, where a ratio does not);
+- ``busy_cores``: the cores the front end uses while it serves a query — the server
+  process's CPU (its own threads, less its idle rate measured for
+  ``calibrate_frontend.idle_probe_s`` before) and the load generator's, per 1-item query,
+  over the front end's time per query (``sim.frontend.busy_cores`` for
+  ``sim.frontend.sharing: event``);
 - ``machine_cores``: this machine's cores, which the front end, the load generator and the
   worker slots share (the simulator's shared-cores model, ``sim.frontend.machine_cores``:
   with ``per_query_ms + per_item_ms`` as the front end's CPU per query, it stretches the CPU
@@ -31,6 +36,17 @@ What the simulator's front-end stage (``sim.frontend``, :mod:`infaas_sim.fronten
   variant waits for it. ``concurrent_slots`` variants are asked for at once (INFaaS's first
   queries of the validation scenario start two slots together); the mean of their waits.
 
+- a **service profile** (``<catalog>.service.csv`` beside the file, named by its
+  ``service_profile`` key): for each variant a policy could pick for the scenario's
+  applications (``calibrate_frontend.service_variants``), its batch inference time inside its
+  worker slot at every batch size 1..``max_batch``, p50 and p99 of
+  ``calibrate_frontend.service_samples`` requests sent one at a time, at most
+  ``service_rate_qps`` a second so the replica idles between them as in a light load (the server's executor
+  timestamps: the trip to the replica process and back included) — what ``infaas-real
+  validate`` gives the simulator's data plane (``sim.service_profile``), so every variant runs
+  at this machine's speed, not the profiling machine's. The first calls of each freshly
+  loaded variant are recorded beside it (``measured.service.first_calls_ms``).
+
 The file also records where and when it was measured (CPU model, cores, load average, date,
 commit), so a reader can tell a calibration from another machine.
 """
@@ -38,15 +54,19 @@ commit), so a reader can tell a calibration from another machine.
 from __future__ import annotations
 
 import asyncio
+import csv
 import datetime as dt
+import math
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from infaas_core.catalog import Catalog
 from infaas_core.configs import REPO_ROOT
@@ -78,6 +98,88 @@ def slot_variants(catalog: Catalog, first: Variant, n: int) -> list[Variant]:
     return [first, *others[: n - 1]]
 
 
+def service_variants(cfg: dict[str, Any], catalog: Catalog, apps: Sequence[App]) -> list[Variant]:
+    """``calibrate_frontend.service_variants``: ``feasible`` = the CPU variants on at most this
+    machine's cores that serve some application (its task, model or variant, and accuracy
+    floor), in catalog order; a list names them; ``[]`` none."""
+    want = section(cfg, "calibrate_frontend").get("service_variants", "feasible")
+    if isinstance(want, list | tuple):
+        return [catalog.get(str(n)) for n in want]
+    if want != "feasible":
+        raise ConfigError("calibrate_frontend.service_variants", f"must be 'feasible' or a list of variants, got {want!r}")
+    cores = os.cpu_count() or 1
+
+    def serves(v: Variant, a: App) -> bool:
+        r = a.requirements
+        return (v.task == r.task if r.task else v.model == r.model if r.model else v.name == r.variant) \
+            and v.accuracy >= r.min_accuracy
+
+    return [v for v in catalog if v.is_cpu and v.cores <= cores and any(serves(v, a) for a in apps)]
+
+
+async def _one_at_a_time(url: str, name: str, x: np.ndarray, n: int, timeout_s: float,
+                         period_s: float = 0.0) -> list[tuple[float, int]]:
+    """``n`` requests of ``x`` to variant ``name``, each sent when the last is answered and at
+    least ``period_s`` after the last was sent: ``(infer_ms, queries in its batch)`` of each
+    answer as the server reports them."""
+    from infaas_real.calibrate_load import infer
+    from infaas_real.server.client import V2Client
+
+    client = V2Client(url, 1, timeout_s)
+    out: list[tuple[float, int]] = []
+    loop = asyncio.get_running_loop()
+    try:
+        for _ in range(n):
+            t_next = loop.time() + period_s
+            r = await infer(client, name, x, {"app": "calibration"})
+            if (wait := t_next - loop.time()) > 0:
+                await asyncio.sleep(wait)
+            if r.status != 200:
+                raise BackendError(f"service profile of {name}: HTTP {r.status} ({r.error})")
+            out.append((float(r.parameters.get("infer_ms", math.nan)), int(r.parameters.get("batch", 0))))
+    finally:
+        await client.close()
+    return out
+
+
+def measure_service(url: str, v: Variant, shape: Sequence[int], dtype: str, samples: int, first_calls: int,
+                    timeout_s: float, seed: int, period_s: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Variant ``v``'s in-slot batch time at every batch size (one request at a time, so no
+    queue and no other work of this run overlaps it; at most one per ``period_s``, so the
+    replica idles between calls as under a light load, not back to back): its CSV rows and
+    what the file records."""
+    from infaas_real.calibrate_load import synthetic_inputs
+
+    xs = synthetic_inputs(shape, 2 * v.max_batch, seed, dtype)
+    stamp = f"measured:in-slot:{_cpu_model().replace(',', ' ')}:{dt.datetime.now(dt.UTC):%Y-%m-%d}"
+    # the first request loads the variant (its time is the load's, not a call's); the next
+    # ones are its first calls as a fresh replica
+    asyncio.run(_one_at_a_time(url, v.name, xs[:1], 1, timeout_s))
+    first = asyncio.run(_one_at_a_time(url, v.name, xs[1:2], first_calls, timeout_s)) if first_calls else []
+    rows: list[dict[str, Any]] = []
+    for b in range(1, v.max_batch + 1):
+        got = asyncio.run(_one_at_a_time(url, v.name, xs[b : 2 * b], samples, timeout_s, period_s))
+        # (``batch`` counts the queries in the answer's batch: 1 = the request's b rows ran alone)
+        t = np.array([ms for ms, nq in got if nq == 1 and math.isfinite(ms)])
+        if t.size < max(samples // 2, 1):
+            raise BackendError(f"service profile of {v.name}: {t.size} of {samples} requests of {b} rows ran alone")
+        p50, p99 = float(np.median(t)), float(np.quantile(t, 0.99))
+        rows.append({"variant": v.name, "batch": b, "latency_p50_ms": round(p50, 4),
+                     "latency_p99_ms": round(max(p99, p50), 4), "samples": int(t.size), "source": stamp})
+    record = {"first_calls_ms": [round(t, 3) for t, _ in first], "batch1_p50_ms": rows[0]["latency_p50_ms"],
+              "profiled_batch1_ms": v.batch1_latency_ms}
+    return rows, record
+
+
+def _process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid``'s threads so far; 0 where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -106,6 +208,24 @@ def _front_end_ms(ans: Answers, what: str) -> np.ndarray:
 
 
 def main(overrides: Sequence[str]) -> int:
+    composed = compose("validate", overrides)
+    run_dir = (composed.run_dir or default_run_dir("calibrate-frontend")).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out = calibrate(composed.cfg, overrides, run_dir)
+    print(out.read_text())
+    print(f"calibrate-frontend: wrote {out} and {service_file(out)}")
+    return 0
+
+
+def service_file(frontend_yaml: Path) -> Path:
+    """The service profile written beside a front-end file: ``<x>.frontend.yaml`` -> ``<x>.service.csv``."""
+    return frontend_yaml.with_name(frontend_yaml.name.removesuffix(".yaml").removesuffix(".frontend") + ".service.csv")
+
+
+def calibrate(cfg: dict[str, Any], overrides: Sequence[str], run_dir: Path, out: Path | None = None) -> Path:
+    """Measure this machine (a server of its own, stopped before it returns); write the
+    front-end file (``out``, else ``calibrate_frontend.out``, else beside the catalog) and its
+    service profile beside it, with copies in ``run_dir``; the front-end file's path."""
     from infaas_real.server.tasks import task_io
     from infaas_real.validate import (
         await_server,
@@ -115,9 +235,6 @@ def main(overrides: Sequence[str]) -> int:
         warm_artifacts,
     )
 
-    composed = compose("validate", overrides)
-    cfg = composed.cfg
-    run_dir = (composed.run_dir or default_run_dir("calibrate-frontend")).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     c = section(cfg, "calibrate_frontend")
     v_cfg = section(cfg, "validate")
@@ -136,8 +253,10 @@ def main(overrides: Sequence[str]) -> int:
     scen = [*(f"{g}={groups[g]}" for g in ("catalog", "cluster", "apps") if groups.get(g) and g not in chosen), *keep]
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = start_server([*scen, "policy=infaas", *v_cfg.get("server_overrides", [])], port, run_dir / "server.log")
+    server_args = [*scen, "policy=infaas", *v_cfg.get("server_overrides", [])]
+    server = start_server(server_args, port, run_dir / "server.log")
     shape = task_io(variant.task).input_shape
+    scenario_apps = apps
     # requests go to the variant by name with a loose SLO: the first one waits for the load
     apps = tuple(App(a.name, Requirements(variant=variant.name, latency_slo_ms=float(c["slo_ms"])), a.share) for a in apps)
     targets = [variant.name] * len(apps)
@@ -159,12 +278,40 @@ def main(overrides: Sequence[str]) -> int:
             if not f.served.all():
                 raise BackendError(f"the first request to {x.name} was not served: {f.errors or f.http}")
         runs: dict[int, Answers] = {}
+        # the front end's CPU while it serves (sim.frontend.busy_cores): the server process's
+        # CPU (its threads, not its worker processes) less its idle rate, and this process's
+        # (the load generator's), per 1-item query
+        idle_s = float(c["idle_probe_s"])
+        cpu0, w0 = _process_cpu_s(server.pid), time.perf_counter()
+        time.sleep(idle_s)
+        idle_cores = (_process_cpu_s(server.pid) - cpu0) / max(time.perf_counter() - w0, 1e-9)
         for k, n_items in enumerate((1, items)):
             arrivals = generate("poisson", rate_qps=rate, duration_s=duration, seed=seed + 1 + k).arrivals_s
+            cpu0, own0, w0 = _process_cpu_s(server.pid), time.process_time(), time.perf_counter()
             runs[n_items] = asyncio.run(open_loop(url, arrivals, apps, seed + 1 + k, input_shape=shape, items=n_items,
                                                   targets=targets, timeout_s=float(v_cfg["request_timeout_s"]), datatype=dtype))
+            if n_items == 1:
+                wall = time.perf_counter() - w0
+                fe_cpu_s = (_process_cpu_s(server.pid) - cpu0 - idle_cores * wall) + (time.process_time() - own0)
+                fe_cpu_n = int(runs[1].served.sum())
     finally:
         stop_server(server)
+    # the service profile: a fresh server per variant, so each runs as the only one loaded
+    svc_rows: list[dict[str, Any]] = []
+    svc_record: dict[str, Any] = {}
+    svc_vars = service_variants(cfg, catalog, scenario_apps)
+    for i, sv in enumerate(tqdm(svc_vars, desc="service profile", unit="variant", disable=not sys.stderr.isatty())):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        server = start_server(server_args, port, run_dir / f"server-service-{i}.log")
+        try:
+            await_server(server, url, run_dir / f"server-service-{i}.log", float(v_cfg["ready_timeout_s"]))
+            rows, rec = measure_service(url, sv, shape, dtype, int(c["service_samples"]), int(c["first_calls"]),
+                                        float(v_cfg["request_timeout_s"]), seed, 1.0 / float(c["service_rate_qps"]))  # fmt: skip
+        finally:
+            stop_server(server)
+        svc_rows += rows
+        svc_record[sv.name] = rec
     one, many = _front_end_ms(runs[1], "1 item"), _front_end_ms(runs[items], f"{items} items")
     m1, mk = float(np.median(one)), float(np.median(many))
     slope = (mk - m1) / (items - 1)
@@ -173,11 +320,15 @@ def main(overrides: Sequence[str]) -> int:
     per_item = min(max(slope, 0.0), m1)
     per_query = m1 - per_item
     steady_infer = float(np.nanmedian(runs[1].infer_ms))
+    cpu_per_query_ms = max(fe_cpu_s, 0.0) / max(fe_cpu_n, 1) * 1000.0
+    busy_cores = cpu_per_query_ms / m1 if m1 > 0 else 1.0
     waits = [float(f.latency_ms[0]) - m1 - float(f.infer_ms[0]) for f in firsts]
     waited = float(np.mean(waits))
     slot_start = max(float(np.mean([w - x.load_latency_ms for w, x in zip(waits, slots)])), 0.0)
     cat_path = Path(catalog.source_path)
-    out = Path(str(c["out"])) if c.get("out") else cat_path.with_name(cat_path.name.removesuffix(".csv") + ".frontend.yaml")
+    if out is None:
+        out = Path(str(c["out"])) if c.get("out") else cat_path.with_name(cat_path.name.removesuffix(".csv") + ".frontend.yaml")
+    svc_path = service_file(out)
     record = {
         "cores": int(c["cores"]),
         "per_query_ms": round(per_query, 4),
@@ -186,6 +337,8 @@ def main(overrides: Sequence[str]) -> int:
         "infer_scale": round(steady_infer / variant.batch1_latency_ms, 3),
         "infer_extra_ms": round(max(steady_infer - variant.batch1_latency_ms, 0.0), 4),
         "machine_cores": os.cpu_count() or 1,
+        "busy_cores": round(busy_cores, 3),
+        "service_profile": svc_path.name if svc_rows else None,
         "measured": {
             "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%MZ"),
             "by": "infaas-real calibrate-frontend",
@@ -207,7 +360,11 @@ def main(overrides: Sequence[str]) -> int:
             "slot_start_variants": [x.name for x in slots],
             "profiled_load_latency_ms": [x.load_latency_ms for x in slots],
             "steady_infer_ms_1_item": round(steady_infer, 4),
+            "front_end_cpu_ms_per_query": round(cpu_per_query_ms, 4),
+            "server_idle_cores": round(idle_cores, 4),
             "profiled_batch1_ms": variant.batch1_latency_ms,
+            "service_samples_per_batch": int(c["service_samples"]),
+            "service": svc_record,
         },
     }  # fmt: skip
     import yaml
@@ -217,12 +374,21 @@ def main(overrides: Sequence[str]) -> int:
             "# slot_start_ms: added to every variant's load latency by infaas-real validate;\n"
             "# infer_scale: in-server / profiled batch-1 inference time (validate.service_scale: calibrated);\n"
             "# infer_extra_ms: in-server - profiled batch-1 inference time (validate.service_extra_ms: calibrated);\n"
-            "# machine_cores: the cores the front end, the load generator and the replicas share here (shared cores).\n")  # fmt: skip
+            "# machine_cores: the cores the front end, the load generator and the replicas share here (shared cores);\n"
+            "# busy_cores: the server's and the load generator's CPU per 1-item query over its front-end time (sim.frontend.busy_cores);\n"
+            "# service_profile: each feasible variant's in-slot batch time here, per batch size (sim.service_profile).\n")  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if svc_rows:
+        with svc_path.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(svc_rows[0]))
+            w.writeheader()
+            w.writerows(svc_rows)
     out.write_text(head + yaml.safe_dump(record, sort_keys=False))
-    (run_dir / out.name).write_text(out.read_text())
-    print(out.read_text())
-    print(f"calibrate-frontend: wrote {out}")
-    return 0
+    if run_dir.resolve() != out.parent.resolve():
+        (run_dir / out.name).write_text(out.read_text())
+        if svc_rows:
+            (run_dir / svc_path.name).write_text(svc_path.read_text())
+    return out
 
 
 if __name__ == "__main__":

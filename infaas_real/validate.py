@@ -339,6 +339,25 @@ def service_extra_ms(v: dict[str, Any], fe: dict[str, Any]) -> float:
     return float(x)
 
 
+def service_profile(v: dict[str, Any], fe: dict[str, Any], fe_path: Path) -> Path | None:
+    """``validate.service_profile``: ``calibrated`` = the front-end file's ``service_profile``
+    (beside it: each feasible variant's in-slot batch times on the machine calibrated), or
+    null = none (the catalog's times x the service scale + the per-call cost)."""
+    x = v["service_profile"]
+    if x is None:
+        return None
+    if x != "calibrated":
+        raise ConfigError("validate.service_profile", f"'calibrated' or null, got {x!r}")
+    name = fe.get("service_profile")
+    if not name:
+        raise ConfigError("validate.service_profile", f"{fe_path.name} names no service profile; calibrate again "
+                                                      "(infaas-real calibrate-frontend) or set it to null")  # fmt: skip
+    path = fe_path.parent / str(name)
+    if not path.is_file():
+        raise ConfigError("validate.service_profile", f"{path} (named by {fe_path.name}) does not exist")
+    return path
+
+
 def admission_overrides(server_overrides: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
     """``sim.admission`` as the server about to run applies it: its composed ``configs/serve.yaml``
     with the same overrides gives the per-instance queue cap and the executor's deadline
@@ -396,12 +415,20 @@ def _main(overrides: Sequence[str]) -> int:
     cores = os.cpu_count() or 1
     if cores < int(pre["min_cores"]):
         raise PreconditionFailed(f"this machine has {cores} cores; the scenario needs {pre['min_cores']}")
-    fe_path = frontend_file(cfg, v)
-    fe = read_frontend(fe_path, str(section(cfg, "catalog").get("name", "")))
-    trace, peak_qps = build_trace(v, seed)
-    demand = check_demand(catalog, apps, fe, peak_qps, cores, float(pre["max_cpu_demand"]))
     if pre["warm_artifacts"]:
         warm_artifacts(str(catalog.source_path), float(pre["artifact_timeout_s"]))
+    if v.get("frontend_file") or not v["calibrate"]:
+        fe_path = frontend_file(cfg, v)  # the named file, else the catalog's
+    else:  # this machine as it is now, before the run (infaas_real/calibrate_frontend.py)
+        from infaas_real.calibrate_frontend import calibrate
+
+        cat_name = Path(str(catalog.source_path)).name.removesuffix(".csv")
+        print(f"validate: calibrating this machine first ({run_dir / 'calibration'})", file=sys.stderr)
+        fe_path = calibrate(cfg, overrides, run_dir / "calibration", run_dir / "calibration" / f"{cat_name}.frontend.yaml")
+    fe = read_frontend(fe_path, str(section(cfg, "catalog").get("name", "")))
+    svc_profile = service_profile(v, fe, fe_path)
+    trace, peak_qps = build_trace(v, seed)
+    demand = check_demand(catalog, apps, fe, peak_qps, cores, float(pre["max_cpu_demand"]))
 
     user = [o for o in overrides if not o.startswith(("hydra.", "validate."))]
     scen = scenario_overrides(cfg, user)
@@ -452,13 +479,14 @@ def _main(overrides: Sequence[str]) -> int:
     # runs it on this machine: inference x the service scale + the slot's fixed cost per call,
     # loads + the worker-slot start
     sim_over = [*scen, f"sim.service_scale={scale}", f"sim.service_extra_ms={extra_ms}",
+                *([f"sim.service_profile={svc_profile}"] if svc_profile else []),
                 f"sim.load_extra_ms={float(fe['slot_start_ms'])}",
                 *sim_trace(trace.arrivals_s, start_s, run_dir / "trace_arrivals.csv"),
                 "sim.frontend.enabled=true", f"sim.frontend.path={fe_path}", "sim.progress=off",
                 # the server's admission (queue cap, deadline shedding) instead of dropping late queries
                 "sim.drop_late=false", *adm_over,
-                *([f"sim.frontend.machine_cores={shared}", f"sim.frontend.background_cores={background:.3f}"]
-                  if shared else []),
+                *([f"sim.frontend.machine_cores={shared}", f"sim.frontend.background_cores={background:.3f}",
+                   f"sim.frontend.sharing={v['sharing']}"] if shared else []),
                 *v.get("sim_overrides", [])]  # fmt: skip
     sim_dir = run_dir / "sim"
     run_simulator(sim_over, sim_dir, float(v["sim_timeout_s"]))
@@ -500,11 +528,17 @@ def _main(overrides: Sequence[str]) -> int:
                                      f"{adm['service_estimate_answers']} answers, {adm['max_rows_in_flight']} rows "
                                      "in flight per replica): the server's configuration, applied by the simulator",
         "shared cores (simulated)": (f"{shared} cores shared by the front end's CPU, the CPU replicas, the loading "
-                                     f"ones and {background:.2f} cores of other work (window-scale processor "
-                                     "sharing)" if shared else "off: the front end on a core of its own"),
+                                     f"ones and {background:.2f} cores of other work ("
+                                     + ("each batch stretched by the demand while it runs, the front end using "
+                                        f"{float(fe.get('busy_cores', 1.0)):.2f} cores while it serves"
+                                        if v["sharing"] == "event" else "window-scale processor sharing")
+                                     + ")" if shared else "off: the front end on a core of its own"),
         "other processes' CPU during the real run": ("unknown (no /proc/stat)" if others is None
                                                      else f"{others:.2f} cores (the machine's CPU time less this run's)"),
-        "service times (simulated)": f"the catalog's x {scale:.3f} ({v['service_scale']}"
+        "service times (simulated)": (f"the calibration's service profile ({svc_profile.name}: each listed variant's "
+                                      "in-slot batch times on this machine, p50/p99 per batch size); other variants: "
+                                      if svc_profile else "")
+                                     + f"the catalog's x {scale:.3f} ({v['service_scale']}"
                                      + (": the calibration's in-server / profiled inference time" if v["service_scale"] == "calibrated" else "")
                                      + f") + {extra_ms:.3f} ms per batch ({v['service_extra_ms']}"
                                      + (": the calibration's in-server - profiled inference time" if v["service_extra_ms"] == "calibrated" else "")

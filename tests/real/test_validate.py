@@ -13,17 +13,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from infaas_core.metrics import SUMMARY_KEYS
 from infaas_real.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[2]
-FRONTEND = "cores: 1\nper_query_ms: 1.0\nper_item_ms: 0.05\nslot_start_ms: 500\ninfer_scale: 1.5\ninfer_extra_ms: 0.7\nmeasured: {date: test}\n"
+FRONTEND = ("cores: 1\nper_query_ms: 1.0\nper_item_ms: 0.05\nslot_start_ms: 500\ninfer_scale: 1.5\ninfer_extra_ms: 0.7\n"
+            "busy_cores: 1.25\nservice_profile: digits.service.csv\nmeasured: {date: test}\n")
+SERVICE = "variant,batch,latency_p50_ms,latency_p99_ms\n" + "".join(
+    f"linear_pool4-torch-fp32-cpu1-b4,{b},{0.2 * b:.1f},{0.3 * b:.1f}\n" for b in range(1, 5))
 
 
 def _digits(tmp_path: Path, *extra: str) -> list[str]:
     fe = tmp_path / "digits.frontend.yaml"
     fe.write_text(FRONTEND)
+    (tmp_path / "digits.service.csv").write_text(SERVICE)
     return ["validate", "catalog=digits", "apps=digits", f"validate.frontend_file={fe}",
             "validate.trace.rate_qps=6", "validate.trace.duration_s=5", "validate.trace.first_spike_s=2",
             "validate.trace.spike_len_s=1.5", "validate.trace.spike_factor=3", "validate.preconditions.probe_s=0.5",
@@ -41,13 +46,18 @@ def test_validate_runs_both_backends_and_compares_queries_and_actions(tmp_path: 
     assert real["backend"] == "real" and sim["backend"] == "sim"
     assert set(SUMMARY_KEYS) <= set(real) and set(SUMMARY_KEYS) <= set(sim)
     assert real["queries"] == sim["queries"]  # the simulator replayed the real run's arrivals
-    assert sim["sim"]["frontend"] == {"cores": 1, "per_query_ms": 1.0, "per_item_ms": 0.05}
+    assert {k: sim["sim"]["frontend"][k] for k in ("cores", "per_query_ms", "per_item_ms")} == {
+        "cores": 1, "per_query_ms": 1.0, "per_item_ms": 0.05}
     # the server's admission, applied by the simulator as the server's config says
     assert sim["sim"]["admission"]["max_queue"] >= 1 and set(sim["shed"]) == {"queue_full", "deadline_admission",
                                                                               "deadline_queue"}
     # the simulator's data plane on this machine: loads + the slot start, inference + the slot's
     # fixed cost per call (infer_extra_ms; its policy reads the catalog as profiled, as the server's does)
     assert (sim["sim"]["load_extra_ms"], sim["sim"]["service_scale"], sim["sim"]["service_extra_ms"]) == (500.0, 1.0, 0.7)
+    # ... and the calibration's service profile for the variants it measured, the front end's
+    # busy periods in the CPU sharing (its busy_cores from the file)
+    assert Path(sim["sim"]["service_profile"]) == tmp_path / "digits.service.csv"
+    assert (sim["sim"]["frontend"]["sharing"], sim["sim"]["frontend"]["busy_cores"]) == ("event", 1.25)
     assert Path(sim["catalog"]).name == "digits.csv"
     # both decision traces: INFaaS loads its first variant on the first query in each backend
     for d in ("real", "sim"):
@@ -90,12 +100,42 @@ def test_a_precondition_that_cannot_hold_exits_3_with_its_reason(tmp_path: Path,
     assert cli_main(args) == 3
     assert "needs" in capsys.readouterr().err
     # no calibration of the front end beside the digits catalog (catalogs/digits.frontend.yaml)
-    assert cli_main(["validate", "catalog=digits", "apps=digits", f"hydra.run.dir={tmp_path / 'c'}"]) == 3
+    assert cli_main(["validate", "catalog=digits", "apps=digits", "validate.calibrate=false",
+                     f"hydra.run.dir={tmp_path / 'c'}"]) == 3  # fmt: skip
     assert "calibrate-frontend catalog=digits" in capsys.readouterr().err
     # a calibration file named but absent is bad input
     args = ["validate", "catalog=digits", "apps=digits", f"validate.frontend_file={tmp_path / 'none.yaml'}",
             f"hydra.run.dir={tmp_path / 'd'}"]  # fmt: skip
     assert cli_main(args) == 2
+
+
+def test_a_calibration_without_a_service_profile_is_refused_in_one_line(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    args = _digits(tmp_path, f"hydra.run.dir={tmp_path / 'a'}")
+    (tmp_path / "digits.frontend.yaml").write_text(FRONTEND.replace("service_profile: digits.service.csv\n", ""))
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "validate.service_profile" in err[0] and "names no service profile" in err[0]
+
+
+@pytest.mark.slow
+def test_validate_calibrates_this_machine_first_by_default(tmp_path: Path) -> None:
+    # no frontend_file: the run measures the machine (front end, slot start, service profile)
+    # into <run dir>/calibration/ and the simulator uses what it measured
+    out = tmp_path / "run"
+    args = [a for a in _digits(tmp_path) if not a.startswith("validate.frontend_file=")]
+    one = "linear_pool4-torch-fp32-cpu1-b4"
+    assert cli_main([*args, "policy=clipper_plus", "calibrate_frontend.rate_qps=10", "calibrate_frontend.duration_s=1.5",
+                     f"calibrate_frontend.service_variants=[{one}]", "calibrate_frontend.service_samples=6",
+                     "calibrate_frontend.service_rate_qps=100", "calibrate_frontend.idle_probe_s=0.5",
+                     f"hydra.run.dir={out}"]) == 0  # fmt: skip
+    cal = out / "calibration"
+    rec = yaml.safe_load((cal / "digits.frontend.yaml").read_text())
+    sim = json.loads((out / "sim" / "summary.json").read_text())
+    assert sim["sim"]["frontend"]["per_query_ms"] == rec["per_query_ms"]
+    assert sim["sim"]["frontend"]["busy_cores"] == rec["busy_cores"]
+    assert Path(sim["sim"]["service_profile"]) == cal / "digits.service.csv"
+    assert not (REPO / "catalogs" / "digits.frontend.yaml").exists()  # the committed tree is left alone
 
 
 def test_action_rows_check_kinds_variants_order_and_times() -> None:
