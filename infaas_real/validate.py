@@ -486,7 +486,9 @@ def _main(overrides: Sequence[str]) -> int:
                 # the server's admission (queue cap, deadline shedding) instead of dropping late queries
                 "sim.drop_late=false", *adm_over,
                 *([f"sim.frontend.machine_cores={shared}", f"sim.frontend.background_cores={background:.3f}",
-                   f"sim.frontend.sharing={v['sharing']}"] if shared else []),
+                   f"sim.frontend.sharing={v['sharing']}",
+                   *([f"sim.frontend.transfer_on_loop={str(bool(v['transfer_on_loop'])).lower()}"]
+                     if v["sharing"] == "event" else [])] if shared else []),
                 *v.get("sim_overrides", [])]  # fmt: skip
     sim_dir = run_dir / "sim"
     run_simulator(sim_over, sim_dir, float(v["sim_timeout_s"]))
@@ -531,6 +533,8 @@ def _main(overrides: Sequence[str]) -> int:
                                      f"ones and {background:.2f} cores of other work ("
                                      + ("each batch stretched by the demand while it runs, the front end using "
                                         f"{float(fe.get('busy_cores', 1.0)):.2f} cores while it serves"
+                                        + ("; a batch starts once the front end's loop is free, later queries joining it"
+                                           if v["transfer_on_loop"] else "")
                                         if v["sharing"] == "event" else "window-scale processor sharing")
                                      + ")" if shared else "off: the front end on a core of its own"),
         "other processes' CPU during the real run": ("unknown (no /proc/stat)" if others is None

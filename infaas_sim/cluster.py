@@ -105,6 +105,8 @@ class SimMechanism:
             q.factor = self.accel_factor[inst.worker_id].get(v.hardware, 1.0)
         elif self.event_share is not None:
             q.stretch = stretcher(self.event_share, inst)
+            if self.event_share.transfer_on_loop:
+                q.hold = self.event_share.loop_free
         ready_s = self.clock[0] + v.load_latency_ms / 1000.0 + self.load_extra_s
         q.servers = [(ready_s, 0)] * inst.replicas
         q.first_ready_s = ready_s

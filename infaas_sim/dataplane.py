@@ -69,7 +69,7 @@ class Queue:
 
     __slots__ = (
         "_adv", "_clock", "b_fin", "b_size", "b_start", "busy_s", "carry_bfin", "carry_bsize", "carry_bstart",
-        "carry_fin", "carry_lat", "factor", "first_ready_s", "head", "id", "last_routed_s", "mark", "max_batch",
+        "carry_fin", "carry_lat", "factor", "first_ready_s", "head", "hold", "id", "last_routed_s", "mark", "max_batch",
         "p50_s", "pd", "pk", "pt", "rows", "servers", "sig", "stretch", "variant", "worker_id",
     )  # fmt: skip
 
@@ -82,6 +82,7 @@ class Queue:
         self.p50_s, self.sig = tables
         self.factor = 1.0  # accelerator sharing stretch (cluster.py)
         self.stretch: Callable[[float, float], float] | None = None  # event-scale CPU sharing: (start, work) -> finish
+        self.hold: Callable[[float], float] | None = None  # a batch's start once the front end's loop is free (sharing.py)
         self.pt: list[float] = []
         self.pk: list[int] = []
         self.pd: list[float] = []
@@ -141,7 +142,7 @@ class Queue:
         h = self.head
         if h >= n:
             return
-        if timeout_s > 0.0 or drop_late or self.rows is not None or self.stretch is not None:
+        if timeout_s > 0.0 or drop_late or self.rows is not None or self.stretch is not None or self.hold is not None:
             self._advance_general(t_end, noise, timeout_s, drop_late)
             return
         servers = self.servers
@@ -257,6 +258,8 @@ class Queue:
                         break  # more queries may arrive before the timeout
                 if close > s:
                     s = close
+            if self.hold is not None:
+                s = self.hold(s)  # the batch's transfer waits for the front end's loop: later arrivals join it
             if s >= t_end:
                 break
             hi = min(h + mb, n)

@@ -49,7 +49,7 @@ import numpy as np
 from infaas_core.errors import ConfigError
 
 FRONTEND_KEYS = ("enabled", "path", "cores", "per_query_ms", "per_item_ms", "machine_cores", "loading_cores",
-                 "background_cores", "sharing", "busy_cores")
+                 "background_cores", "sharing", "busy_cores", "transfer_on_loop")
 FILE_KEYS = ("cores", "per_query_ms", "per_item_ms")
 OPTIONAL_FILE_KEYS = ("busy_cores",)  # a calibration file may measure it too
 SHARING_MODELS = ("window", "event")
@@ -87,6 +87,10 @@ class FrontendSettings:
     """With ``sharing: event``: the cores the front end uses while it serves a query (the
     server's thread and the load generator's process; ``infaas-real calibrate-frontend``
     measures their CPU per query over the front end's time per query)."""
+    transfer_on_loop: bool
+    """With ``sharing: event``: a CPU batch starts once the front end's busy period that holds
+    its start ends (the real server writes it to its worker from the front end's event loop;
+    queries reaching the instance meanwhile join it; :mod:`infaas_sim.sharing`)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
@@ -96,6 +100,10 @@ class FrontendSettings:
         mc = self.machine_cores
         if mc is not None and (isinstance(mc, bool) or not isinstance(mc, int) or mc < 1):
             raise ConfigError("sim.frontend.machine_cores", f"must be an integer >= 1 or null, got {mc!r}")
+        if not isinstance(self.transfer_on_loop, bool):
+            raise ConfigError("sim.frontend.transfer_on_loop", f"must be true or false, got {self.transfer_on_loop!r}")
+        if self.transfer_on_loop and self.enabled and (self.sharing != "event" or self.machine_cores is None):
+            raise ConfigError("sim.frontend.transfer_on_loop", "needs sim.frontend.sharing=event and machine_cores")
         if self.sharing not in SHARING_MODELS:
             raise ConfigError("sim.frontend.sharing", f"must be one of {', '.join(SHARING_MODELS)}, got {self.sharing!r}")
         for key in ("per_query_ms", "per_item_ms", "loading_cores", "background_cores", "busy_cores"):

@@ -77,7 +77,10 @@ def simulate(inputs: SimInputs, trace_name: str | None = None) -> RunResult:
         sim.recorder.client_arrival_s = passed.client_s
         if fe.machine_cores is not None and fe.sharing == "event":  # infaas_sim/sharing.py
             sim.mechanism.event_share = EventSharing(fe.machine_cores, fe.busy_cores, fe.loading_cores,
-                                                     fe.background_cores, *busy_levels(passed, fe))  # fmt: skip
+                                                     fe.background_cores, *busy_levels(passed, fe),
+                                                     transfer_on_loop=fe.transfer_on_loop,
+                                                     departures=passed.policy_s.tolist(),
+                                                     service_s=fe.service_ms / 1000.0)  # fmt: skip
     warmup_s = float(inputs.sim.warmup_s)
     if warmup_s >= sim.horizon_s > 0:
         raise ConfigError("sim.warmup_s", f"{warmup_s} leaves nothing of the {sim.horizon_s} s run to measure")
@@ -132,7 +135,8 @@ def simulate(inputs: SimInputs, trace_name: str | None = None) -> RunResult:
             **({"service_profile": s.service_profile} if s.service_profile is not None else {}),
             **({"frontend": {"cores": s.frontend.cores, "per_query_ms": s.frontend.per_query_ms,
                              "per_item_ms": s.frontend.per_item_ms,
-                             **({"sharing": s.frontend.sharing, "busy_cores": s.frontend.busy_cores}
+                             **({"sharing": s.frontend.sharing, "busy_cores": s.frontend.busy_cores,
+                                 "transfer_on_loop": s.frontend.transfer_on_loop}
                                 if s.frontend.machine_cores is not None and s.frontend.sharing == "event" else {})}}
                if s.frontend.enabled else {}),
         },

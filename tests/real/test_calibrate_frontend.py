@@ -51,7 +51,7 @@ def test_calibration_writes_a_frontend_file_the_simulator_reads(tmp_path: Path) 
     assert rec["machine_cores"] == m["cores"]  # the cores the front end and the replicas share here
     fe = FrontendSettings.from_mapping({"enabled": True, "path": str(out), "cores": 9, "per_query_ms": 99.0,
                                         "per_item_ms": 99.0, "machine_cores": None, "loading_cores": 1.0,
-                                        "background_cores": 0.0, "sharing": "window", "busy_cores": 1.0})  # fmt: skip
+                                        "background_cores": 0.0, "sharing": "window", "busy_cores": 1.0, "transfer_on_loop": False})  # fmt: skip
     assert (fe.cores, fe.per_query_ms, fe.per_item_ms) == (1, rec["per_query_ms"], rec["per_item_ms"])
     assert fe.busy_cores == rec["busy_cores"]  # the file's measurement replaces the config's
 

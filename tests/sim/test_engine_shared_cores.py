@@ -20,7 +20,7 @@ FRONT_MS = 5.0
 def _fe(machine_cores: int | None, loading_cores: float = 1.0, background_cores: float = 0.0) -> dict[str, object]:
     return {"enabled": True, "path": None, "cores": 1, "per_query_ms": FRONT_MS, "per_item_ms": 0.0,
             "machine_cores": machine_cores, "loading_cores": loading_cores,
-            "background_cores": background_cores, "sharing": "window", "busy_cores": 1.0}  # fmt: skip
+            "background_cores": background_cores, "sharing": "window", "busy_cores": 1.0, "transfer_on_loop": False}  # fmt: skip
 
 
 def _service_ms(rate_qps: float, machine_cores: int | None, load_ms: float = 0.0, duration_s: float = 4.0,
@@ -123,3 +123,28 @@ def test_event_sharing_walks_every_busy_period_it_overlaps() -> None:
 def test_bad_sharing_names_the_key() -> None:
     with pytest.raises(ConfigError, match=r"sim\.frontend\.sharing"):
         FrontendSettings.from_mapping({**_fe(1), "sharing": "hourly"})
+
+
+def test_with_the_transfer_on_the_loop_a_batch_waits_for_the_front_end_and_later_queries_join() -> None:
+    # two queries at once, max_batch 2, two cores (no stretch): the first reaches the instance at
+    # 1.005 while the front end serves the second until 1.010; its batch waits for the loop and
+    # the second joins it: one batch of two from 1.010
+    cat = Catalog([variant("v", p50_ms=SERVICE_MS, max_batch=2)])
+    fe = {**_fe(2), "sharing": "event", "busy_cores": 1.0, "transfer_on_loop": True}
+    res = simulate(inputs(cat, np.array([1.0, 1.0, 3.0]), apps=one_app("v"), latency_model="deterministic",
+                          frontend=fe, duration_s=4.0))  # fmt: skip
+    q = res.queries
+    assert q is not None
+    np.testing.assert_allclose(np.asarray(q.start_s), [1.010, 1.010, 3.005], atol=1e-9)
+    assert list(np.asarray(q.batch_size)) == [2, 2, 1]
+    assert res.summary["sim"]["frontend"]["transfer_on_loop"] is True
+    with pytest.raises(ConfigError, match=r"sim\.frontend\.transfer_on_loop"):
+        FrontendSettings.from_mapping({**_fe(2), "transfer_on_loop": True})  # the window model has no busy periods
+
+
+def test_loop_free_is_when_the_request_the_front_end_serves_leaves_it() -> None:
+    from infaas_sim.sharing import EventSharing
+
+    # the front end serves three requests back to back, 0.5 s each: [0.5, 1.0), [1.0, 1.5), [1.5, 2.0)
+    sh = EventSharing(2, 1.0, 1.0, 0.0, [0.5, 2.0], [1, 0], True, departures=[1.0, 1.5, 2.0], service_s=0.5)
+    assert [sh.loop_free(t) for t in (0.2, 0.7, 1.0, 1.2, 1.99, 2.0, 9.0)] == [0.2, 1.0, 1.5, 1.5, 2.0, 2.0, 9.0]

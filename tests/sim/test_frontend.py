@@ -66,7 +66,7 @@ def test_c_servers_against_a_per_server_scan(gaps: list[float], service: list[fl
 
 def _fe(**kw: object) -> dict[str, object]:
     return {"enabled": True, "path": None, "cores": 1, "per_query_ms": 0.0, "per_item_ms": 0.0, "machine_cores": None,
-            "loading_cores": 1.0, "background_cores": 0.0, "sharing": "window", "busy_cores": 1.0, **kw}
+            "loading_cores": 1.0, "background_cores": 0.0, "sharing": "window", "busy_cores": 1.0, "transfer_on_loop": False, **kw}
 
 
 def test_settings_reject_bad_values_and_read_a_calibration_file(tmp_path: Path) -> None:
