@@ -156,6 +156,17 @@ def own_cpu_s() -> float:
     return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
 
+def other_cores_now(probe_s: float) -> float | None:
+    """The cores other processes use now: the machine's CPU time over ``probe_s`` while this
+    process sleeps, less its own (``None`` where ``/proc/stat`` is absent)."""
+    busy0, own0, wall0 = machine_busy_s(), own_cpu_s(), time.perf_counter()
+    time.sleep(probe_s)
+    busy1, own1 = machine_busy_s(), own_cpu_s()
+    if busy0 is None or busy1 is None:
+        return None
+    return max((busy1 - busy0) - (own1 - own0), 0.0) / max(time.perf_counter() - wall0, 1e-9)
+
+
 def background_cores(v: dict[str, Any], measured: float | None) -> float:
     """``validate.background_cores``: ``measured`` = the cores other processes used during the
     real run (the machine's CPU time less this run's own, over its wall time), or a number."""
@@ -417,15 +428,23 @@ def _main(overrides: Sequence[str]) -> int:
         raise PreconditionFailed(f"this machine has {cores} cores; the scenario needs {pre['min_cores']}")
     if pre["warm_artifacts"]:
         warm_artifacts(str(catalog.source_path), float(pre["artifact_timeout_s"]))
-    if v.get("frontend_file") or not v["calibrate"]:
-        fe_path = frontend_file(cfg, v)  # the named file, else the catalog's
-    else:  # this machine as it is now, before the run (infaas_real/calibrate_frontend.py)
+    stored = bool(v.get("frontend_file") or not v["calibrate"])
+    if stored:  # the named file, else the catalog's: checked before anything is measured
+        fe_path = frontend_file(cfg, v)
+        fe = read_frontend(fe_path, str(section(cfg, "catalog").get("name", "")))
+    limit = pre.get("max_other_cores")
+    if limit is not None:  # a machine busy with other work: its share would be measured, not the scenario
+        other = other_cores_now(float(pre["quiet_probe_s"]))
+        if other is not None and other > float(limit):
+            raise PreconditionFailed(f"other processes use {other:.2f} cores of this machine (limit {float(limit):g}; "
+                                     f"load average {os.getloadavg()[0]:.1f}): run on a quiet machine")  # fmt: skip
+    if not stored:  # this machine as it is now, before the run (infaas_real/calibrate_frontend.py)
         from infaas_real.calibrate_frontend import calibrate
 
         cat_name = Path(str(catalog.source_path)).name.removesuffix(".csv")
         print(f"validate: calibrating this machine first ({run_dir / 'calibration'})", file=sys.stderr)
         fe_path = calibrate(cfg, overrides, run_dir / "calibration", run_dir / "calibration" / f"{cat_name}.frontend.yaml")
-    fe = read_frontend(fe_path, str(section(cfg, "catalog").get("name", "")))
+        fe = read_frontend(fe_path, str(section(cfg, "catalog").get("name", "")))
     svc_profile = service_profile(v, fe, fe_path)
     trace, peak_qps = build_trace(v, seed)
     demand = check_demand(catalog, apps, fe, peak_qps, cores, float(pre["max_cpu_demand"]))
@@ -470,6 +489,9 @@ def _main(overrides: Sequence[str]) -> int:
         raise PreconditionFailed(f"the generator fell behind during the run: lateness p99 {run_lateness:.1f} ms "
                                  f"(limit {pre['max_lateness_p99_ms']} ms); load average {os.getloadavg()[0]:.1f}")
 
+    if limit is not None and others is not None and others > float(limit):
+        raise PreconditionFailed(f"other processes used {others:.2f} cores during the real run (limit {float(limit):g}): "
+                                 "its latencies measure them too; run on a quiet machine")  # fmt: skip
     scale = service_scale(v, fe)
     extra_ms = service_extra_ms(v, fe)
     # shared cores: the machine's (the calibration's record of it, else this machine's)

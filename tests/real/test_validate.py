@@ -34,6 +34,7 @@ def _digits(tmp_path: Path, *extra: str) -> list[str]:
             "validate.trace.spike_len_s=1.5", "validate.trace.spike_factor=3", "validate.preconditions.probe_s=0.5",
             "validate.preconditions.max_lateness_p99_ms=1000", "validate.warmup_s=1",
             "validate.preconditions.warm_artifacts=false",  # the server builds the few it loads
+            "validate.preconditions.max_other_cores=null",  # CI machines are shared: behaviour, not tolerances
             *extra]  # fmt: skip
 
 
@@ -103,6 +104,10 @@ def test_a_precondition_that_cannot_hold_exits_3_with_its_reason(tmp_path: Path,
     assert cli_main(["validate", "catalog=digits", "apps=digits", "validate.calibrate=false",
                      f"hydra.run.dir={tmp_path / 'c'}"]) == 3  # fmt: skip
     assert "calibrate-frontend catalog=digits" in capsys.readouterr().err
+    # a machine busy with other work (a limit no machine meets)
+    args = [*_digits(tmp_path), "validate.preconditions.max_other_cores=-1", f"hydra.run.dir={tmp_path / 'e'}"]
+    assert cli_main(args) == 3
+    assert "other processes use" in capsys.readouterr().err
     # a calibration file named but absent is bad input
     args = ["validate", "catalog=digits", "apps=digits", f"validate.frontend_file={tmp_path / 'none.yaml'}",
             f"hydra.run.dir={tmp_path / 'd'}"]  # fmt: skip
