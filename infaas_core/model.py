@@ -167,13 +167,21 @@ class InstanceType:
     @property
     def device_classes(self) -> tuple[str, ...]:
         """Device classes this type offers: always ``cpu``, then its accelerators."""
-        return (CPU, *(d for d, n in self.accelerators if n > 0))
+        return (CPU, *[d for d, n in self.accelerators if n > 0])
 
+    # (asked per routing miss and per autoscaler tick: the pairs are searched from the end,
+    # so a repeated class counts as its last pair, as a dict of them would, without building one)
     def accelerator_count(self, device_class: str) -> int:
-        return dict(self.accelerators).get(device_class, 0)
+        for d, n in reversed(self.accelerators):
+            if d == device_class:
+                return n
+        return 0
 
     def accelerator_memory_mb(self, device_class: str) -> float:
-        return dict(self.accelerator_memory_gb).get(device_class, 0.0) * 1024.0
+        for d, gb in reversed(self.accelerator_memory_gb):
+            if d == device_class:
+                return gb * 1024.0
+        return 0.0
 
     @property
     def price_usd_per_s(self) -> float:

@@ -138,7 +138,8 @@ class SimMechanism:
         drained = q.drained_at_s
         now = self.clock[0]
         if drained > now:
-            nxt = drained if math.isfinite(drained) else max(min(f for f, _ in q.servers), now + self.recheck_s)
+            # (the least tuple holds the least free time)
+            nxt = drained if math.isfinite(drained) else max(min(q.servers)[0], now + self.recheck_s)
             self.schedule(nxt, partial(self._try_finish, inst))
             return
         self.on_gone(inst)

@@ -29,6 +29,7 @@ import math
 from bisect import bisect_right
 from collections.abc import Callable
 from heapq import heapreplace
+from itertools import islice
 
 import numpy as np
 
@@ -43,6 +44,8 @@ KEY_MASK = (1 << KEY_BITS) - 1
 NAN = math.nan
 _EMPTY_F = np.zeros(0)
 _EMPTY_I = np.zeros(0, dtype=np.int64)
+_sum = np.add.reduce
+"""``ndarray.sum`` of a 1-D array without its Python layers (the same reduction, the same result)."""
 
 
 class Flushed:
@@ -156,6 +159,8 @@ class Queue:
         if kind and len(buf) - k < n - h:
             buf = noise.ensure(n - h)
             k = noise.pos
+        normal = kind == NOISE_NORMAL  # (locals: no global lookup per batch)
+        drawn = kind != NOISE_NONE
         bs = self.b_start.append
         bf = self.b_fin.append
         bz = self.b_size.append
@@ -176,14 +181,14 @@ class Queue:
                 if pt[hi - 1] > s:
                     hi = bisect_right(pt, s, h, hi)
                 b = hi - h
-                if kind == NOISE_NORMAL:
+                if normal:
                     svc = p50[b] * exp(sig[b] * buf[k])
                     k += 1
-                elif kind == NOISE_NONE:
-                    svc = p50[b]
-                else:
+                elif drawn:
                     svc = p50[b] * buf[k]
                     k += 1
+                else:
+                    svc = p50[b]
                 busy += svc
                 free = s + svc * f
                 last_b = b
@@ -192,6 +197,45 @@ class Queue:
                 bz(b)
                 h = hi
             servers[0] = (free, last_b)
+            noise.pos = k
+            self.head = h
+            self.busy_s += busy
+            return
+        if len(servers) == 2:
+            # Two replicas: the two-entry heap as locals. ``heapreplace`` on two entries puts
+            # the new one first only if it sorts before the other (as a tuple), so does this.
+            (free, last_b), (free1, b1) = servers
+            while h < n:
+                a = pt[h]
+                s = free if free > a else a
+                if s >= t_end:
+                    break
+                hi = h + mb
+                if hi > n:
+                    hi = n
+                if pt[hi - 1] > s:
+                    hi = bisect_right(pt, s, h, hi)
+                b = hi - h
+                if normal:
+                    svc = p50[b] * exp(sig[b] * buf[k])
+                    k += 1
+                elif drawn:
+                    svc = p50[b] * buf[k]
+                    k += 1
+                else:
+                    svc = p50[b]
+                busy += svc
+                fin = s + svc * f
+                bs(s)
+                bf(fin)
+                bz(b)
+                if fin < free1 or (fin == free1 and b < b1):
+                    free, last_b = fin, b
+                else:
+                    free, last_b, free1, b1 = free1, b1, fin, b
+                h = hi
+            servers[0] = (free, last_b)
+            servers[1] = (free1, b1)
             noise.pos = k
             self.head = h
             self.busy_s += busy
@@ -208,14 +252,14 @@ class Queue:
             if pt[hi - 1] > s:
                 hi = bisect_right(pt, s, h, hi)
             b = hi - h
-            if kind == NOISE_NORMAL:  # the default model first: one comparison per batch
+            if normal:  # the default model first: one test per batch
                 svc = p50[b] * exp(sig[b] * buf[k])
                 k += 1
-            elif kind == NOISE_NONE:
-                svc = p50[b]
-            else:
+            elif drawn:
                 svc = p50[b] * buf[k]
                 k += 1
+            else:
+                svc = p50[b]
             busy += svc
             fin = s + svc * f
             heapreplace(servers, (fin, b))
@@ -325,8 +369,9 @@ class Queue:
         b_fin = np.fromiter(self.b_fin, dtype=np.float64, count=nb)
         if keys is None:
             keys = np.fromiter(self.pk, dtype=np.int64, count=h)
-        dropped = np.isnan(b_fin)
-        if dropped.any():
+        # (a drop needs a deadline: with none tracked, no batch record is a run of drops)
+        dropped = np.isnan(b_fin) if self.pd else None
+        if dropped is not None and dropped.any():
             served = ~dropped
             batch = np.where(dropped, 0, sizes)
             served_sizes, served_start, served_fin = sizes[served], b_start[served], b_fin[served]
@@ -334,7 +379,7 @@ class Queue:
             batch = served_sizes = sizes
             served_start, served_fin = b_start, b_fin
         out = Flushed(np.fromiter(self.pt, dtype=np.float64, count=h), keys[:h],
-                      np.repeat(b_start, sizes), np.repeat(b_fin, sizes), np.repeat(batch, sizes))
+                      b_start.repeat(sizes), b_fin.repeat(sizes), batch.repeat(sizes))
         out.served_batches = served_sizes
         out.batch_start_s = served_start
         out.batch_finish_s = served_fin
@@ -354,23 +399,31 @@ class Queue:
         ``now_s`` are carried to the window they finish in. ``slo_finite``: whether every
         application's SLO is finite (computed here when not given)."""
         n = len(self.pk)
-        routed = n - self.mark
-        # every key in the queue converted once, for the window's SLOs and for the flush
-        keys = np.fromiter(self.pk, dtype=np.int64, count=n) if (routed or self.head) else None
+        mark = self.mark
+        routed = n - mark
+        # the keys the window's SLOs (those routed since the mark) and the flush (those
+        # started) read, each converted once: all of them when the two overlap; else a
+        # waiting backlog between them is skipped (the flush converts its own when nothing
+        # was routed)
+        keys: np.ndarray | None = None
         if routed:
             self.last_routed_s = self.pt[-1]
-            assert keys is not None
-            slo = slo_ms_by_app[keys[self.mark :] & KEY_MASK]
+            if mark <= self.head:
+                keys = np.fromiter(self.pk, dtype=np.int64, count=n)
+                new_keys = keys[mark:]
+            else:
+                new_keys = np.fromiter(islice(self.pk, mark, None), dtype=np.int64, count=routed)
+            slo = slo_ms_by_app[new_keys & KEY_MASK]
             c.arrivals += routed
             if slo_finite is None:
                 slo_finite = bool(np.isfinite(slo_ms_by_app).all())
             if slo_finite:  # (the same elements, so the same sum)
-                c.slo_sum_ms += float(slo.sum())
+                c.slo_sum_ms += float(_sum(slo))
                 c.slo_count += routed
             else:
                 finite = np.isfinite(slo)
-                c.slo_sum_ms += float(slo[finite].sum())
-                c.slo_count += int(finite.sum())
+                c.slo_sum_ms += float(_sum(slo[finite]))
+                c.slo_count += int(np.count_nonzero(finite))
         flushed = self.flush(keys)
         self.mark = len(self.pt)
         fin, lat = self.carry_fin, self.carry_lat
@@ -396,22 +449,23 @@ class Queue:
             nd = int(np.count_nonzero(done))
             c.completions += nd
             if nd == fin.size:
-                c.latency_sum_ms += float(lat.sum()) * 1000.0
+                c.latency_sum_ms += float(_sum(lat)) * 1000.0
                 self.carry_fin = self.carry_lat = _EMPTY_F
             else:
-                c.latency_sum_ms += float(lat[done].sum()) * 1000.0
+                c.latency_sum_ms += float(_sum(lat[done])) * 1000.0
                 self.carry_fin, self.carry_lat = fin[~done], lat[~done]
         if bf.size:
             bdone = bf <= now_s
             nb = int(np.count_nonzero(bdone))
             c.batches += nb
-            c.busy_s += float(np.clip(np.minimum(bf, now_s) - np.maximum(bs, t0_s), 0.0, None).sum())
+            # (np.maximum: what np.clip with no upper bound calls, without its Python layers)
+            c.busy_s += float(_sum(np.maximum(np.minimum(bf, now_s) - np.maximum(bs, t0_s), 0.0)))
             if nb == bf.size:
-                c.batch_items += int(bz.sum())
+                c.batch_items += int(_sum(bz))
                 self.carry_bstart = self.carry_bfin = _EMPTY_F
                 self.carry_bsize = _EMPTY_I
             else:
-                c.batch_items += int(bz[bdone].sum())
+                c.batch_items += int(_sum(bz[bdone]))
                 keep = ~bdone
                 self.carry_bstart, self.carry_bfin, self.carry_bsize = bs[keep], bf[keep], bz[keep]
         return flushed

@@ -135,6 +135,7 @@ class Simulation:
         self._A: list[int] = []
         self._pos = 0
         self._t_routed = 0.0
+        self._out: list[Any] = []  # decisions of a run of select_hits (empty between runs)
         self._active: dict[int, Queue] = {}  # queues with queries not yet started
         self._orphans: list[tuple[Any, ...]] = []  # results of instances unloaded since the last flush
         self._rej_t: list[float] = []  # infeasible: rejected
@@ -245,22 +246,26 @@ class Simulation:
         if t <= self._t_routed:
             return
         period = self.settings.route_period_s
+        clock, mech = self.clock, self.mechanism
+        T, pos = self._T, self._pos  # (only _next_chunk replaces the buffer)
         while True:
-            if self._pos >= len(self._T) and not self._next_chunk():
-                break
-            a0 = self._T[self._pos]
+            if pos >= len(T):
+                if not self._next_chunk():
+                    break
+                T, pos = self._T, self._pos
+            a0 = T[pos]
             if a0 >= t:
                 break
             self._advance_queues(a0)
-            self.clock[0] = a0
+            clock[0] = a0
             w_end = a0 + period
-            hi = bisect_left(self._T, w_end if w_end < t else t, self._pos)
-            self._route(self._pos, hi)
-            self.mechanism.routed += hi - self._pos
-            self._pos = hi
+            hi = bisect_left(T, w_end if w_end < t else t, pos)
+            self._route(pos, hi)
+            mech.routed += hi - pos
+            pos = self._pos = hi
         self._advance_queues(t)
         self._t_routed = t
-        self.clock[0] = t
+        clock[0] = t
 
     def _advance_queues(self, t: float) -> None:
         if self.offline is not None:
@@ -284,69 +289,105 @@ class Simulation:
         is carried out every time it is returned. A selector that offers ``select_hits``
         (:meth:`infaas_core.policies.infaas_selection.InfaasSelector.select_hits`) decides
         the runs of queries that are cache hits in one call, and the decisions are carried
-        out after it: the same decisions, in the same order, at the same times.
+        out after it: the same decisions, in the same order, at the same times. A run is
+        tried first (most windows are hits throughout); a query it does not decide goes
+        through ``select``.
         """
-        T, K, A = self._T, self._K, self._A
-        slo_s = self._slo_s
-        selectors = self._selectors
+        T = self._T
         hits = self._select_hits
-        reqs = self._reqs
-        view = self.view
-        drop = self.drop_late
+        out = self._out
         cache: dict[int, list[Any]] = {}
-        get = cache.get
-        resolve = self._resolve
-        clock = self.clock
-        out: list[Any] = []
-        admit = self._admit if self._admission is not None else None
         i = lo
-        while i < hi:
-            a = A[i]
-            t = T[i]
-            clock[0] = t  # each decision sees the cluster at its query's arrival
-            d = selectors[a]()
-            e = get(id(d))
-            if e is None or e[0] is not d:
-                e = resolve(d, t)
-                if type(d) is not LoadAndRoute:
-                    cache[id(d)] = e
-            _, ta, ka, why, da, _, q = e
-            if admit is not None and q is not None:
-                admit(q, t, K[i], a)
-                i += 1
-                continue
-            ta(t)
-            ka(K[i])
-            if why is not None:
-                e[5] += 1
-            elif drop:
-                da(t + slo_s[a])
-            i += 1
-            if hits is None or i >= hi:
-                continue
-            j = hits(reqs, A, T, i, hi, view, out)
-            if j == i:
-                continue
-            for d, t, k, a in zip(out, T[i:j], K[i:j], A[i:j]):
+        if hits is not None:
+            reqs, A, view = self._reqs, self._A, self.view
+            i = self._carry(hits(reqs, A, T, i, hi, view, out), i, out, cache)
+        if i < hi:  # (the rest only where a run did not decide the whole window)
+            K, A = self._K, self._A
+            slo_s = self._slo_s
+            selectors = self._selectors
+            reqs = self._reqs
+            view = self.view
+            drop = self.drop_late
+            get = cache.get
+            resolve = self._resolve
+            clock = self.clock
+            admit = self._admit if self._admission is not None else None
+            while i < hi:
+                a = A[i]
+                t = T[i]
+                clock[0] = t  # each decision sees the cluster at its query's arrival
+                d = selectors[a]()
                 e = get(id(d))
-                if e is None or e[0] is not d:
-                    clock[0] = t
+                if e is None:
                     e = resolve(d, t)
                     if type(d) is not LoadAndRoute:
                         cache[id(d)] = e
-                _, ta, ka, why, da, _, _ = e
+                _, ta, ka, why, da, _, q = e
+                if admit is not None and q is not None:
+                    admit(q, t, K[i], a)
+                    i += 1
+                    continue
                 ta(t)
-                ka(k)
+                ka(K[i])
                 if why is not None:
                     e[5] += 1
                 elif drop:
                     da(t + slo_s[a])
-            out.clear()
-            clock[0] = T[j - 1]
-            i = j
+                i += 1
+                if hits is not None and i < hi:
+                    i = self._carry(hits(reqs, A, T, i, hi, view, out), i, out, cache)
         for e in cache.values():
             if e[3] is not None:
                 self.reject_reasons[e[3]] += e[5]
+
+    def _carry(self, j: int, i: int, out: list[Any], cache: dict[int, list[Any]]) -> int:
+        """Carry out the decisions ``out`` of the run ``[i, j)`` of :meth:`_route` (cleared
+        after); returns ``j``. (An entry of ``cache`` holds its decision, so the decision's id
+        cannot be reused while it is cached: a hit needs no identity check.)"""
+        if j == i:
+            return i
+        T, K = self._T, self._K
+        get = cache.get
+        clock = self.clock
+        if self.drop_late:
+            A, slo_s = self._A, self._slo_s
+            for d, t, k, a in zip(out, T[i:j], K[i:j], A[i:j]):
+                e = get(id(d))
+                if e is None:
+                    clock[0] = t
+                    e = self._resolve(d, t)
+                    if type(d) is not LoadAndRoute:
+                        cache[id(d)] = e
+                e[1](t)
+                e[2](k)
+                if e[3] is not None:
+                    e[5] += 1
+                else:
+                    e[4](t + slo_s[a])
+        else:
+            routes, active = self._routes, self._active
+            for d, t, k in zip(out, T[i:j], K[i:j]):
+                e = get(id(d))
+                if e is None:
+                    clock[0] = t
+                    # _resolve's first case inlined (the common one: a route resolved in an
+                    # earlier window of this view version; its queue made active again)
+                    e = routes.get(id(d))
+                    if e is not None and e[0] is d and self._routes_version == self.cluster.version:
+                        q = e[6]
+                        if q.id not in active:
+                            active[q.id] = q
+                    else:
+                        e = self._resolve(d, t)
+                    if type(d) is not LoadAndRoute:
+                        cache[id(d)] = e
+                e[1](t)
+                e[2](k)
+                if e[3] is not None:
+                    e[5] += 1
+        out.clear()
+        clock[0] = T[j - 1]
+        return j
 
     def _admit(self, q: Queue, t: float, key: int, app: int) -> None:
         """A query routed to ``q`` at ``t``, through the server's admission

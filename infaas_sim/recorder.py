@@ -109,7 +109,8 @@ class Recorder:
         acc = np.full(status.size, np.nan)
         acc[served] = self.variant_accuracy[variant[served]]
         self.total.add(status, latency_ms, acc)
-        for a in np.unique(app).tolist():
+        # the applications present, ascending (as np.unique, which sorts every query)
+        for a in np.flatnonzero(np.bincount(app)).tolist():
             m = app == a
             self.per_app[a].add(status[m], latency_ms[m], acc[m])
 

@@ -183,7 +183,7 @@ class _Entry:
     ``next`` per query gives the round-robin pick and the counter to bump, with no index
     arithmetic or dictionary lookup on the hot path."""
 
-    __slots__ = ("avoided", "req", "routes", "turns", "wids")
+    __slots__ = ("avoided", "loads", "req", "routes", "turns", "wids")
 
     def __init__(self, req: Requirements, routes: tuple[Decision, ...], wids: tuple[int, ...],
                  avoided: frozenset[int], states: tuple[_BurstState | None, ...]) -> None:
@@ -192,6 +192,7 @@ class _Entry:
         self.wids = wids
         self.avoided = avoided  # the workers blacklisted when it was decided
         self.turns = cycle(tuple(zip(routes, states, wids)))
+        self.loads = LoadAndRoute in map(type, routes)
 
 
 _Decided = tuple[tuple[Decision, ...], tuple[int, ...], bool]
@@ -203,12 +204,20 @@ class _Plan:
     (``None``: no split, a blacklisted accelerator variant) and the target, replayed by the
     split's accumulator until the version changes."""
 
-    __slots__ = ("acc", "blacklisted", "target")
+    __slots__ = ("acc", "blacklisted", "bnext", "loads", "target", "tnext")
 
     def __init__(self, blacklisted: _Entry | None, target: _Entry) -> None:
         self.blacklisted = blacklisted
         self.target = target
         self.acc: list[float] = [0.0]  # the split's accumulator, shared across versions (see select)
+        # for select_hits: each side's round-robin, and whether either side may load
+        self.tnext = target.turns.__next__
+        self.bnext = blacklisted.turns.__next__ if blacklisted is not None else self.tnext
+        self.loads = target.loads or (blacklisted is not None and blacklisted.loads)
+
+
+_Hit = Callable[[], tuple[Decision, _BurstState | None, int]] | _Plan | None
+"""What a hit of the identity cache replays (:meth:`InfaasSelector._hit_entries`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,7 +289,8 @@ class _Index:
         if loaded is None:
             loaded = self._loaded = frozenset(i.variant.name for w in self.view.workers for i in w.instances)
         pos = st.run_pos
-        present = [st.by_run[i] for i in sorted(pos[n] for n in loaded if n in pos)]
+        by_run = st.by_run
+        present = [by_run[i] for i in sorted([pos[n] for n in loaded if n in pos])]
         lists = self.lists
         eligible = tuple((c, *lists(c.name)) for c in present if lists(c.name)[0])
         busy = tuple(c for c in present if lists(c.name)[1])
@@ -288,7 +298,7 @@ class _Index:
         return got
 
     def holds(self, worker_id: int, name: str) -> bool:
-        return any(i.worker_id == worker_id for i in self.view.instances_of(name))
+        return worker_id in [i.worker_id for i in self.view.instances_of(name)]
 
     def workers_for(self, hardware: str) -> list[WorkerView]:
         """Running workers offering ``hardware``, least utilised (on it) first."""
@@ -335,6 +345,9 @@ class InfaasSelector:
         self._static: OrderedDict[tuple[Requirements, int], _Static] = OrderedDict()
         self._plans: dict[tuple[Requirements, int], _Plan] = {}
         self._index: _Index | None = None
+        # what _hit_entries last built, for which reqs: valid until the identity cache changes
+        # (every change of _cache sets it back to None)
+        self._hits: tuple[Sequence[Requirements], list[_Hit]] | None = None
 
     # -- the hot path --------------------------------------------------------------------
     def select(self, req: Requirements, view: ClusterView, app: str | None = None, batch: int = 1) -> Decision:
@@ -349,6 +362,7 @@ class InfaasSelector:
             self._expire(now)
         if view.version != self._version:
             self._cache.clear()
+            self._hits = None
             self._eq_cache.clear()
             self._plans.clear()
             self._index = None
@@ -403,11 +417,12 @@ class InfaasSelector:
         if view.version != self._version:
             return lo
         interval = self._burst_interval_s
+        limit = self._burst_requests
         share = self._share
         append = out.append
+        n0 = len(out)
         ents = self._hit_entries(reqs)
         bl = self._bl_expiry
-        i = lo
         for now, a in zip(times_s[lo:hi], apps[lo:hi]):
             if now >= bl:
                 self._expire(now)
@@ -415,37 +430,54 @@ class InfaasSelector:
             c = ents[a]
             if c is None:
                 break
-            if type(c) is _Plan:
-                e = c.target
+            if type(c) is _Plan:  # (select's split, with each side's round-robin at hand)
                 if c.blacklisted is not None:
                     acc = c.acc
                     x = acc[0] + share
                     if x >= 1.0 - 1e-9:
                         acc[0] = x - 1.0
-                        e = c.blacklisted
+                        d, st, wid = c.bnext()
                     else:
                         acc[0] = x
-                d, st, wid = next(e.turns)
+                        d, st, wid = c.tnext()
+                else:
+                    d, st, wid = c.tnext()
+                if c.loads and type(d) is LoadAndRoute:  # (only an escape's target loads)
+                    if st is not None:
+                        self._bump(st, wid, view, now)
+                    append(d)
+                    break
             else:
                 d, st, wid = c()  # type: ignore[operator]  # (not a _Plan here: an entry's next)
             if st is not None:
                 if now - st[0] < interval:
                     st[1] += 1.0
-                    if st[1] >= self._burst_requests:
+                    if st[1] >= limit:
                         self._trip(wid, view, now, st)
                         ents, bl = self._hit_entries(reqs), self._bl_expiry
                 else:
                     self._restart(st, now)
             append(d)
-            i += 1
-            if type(d) is LoadAndRoute:
-                break
-        return i
+        return lo + len(out) - n0
 
-    def _hit_entries(self, reqs: Sequence[Requirements]) -> list[Callable[[], tuple[Decision, _BurstState | None, int]] | _Plan | None]:
+    def _bump(self, st: _BurstState, wid: int, view: ClusterView, now: float) -> None:
+        """:meth:`_count` for a worker whose count ``st`` the caller holds."""
+        if now - st[0] < self._burst_interval_s:
+            st[1] += 1.0
+            if st[1] >= self._burst_requests:
+                self._trip(wid, view, now, st)
+        else:
+            self._restart(st, now)
+
+    def _hit_entries(self, reqs: Sequence[Requirements]) -> list[_Hit]:
         """Per requirements, what a batch-1 hit of the identity cache replays: an entry's
-        round-robin (its ``next``), an escape plan, or ``None`` (a miss)."""
-        out: list[Callable[[], tuple[Decision, _BurstState | None, int]] | _Plan | None] = []
+        round-robin (its ``next``), an escape plan, or ``None`` (a miss; also for an entry
+        that loads, which :meth:`select` carries out). Built again only after the identity
+        cache changed (or for other ``reqs``)."""
+        memo = self._hits
+        if memo is not None and memo[0] is reqs:
+            return memo[1]
+        out: list[_Hit] = []
         get = self._cache.get
         for req in reqs:
             hit = get(id(req))
@@ -453,7 +485,11 @@ class InfaasSelector:
                 out.append(None)
             else:
                 c = hit[1]
-                out.append(c if type(c) is _Plan else c.turns.__next__)  # type: ignore[union-attr]
+                if type(c) is _Plan:
+                    out.append(c)
+                else:
+                    out.append(None if c.loads else c.turns.__next__)  # type: ignore[union-attr]
+        self._hits = (reqs, out)
         return out
 
     def _lookup(self, req: Requirements, view: ClusterView, batch: int,
@@ -482,6 +518,7 @@ class InfaasSelector:
         if len(self._cache) >= self.cfg.requirements_cache_size:  # bounded within a view version too
             self._cache.clear()
         self._cache[ikey] = (req, e)
+        self._hits = None
         return e
 
     # -- the worker blacklist (INFAAS.md §2.7 point 4, §3.3) ----------------------------------
@@ -558,6 +595,7 @@ class InfaasSelector:
 
         for ik in [k for k, (_, c) in self._cache.items() if bad(c)]:
             del self._cache[ik]
+        self._hits = None
         for cache in (self._eq_cache, self._plans):
             for k in [k for k, c in cache.items() if bad(c)]:
                 del cache[k]
@@ -691,7 +729,7 @@ class InfaasSelector:
         return _Plan(self._entry(req, ((Route(inst.id),), (inst.worker_id,), True)), self._entry(req, target))
 
     def _entry(self, req: Requirements, d: _Decided) -> _Entry:
-        return _Entry(req, d[0], d[1], frozenset(self.blacklist), tuple(self._state(w) for w in d[1]))
+        return _Entry(req, d[0], d[1], frozenset(self.blacklist), tuple([self._state(w) for w in d[1]]))
 
     def _on_worker(self, idx: _Index, v: Variant) -> _Decided | None:
         """``v`` on the least-utilised running worker of its hardware that holds it (routed
@@ -728,7 +766,7 @@ class InfaasSelector:
         if by_rate:
             insts = sorted(insts, key=lambda i: (i.rate_qps / max(i.replicas, 1), i.id))
         top = insts[: self.cfg.worker_candidates]
-        return tuple(Route(i.id) for i in top), tuple(i.worker_id for i in top)
+        return tuple([Route(i.id) for i in top]), tuple([i.worker_id for i in top])
 
     def _ordered(self, idx: _Index, hardware: str) -> list[WorkerView]:
         """Running workers offering ``hardware``, least utilised first, blacklisted ones last."""

@@ -104,10 +104,19 @@ class ModelAutoscaler:
         """Instance id -> its sustained scale-down requests."""
         self.replacing: dict[tuple[int, str], tuple[int, ...]] = {}
         """(worker, new variant) -> instance ids to unload once the new one is ready."""
+        self._t1: dict[tuple[str, int], tuple[Variant, float]] = {}
 
     def t1(self, v: Variant, inst: InstanceView | None = None) -> float:
         b = max(1, round(inst.batch)) if (inst is not None and v.hardware == CPU) else 1
-        return self.est.replica_throughput_qps(v, b)
+        # memoised: a pure function of the (immutable) variant and the batch, asked many
+        # times per tick; the variant is kept beside its value and compared by identity
+        key = (v.name, b)
+        got = self._t1.get(key)
+        if got is not None and got[0] is v:
+            return got[1]
+        t1 = self.est.replica_throughput_qps(v, b)
+        self._t1[key] = (v, t1)
+        return t1
 
     def cap(self, v: Variant) -> int:
         return self.cfg.max_replicas[family(v.hardware)]
