@@ -50,7 +50,7 @@ from typing import Literal
 from infaas_core.actions import Action, LoadVariant, UnloadVariant
 from infaas_core.catalog import Catalog
 from infaas_core.control.resources import Free, planning_room, room_of
-from infaas_core.model import CPU, Variant
+from infaas_core.model import CPU, InstanceType, Variant
 from infaas_core.policies.common import FAMILIES, EstimateConfig, family
 from infaas_core.policies.config import require
 from infaas_core.policies.rules import (
@@ -105,6 +105,8 @@ class ModelAutoscaler:
         self.replacing: dict[tuple[int, str], tuple[int, ...]] = {}
         """(worker, new variant) -> instance ids to unload once the new one is ready."""
         self._t1: dict[tuple[str, int], tuple[Variant, float]] = {}
+        self._up: dict[tuple[str, float, float, str, float], tuple[tuple[Variant, ...], InstanceType, list[tuple[float, Variant]]]] = {}
+        self._down: dict[tuple[str, float, str, float], tuple[Variant, InstanceType, list[tuple[float, Variant]]]] = {}
 
     def t1(self, v: Variant, inst: InstanceView | None = None) -> float:
         b = max(1, round(inst.batch)) if (inst is not None and v.hardware == CPU) else 1
@@ -236,13 +238,22 @@ class ModelAutoscaler:
         min_acc = min(i.variant.accuracy for i in insts)
         slo = min(i.slo_ms for i in insts)
         have = {i.variant.name: i.replicas for i in insts}
+        v0, itype = insts[0].variant, w.instance_type
+        # the tests that depend only on the model, the floor, the type and the SLO, memoised
+        # as in _downgrade_target
+        key = (v0.model, min_acc, floor_t1, itype.name, slo)
+        got = self._up.get(key)
+        if got is None or got[0] is not self._same_model(v0) or got[1] is not itype:
+            same = self._same_model(v0)
+            cands = [
+                (t1, u)
+                for u in same
+                if not u.accuracy < min_acc and itype.offers(u.hardware)
+                and not (t1 := self.t1(u)) <= floor_t1 and self.serves(u, slo)
+            ]  # fmt: skip
+            got = self._up[key] = (same, itype, cands)
         best: tuple[float, Variant, int] | None = None
-        for u in self._same_model(insts[0].variant):
-            if u.accuracy < min_acc or not w.instance_type.offers(u.hardware):
-                continue
-            t1 = self.t1(u)
-            if t1 <= floor_t1 or not self.serves(u, slo):
-                continue
+        for t1, u in got[2]:
             total = replicas_needed(demand_qps, t1, self.cfg.slack)
             n = total - have.get(u.name, 0)
             if n <= 0 or total > self.cap(u) or not room.fits(w.instance_type, u, n):
@@ -282,12 +293,22 @@ class ModelAutoscaler:
         v = inst.variant
         t1_v = self.t1(v, inst)
         present = {i.variant.name for i in w.instances}
+        itype = w.instance_type
+        # the tests that depend only on the variants, the type and the SLO, memoised: the
+        # same candidates in the same order (the rest are tested here, as before)
+        key = (v.name, t1_v, itype.name, inst.slo_ms)
+        got = self._down.get(key)
+        if got is None or got[0] is not v or got[1] is not itype:
+            cands = [
+                (t1, d)
+                for d in self._same_model(v)
+                if not d.accuracy < v.accuracy and itype.offers(d.hardware)
+                and (t1 := self.t1(d)) < t1_v and self.serves(d, inst.slo_ms)
+            ]  # fmt: skip
+            got = self._down[key] = (v, itype, cands)
         best: tuple[float, Variant] | None = None
-        for d in self._same_model(v):
-            if d.accuracy < v.accuracy or d.name in present or not w.instance_type.offers(d.hardware):
-                continue
-            t1 = self.t1(d)
-            if not (want <= t1 < t1_v) or not self.serves(d, inst.slo_ms) or not room.fits(w.instance_type, d):
+        for t1, d in got[2]:
+            if d.name in present or not want <= t1 or not room.fits(itype, d):
                 continue
             if best is None or t1 < best[0]:
                 best = (t1, d)
