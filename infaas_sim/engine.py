@@ -322,15 +322,17 @@ class Simulation:
                     e = resolve(d, t)
                     if type(d) is not LoadAndRoute:
                         cache[id(d)] = e
-                _, ta, ka, _, da, _, q = e
+                _, ta, ka, why, da, _, q = e
                 if admit is not None and q is not None:
                     admit(q, t, K[i], a)
                     i += 1
                     continue
                 ta(t)
                 ka(K[i])
-                if drop:
-                    da(t + slo_s[a])  # (a refusal's: ignored)
+                if why is not None:
+                    e[5] += 1
+                elif drop:
+                    da(t + slo_s[a])
                 i += 1
                 if hits is not None and i < hi:
                     i = self._carry(hits(reqs, A, T, i, hi, view, out), i, out, cache)
@@ -358,7 +360,10 @@ class Simulation:
                         cache[id(d)] = e
                 e[1](t)
                 e[2](k)
-                e[4](t + slo_s[a])  # (a refusal's: ignored)
+                if e[3] is not None:
+                    e[5] += 1
+                else:
+                    e[4](t + slo_s[a])
         else:
             routes, active = self._routes, self._active
             for d, t, k in zip(out, T[i:j], K[i:j]):
@@ -378,6 +383,8 @@ class Simulation:
                         cache[id(d)] = e
                 e[1](t)
                 e[2](k)
+                if e[3] is not None:
+                    e[5] += 1
         out.clear()
         clock[0] = T[j - 1]
         return j
@@ -438,7 +445,7 @@ class Simulation:
 
     def _resolve(self, d: object, t: float) -> list[Any]:
         """``[decision, append time, append key, refusal reason, append deadline, count,
-        queue (None: not routed)]``; a refusal's key append counts its queries.
+        queue (None: not routed)]``.
 
         What a decision means is the control layer's (``Cluster.route``); a refused route or
         load, and a ``Reject`` for lack of capacity, drop the query (a violation); only an
@@ -473,17 +480,9 @@ class Simulation:
         if type(d) is LoadAndRoute:  # not cached: counted here, once
             self.reject_reasons[reason or ""] += 1
             reason = None
-        sink_t, sink_k = (self._drop_t, self._drop_k) if drop else (self._rej_t, self._rej_k)
-        e = [d, sink_t.append, sink_k.append, reason, _ignore, 0, None]
-        if reason is not None:  # its key's append counts it too (the loops carry out without a test)
-            append_key = sink_k.append
-
-            def count(key: int) -> None:
-                append_key(key)
-                e[5] += 1
-
-            e[2] = count
-        return e
+        if drop:
+            return [d, self._drop_t.append, self._drop_k.append, reason, _ignore, 0, None]
+        return [d, self._rej_t.append, self._rej_k.append, reason, _ignore, 0, None]
 
     # -- periodic control ------------------------------------------------------------------
     def _window_done(self, window_s: float) -> None:
