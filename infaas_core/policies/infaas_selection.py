@@ -393,7 +393,7 @@ class InfaasSelector:
         else:
             e = c  # type: ignore[assignment]  # (a `type() is` test narrows only its own branch)
         d, st, wid = next(e.turns)
-        if st is not None:
+        if st is not None:  # :meth:`_bump`, inlined on this per-query path
             if now - st[0] < self._burst_interval_s:
                 st[1] += 1.0
                 if st[1] >= self._burst_requests:
