@@ -94,10 +94,10 @@ class SimMechanism:
                 tables = self.model.tables_ms(*measured)
             else:
                 tables = self.model.tables(v)
-            if measured is None and (self.service_scale != 1.0 or self.service_extra_s):
-                # (a log-sd is scale-free; the fixed per-call part is given the batch's noise too)
-                p50 = [0.0] + [x * self.service_scale + self.service_extra_s for x in tables[0][1:]]
-                tables = (p50, tables[1])
+                if self.service_scale != 1.0 or self.service_extra_s:
+                    # (a log-sd is scale-free; the fixed per-call part is given the batch's noise too)
+                    p50 = [0.0] + [x * self.service_scale + self.service_extra_s for x in tables[0][1:]]
+                    tables = (p50, tables[1])
             self._tables[v.name] = tables
         q = Queue(inst.id, v, inst.worker_id, tables, self.clock)
         q._adv = self.advance_args

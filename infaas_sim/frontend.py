@@ -88,9 +88,9 @@ class FrontendSettings:
     server's thread and the load generator's process; ``infaas-real calibrate-frontend``
     measures their CPU per query over the front end's time per query)."""
     transfer_on_loop: bool
-    """With ``sharing: event``: a CPU batch starts once the front end's busy period that holds
-    its start ends (the real server writes it to its worker from the front end's event loop;
-    queries reaching the instance meanwhile join it; :mod:`infaas_sim.sharing`)."""
+    """With ``sharing: event``: a CPU batch that could start while the front end serves a
+    request starts when that request leaves it, and that request joins it (the real server
+    writes batches to its workers from the front end's event loop; :mod:`infaas_sim.sharing`)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
@@ -195,12 +195,12 @@ def pass_through(arrivals_s: np.ndarray, fe: FrontendSettings) -> Passed:
     return Passed(dep[order], np.asarray(arrivals_s, dtype=np.float64)[order])
 
 
-def busy_levels(passed: Passed, fe: FrontendSettings) -> tuple[list[float], list[int]]:
-    """How many of the front end's servers are busy over time: change times ``T`` and levels
-    ``L`` (``L[j]`` holds on ``[T[j], T[j+1])``, 0 before ``T[0]`` and after the last)."""
-    x = fe.service_ms / 1000.0
-    ends = passed.policy_s
-    starts = ends - x  # each query's service: the x seconds before its departure
+def busy_levels(departures_s: np.ndarray, service_s: float) -> tuple[list[float], list[int]]:
+    """How many of the front end's servers are busy over time, from its departures and its
+    time per query: change times ``T`` and levels ``L`` (``L[j]`` holds on ``[T[j], T[j+1])``,
+    0 before ``T[0]`` and after the last)."""
+    ends = np.asarray(departures_s, dtype=np.float64)
+    starts = ends - service_s  # each query's service: the service_s seconds before its departure
     t = np.concatenate([starts, ends])
     d = np.concatenate([np.ones(ends.size, dtype=np.int64), -np.ones(ends.size, dtype=np.int64)])
     order = np.lexsort((d, t))  # at a tie an end comes before a start: no spurious level

@@ -21,7 +21,7 @@ from infaas_core.metrics import QueryTable, summarize, write_results
 from infaas_sim.admission import SHED_REASONS
 from infaas_sim.config import Arrivals, SimInputs
 from infaas_sim.engine import Simulation
-from infaas_sim.frontend import busy_levels, pass_through
+from infaas_sim.frontend import pass_through
 from infaas_sim.sharing import EventSharing
 
 
@@ -77,10 +77,8 @@ def simulate(inputs: SimInputs, trace_name: str | None = None) -> RunResult:
         sim.recorder.client_arrival_s = passed.client_s
         if fe.machine_cores is not None and fe.sharing == "event":  # infaas_sim/sharing.py
             sim.mechanism.event_share = EventSharing(fe.machine_cores, fe.busy_cores, fe.loading_cores,
-                                                     fe.background_cores, *busy_levels(passed, fe),
-                                                     transfer_on_loop=fe.transfer_on_loop,
-                                                     departures=passed.policy_s.tolist(),
-                                                     service_s=fe.service_ms / 1000.0)  # fmt: skip
+                                                     fe.background_cores, passed.policy_s.tolist(),
+                                                     fe.service_ms / 1000.0, fe.transfer_on_loop)  # fmt: skip
     warmup_s = float(inputs.sim.warmup_s)
     if warmup_s >= sim.horizon_s > 0:
         raise ConfigError("sim.warmup_s", f"{warmup_s} leaves nothing of the {sim.horizon_s} s run to measure")

@@ -43,7 +43,10 @@ import math
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from infaas_core.control.cluster import Instance
+from infaas_sim.frontend import busy_levels
 
 
 class EventSharing:
@@ -53,17 +56,16 @@ class EventSharing:
                  "transfer_on_loop")
 
     def __init__(self, cores: int, busy_cores: float, loading_cores: float, background_cores: float,
-                 times: Sequence[float], levels: Sequence[int], transfer_on_loop: bool = False,
-                 departures: Sequence[float] = (), service_s: float = 0.0) -> None:
-        self.transfer_on_loop = transfer_on_loop
-        self.departures = list(departures)  # when each query leaves the front end (sorted)
-        self.service_s = float(service_s)  # the front end's time per query
+                 departures: Sequence[float], service_s: float, transfer_on_loop: bool = False) -> None:
         self.cores = float(cores)
         self.busy_cores = float(busy_cores)
         self.loading = float(loading_cores)
         self.background = float(background_cores)
-        self.times = list(times)  # the front end's busy level changes (sorted), levels[j] on [times[j], times[j+1])
-        self.levels = list(levels)
+        self.transfer_on_loop = transfer_on_loop
+        self.departures = list(departures)  # when each query leaves the front end (sorted)
+        self.service_s = float(service_s)  # the front end's time per query
+        # its busy level changes (sorted): levels[j] on [times[j], times[j+1])
+        self.times, self.levels = busy_levels(np.asarray(self.departures), self.service_s)
 
     def other_demand(self, inst: Instance, s: float) -> float:
         """Cores the rest of ``inst``'s worker wants at ``s``: its CPU replicas busy past ``s``

@@ -111,8 +111,10 @@ def test_event_sharing_stretches_a_batch_only_while_the_front_end_serves() -> No
 def test_event_sharing_walks_every_busy_period_it_overlaps() -> None:
     from infaas_sim.sharing import EventSharing
 
-    # level 1 on [0, 1) and [2, 3), 0 elsewhere; 1 core, busy_cores 1: speed 1/2 inside, 1 outside
-    sh = EventSharing(1, 1.0, 1.0, 0.0, [0.0, 1.0, 2.0, 3.0], [1, 0, 1, 0])
+    # the front end serves over [0, 1) and [2, 3) (1 s per query), idle elsewhere; 1 core,
+    # busy_cores 1: speed 1/2 inside, 1 outside
+    sh = EventSharing(1, 1.0, 1.0, 0.0, [1.0, 3.0], 1.0)
+    assert (sh.times, sh.levels) == ([0.0, 1.0, 2.0, 3.0], [1, 0, 1, 0])
     assert sh.finish(0.0, 0.5, 0.0) == pytest.approx(1.0)  # half speed for a second
     assert sh.finish(0.5, 2.0, 0.0) == pytest.approx(3.25)  # work 0.25 by 1, 1.0 by 2, 0.5 by 3, 0.25 after
     assert sh.finish(-1.0, 0.5, 0.0) == pytest.approx(-0.5)  # before the first change: level 0
@@ -146,5 +148,6 @@ def test_loop_free_is_when_the_request_the_front_end_serves_leaves_it() -> None:
     from infaas_sim.sharing import EventSharing
 
     # the front end serves three requests back to back, 0.5 s each: [0.5, 1.0), [1.0, 1.5), [1.5, 2.0)
-    sh = EventSharing(2, 1.0, 1.0, 0.0, [0.5, 2.0], [1, 0], True, departures=[1.0, 1.5, 2.0], service_s=0.5)
+    sh = EventSharing(2, 1.0, 1.0, 0.0, [1.0, 1.5, 2.0], 0.5, transfer_on_loop=True)
+    assert (sh.times, sh.levels) == ([0.5, 1.0, 1.5, 2.0], [1, 1, 1, 0])  # back to back: busy throughout
     assert [sh.loop_free(t) for t in (0.2, 0.7, 1.0, 1.2, 1.99, 2.0, 9.0)] == [0.2, 1.0, 1.5, 1.5, 2.0, 2.0, 9.0]
