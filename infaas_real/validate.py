@@ -156,15 +156,29 @@ def own_cpu_s() -> float:
     return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
 
-def other_cores_now(probe_s: float) -> float | None:
-    """The cores other processes use now: the machine's CPU time over ``probe_s`` while this
-    process sleeps, less its own (``None`` where ``/proc/stat`` is absent)."""
-    busy0, own0, wall0 = machine_busy_s(), own_cpu_s(), time.perf_counter()
-    time.sleep(probe_s)
-    busy1, own1 = machine_busy_s(), own_cpu_s()
+CpuMark = tuple[float | None, float, float]
+"""(the machine's CPU seconds, this run's own, wall clock) at one moment: :func:`cpu_mark`."""
+
+
+def cpu_mark() -> CpuMark:
+    return machine_busy_s(), own_cpu_s(), time.perf_counter()
+
+
+def other_cores_since(mark: CpuMark) -> float | None:
+    """The cores other processes used since ``mark``: the machine's CPU time less this run's
+    own (this process and its waited-for children), over the wall time (``None`` where
+    ``/proc/stat`` is absent)."""
+    (busy0, own0, wall0), (busy1, own1, wall1) = mark, cpu_mark()
     if busy0 is None or busy1 is None:
         return None
-    return max((busy1 - busy0) - (own1 - own0), 0.0) / max(time.perf_counter() - wall0, 1e-9)
+    return max((busy1 - busy0) - (own1 - own0), 0.0) / max(wall1 - wall0, 1e-9)
+
+
+def other_cores_now(probe_s: float) -> float | None:
+    """The cores other processes use now: over ``probe_s`` while this process sleeps."""
+    mark = cpu_mark()
+    time.sleep(probe_s)
+    return other_cores_since(mark)
 
 
 def background_cores(v: dict[str, Any], measured: float | None) -> float:
@@ -455,7 +469,7 @@ def _main(overrides: Sequence[str]) -> int:
     url = f"http://127.0.0.1:{port}"
     server_over = [*scen, *v.get("server_overrides", [])]
     adm_over, adm = admission_overrides(server_over)  # before the server starts: a bad key fails at once
-    busy0, own0, wall0 = machine_busy_s(), own_cpu_s(), time.perf_counter()
+    mark = cpu_mark()
     server = start_server(server_over, port, run_dir / "server.log")
     load_avg = os.getloadavg()
     task = catalog.variants[0].task
@@ -475,9 +489,7 @@ def _main(overrides: Sequence[str]) -> int:
         real_actions = server_actions(url)
     finally:
         stop_server(server)
-    busy1, own1, wall1 = machine_busy_s(), own_cpu_s(), time.perf_counter()  # (the server has exited)
-    others = (None if busy0 is None or busy1 is None
-              else max((busy1 - busy0) - (own1 - own0), 0.0) / max(wall1 - wall0, 1e-9))  # fmt: skip
+    others = other_cores_since(mark)  # (the server has exited: its CPU is this run's own)
     start_s = ans.start_perf_s - t0_perf  # the trace's start on the server clock
     table, summary = to_results(ans, apps, catalog, policy=str(policy["name"]), trace=trace.name, seed=seed,
                                 duration_s=trace.duration_s)  # fmt: skip
